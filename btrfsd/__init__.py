@@ -1,0 +1,1 @@
+"""btrfsd: a Btrfs management service on the system D-Bus."""

@@ -1,0 +1,140 @@
+"""Fail-closed authorization and error translation for every exported method.
+
+Each exported method is wrapped by ``authorized(ACTION)``; ``check_interface`` refuses
+an interface with a method that lacks it, and the server runs that check before export.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar
+
+from dbus_fast import Message, MessageFlag
+from dbus_fast.errors import DBusError
+from dbus_fast.service import ServiceInterface
+
+from ..constants import ALL_ACTIONS, ERROR_PREFIX
+from ..errors import BtrfsdError
+from .context import current_message
+from .polkit import ACCESS_DENIED, INTERACTIVE_REQUIRED, Authority, Caller, PolkitUnavailable
+
+log = logging.getLogger(__name__)
+
+ACTION_ATTR = "__btrfsd_action__"
+_current_caller: ContextVar[Caller | None] = ContextVar("btrfsd_caller", default=None)
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class HasAuthority(Protocol):
+    authority: Authority
+
+
+def current_caller() -> Caller:
+    """The authorized caller of the method being served. Raises RuntimeError outside one."""
+    caller = _current_caller.get()
+    if caller is None:
+        raise RuntimeError("no authorized call in this context")
+    return caller
+
+
+def to_dbus_error(err: BtrfsdError) -> DBusError:
+    """Translate a core error into its ``org.btrfsd1.Error.<name>`` D-Bus error."""
+    return DBusError(ERROR_PREFIX + err.name, err.message)
+
+
+async def authorize(authority: Authority, msg: Message, action: str) -> Caller:
+    """Authorize the sender of ``msg`` for ``action``.
+
+    Raises DBusError AccessDenied or InteractiveAuthorizationRequired.
+    """
+    sender = msg.sender or ""
+    uid = await authority.uid_of(sender)
+    caller = Caller(sender=sender, uid=uid)
+    interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
+    try:
+        allowed, challenge = await authority.check(sender, action, interactive)
+    except PolkitUnavailable as e:
+        # Without polkitd nobody can be asked, so only root keeps working.
+        log.warning("polkit unreachable (%s); uid=%d %s", e, uid,
+                    "allowed as root" if uid == 0 else "refused")
+        if uid == 0:
+            return caller
+        raise DBusError(
+            ACCESS_DENIED,
+            f"PolicyKit is not reachable, so only root may call {msg.member}; start polkitd.",
+        ) from None
+    if allowed:
+        return caller
+    log.info("denied uid=%d action=%s method=%s challenge=%s", uid, action, msg.member, challenge)
+    if challenge and not interactive:
+        raise DBusError(
+            INTERACTIVE_REQUIRED,
+            f"{action} needs authentication; call again allowing interactive authorization.",
+        )
+    raise DBusError(ACCESS_DENIED, f"Not authorized to perform {action}.")
+
+
+def authorized(action: str) -> Callable[[F], F]:
+    """Mark an async interface method as needing ``action`` and wrap it.
+
+    The wrapper authorizes the caller with polkit, runs the method, and turns core errors
+    into named D-Bus errors; anything unexpected is logged with its traceback and the
+    caller gets org.btrfsd1.Error.Failed without internals.
+    """
+    if action not in ALL_ACTIONS:
+        raise ValueError(f"unknown polkit action {action}")
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        async def wrapper(self: HasAuthority, *args: Any) -> Any:
+            msg = current_message()
+            uid: int | str = "?"
+            token = None
+            try:
+                caller = await authorize(self.authority, msg, action)
+                uid = caller.uid
+                token = _current_caller.set(caller)
+                return await fn(self, *args)
+            except BtrfsdError as e:
+                log.info("call failed method=%s uid=%s error=%s: %s", msg.member, uid,
+                         e.name, e.message)
+                raise to_dbus_error(e) from None
+            except DBusError:
+                raise
+            except Exception:
+                log.exception("internal error in %s (uid=%s)", msg.member, uid)
+                raise DBusError(
+                    ERROR_PREFIX + "Failed",
+                    f"{msg.member} failed with an internal error; the btrfsd log "
+                    "(journalctl -u btrfsd) has the details.",
+                ) from None
+            finally:
+                if token is not None:
+                    _current_caller.reset(token)
+
+        setattr(wrapper, ACTION_ATTR, action)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def method_actions(interface: ServiceInterface) -> dict[str, str | None]:
+    """Map each exported method of an interface to its declared action (None if missing)."""
+    return {
+        m.name: getattr(m.fn, ACTION_ATTR, None)
+        for m in ServiceInterface._get_methods(interface)
+        if not m.disabled
+    }
+
+
+def check_interface(interface: ServiceInterface) -> None:
+    """Refuse (RuntimeError) an interface with a method that declares no polkit action."""
+    missing = [name for name, action in method_actions(interface).items() if action is None]
+    if missing:
+        raise RuntimeError(
+            f"{interface.name}: methods {missing} declare no polkit action; refusing to export"
+        )

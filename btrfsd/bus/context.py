@@ -1,0 +1,88 @@
+"""The calling message of the method being served, and the bus class that provides it.
+
+dbus-fast hands a method handler only the arguments. The subclass below stores the
+incoming message in a ContextVar around dispatch; asyncio copies the context into the
+task that runs an async method, so each concurrent call sees its own message.
+tests/integration/test_auth.py pins this with concurrent callers of different uids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface
+
+from ..constants import ROOT_PATH
+
+_current_message: ContextVar[Message | None] = ContextVar("btrfsd_message", default=None)
+
+
+def current_message() -> Message:
+    """Return the method-call message being served. Raises RuntimeError outside a call."""
+    msg = _current_message.get()
+    if msg is None:
+        raise RuntimeError("no D-Bus call is being served in this context")
+    return msg
+
+
+class CallerAwareBus(MessageBus):
+    """A MessageBus whose method handlers can see their message via current_message()."""
+
+    def _make_method_handler(self, interface: ServiceInterface, method: Any) -> Callable[..., None]:
+        inner = super()._make_method_handler(interface, method)
+
+        def handler(msg: Message, send_reply: Any) -> None:
+            token = _current_message.set(msg)
+            try:
+                inner(msg, send_reply)
+            finally:
+                _current_message.reset(token)
+
+        return handler
+
+    # The ObjectManager lives at ROOT_PATH, so its signals must come from there: clients
+    # such as GDBusObjectManagerClient listen on the manager's path, not the object's.
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected:
+            return
+        props = _read_properties(interface)
+        self.send(
+            Message(
+                message_type=MessageType.SIGNAL,
+                path=ROOT_PATH,
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="InterfacesAdded",
+                signature="oa{sa{sv}}",
+                body=[path, {interface.name: props}],
+            )
+        )
+
+    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
+        if self._disconnected:
+            return
+        self.send(
+            Message(
+                message_type=MessageType.SIGNAL,
+                path=ROOT_PATH,
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="InterfacesRemoved",
+                signature="oas",
+                body=[path, removed_interfaces],
+            )
+        )
+
+
+def _read_properties(interface: ServiceInterface) -> dict[str, Any]:
+    """Current property values of an interface as variants (our getters are synchronous)."""
+    result: dict[str, Any] = {}
+
+    def done(_iface: ServiceInterface, values: Any, _user: Any, err: Exception | None) -> None:
+        if err is None:
+            result.update(values)
+
+    ServiceInterface._get_all_property_values(interface, done)
+    return result

@@ -1,0 +1,168 @@
+"""org.btrfsd1.Filesystem: one object per mounted btrfs filesystem."""
+
+# No "from __future__ import annotations": dbus-fast reads these annotations at runtime
+# and a postponed "None" return would become a bogus signature.
+from typing import Annotated, Any
+
+from dbus_fast import Variant
+from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt64
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from ..constants import FILESYSTEM_IFACE, Action
+from ..core.filesystems import Filesystem
+from ..core.subvolumes import Subvolumes
+from ..fs.subvol import SubvolumeInfo
+from .auth import authorized
+from .options import DeleteOptions, ListOptions, NoOptions, SnapshotOptions, parse_options
+from .polkit import Authority
+
+Options = Annotated[dict, DBusSignature("a{sv}")]
+StrList = Annotated[list[str], DBusSignature("as")]
+# id, parent id, path, uuid, parent uuid, received uuid, generation, ctime, otime (µs since
+# the epoch), read-only, is-snapshot. A struct array, not a{sv} per entry: listing 10,000
+# snapshots must stay cheap to marshal (see bench/).
+SUBVOLUME_STRUCT = "(ttsssstxxbb)"
+SubvolumeList = Annotated[list[list[Any]], DBusSignature("a" + SUBVOLUME_STRUCT)]
+VariantDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+
+
+def _usec(seconds: float) -> int:
+    return int(seconds * 1_000_000)
+
+
+def subvolume_row(s: SubvolumeInfo) -> list[Any]:
+    return [s.id, s.parent_id, s.path, s.uuid, s.parent_uuid, s.received_uuid, s.generation,
+            _usec(s.ctime), _usec(s.otime), s.read_only, s.is_snapshot]
+
+
+def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
+    return {
+        "id": Variant("t", s.id),
+        "parent_id": Variant("t", s.parent_id),
+        "path": Variant("s", s.path),
+        "uuid": Variant("s", s.uuid),
+        "parent_uuid": Variant("s", s.parent_uuid),
+        "received_uuid": Variant("s", s.received_uuid),
+        "generation": Variant("t", s.generation),
+        "ctime": Variant("x", _usec(s.ctime)),
+        "otime": Variant("x", _usec(s.otime)),
+        "read_only": Variant("b", s.read_only),
+        "is_snapshot": Variant("b", s.is_snapshot),
+    }
+
+
+class FilesystemInterface(ServiceInterface):
+    """Properties of one filesystem and the subvolume/snapshot methods on it."""
+
+    def __init__(self, authority: Authority, fs: Filesystem, subvolumes: Subvolumes) -> None:
+        super().__init__(FILESYSTEM_IFACE)
+        self.authority = authority
+        self.fs = fs
+        self._subvolumes = subvolumes
+        self._last: dict[str, Any] = self.snapshot_properties()
+
+    # -- properties (read-level data only: a Get carries no caller to authorize) --------
+    @dbus_property(access=PropertyAccess.READ, name="Uuid")
+    def uuid(self) -> DBusStr:
+        return self.fs.uuid
+
+    @dbus_property(access=PropertyAccess.READ, name="Label")
+    def label(self) -> DBusStr:
+        return self.fs.label
+
+    @dbus_property(access=PropertyAccess.READ, name="MountPoints")
+    def mount_points(self) -> StrList:
+        return self.fs.mount_points
+
+    @dbus_property(access=PropertyAccess.READ, name="Devices")
+    def devices(self) -> StrList:
+        return self.fs.devices
+
+    @dbus_property(access=PropertyAccess.READ, name="TotalBytes")
+    def total_bytes(self) -> DBusUInt64:
+        return self.fs.usage.total_bytes
+
+    @dbus_property(access=PropertyAccess.READ, name="UsedBytes")
+    def used_bytes(self) -> DBusUInt64:
+        return self.fs.usage.used_bytes
+
+    @dbus_property(access=PropertyAccess.READ, name="FreeBytes")
+    def free_bytes(self) -> DBusUInt64:
+        return self.fs.usage.free_bytes
+
+    @dbus_property(access=PropertyAccess.READ, name="QuotaEnabled")
+    def quota_enabled(self) -> DBusBool:
+        return self.fs.quota_enabled
+
+    @dbus_property(access=PropertyAccess.READ, name="DefaultSubvolumeId")
+    def default_subvolume_id(self) -> DBusUInt64:
+        return self.fs.default_subvolume_id
+
+    def snapshot_properties(self) -> dict[str, Any]:
+        """Current property values, to find what changed since the last signal."""
+        fs = self.fs
+        return {
+            "Label": fs.label, "MountPoints": list(fs.mount_points), "Devices": list(fs.devices),
+            "TotalBytes": fs.usage.total_bytes, "UsedBytes": fs.usage.used_bytes,
+            "FreeBytes": fs.usage.free_bytes, "QuotaEnabled": fs.quota_enabled,
+            "DefaultSubvolumeId": fs.default_subvolume_id,
+        }
+
+    def emit_changes(self) -> None:
+        """Emit PropertiesChanged for whatever differs from the last emission."""
+        now = self.snapshot_properties()
+        changed = {k: v for k, v in now.items() if self._last.get(k) != v}
+        self._last = now
+        if changed:
+            self.emit_properties_changed(changed)
+
+    # -- methods -------------------------------------------------------------------
+    @dbus_method(name="ListSubvolumes")
+    @authorized(Action.READ)
+    async def list_subvolumes(self, options: Options) -> SubvolumeList:
+        opts = parse_options(ListOptions, options)
+        items = await self._subvolumes.list(self.fs, snapshots_of=opts.snapshots_of)
+        return [subvolume_row(s) for s in items]
+
+    @dbus_method(name="GetSubvolume")
+    @authorized(Action.READ)
+    async def get_subvolume(self, path: DBusStr, options: Options) -> VariantDict:
+        parse_options(NoOptions, options)
+        return subvolume_dict(await self._subvolumes.info(self.fs, path))
+
+    @dbus_method(name="CreateSubvolume")
+    @authorized(Action.SUBVOLUME_CREATE)
+    async def create_subvolume(self, path: DBusStr, options: Options) -> DBusStr:
+        parse_options(NoOptions, options)
+        return await self._subvolumes.create(self.fs, path)
+
+    @dbus_method(name="DeleteSubvolume")
+    @authorized(Action.SUBVOLUME_DELETE)
+    async def delete_subvolume(self, path: DBusStr, options: Options) -> None:
+        opts = parse_options(DeleteOptions, options)
+        await self._subvolumes.delete(self.fs, path, recursive=opts.recursive)
+
+    @dbus_method(name="CreateSnapshot")
+    @authorized(Action.SNAPSHOT_CREATE)
+    async def create_snapshot(
+        self, source: DBusStr, destination: DBusStr, options: Options
+    ) -> DBusStr:
+        opts = parse_options(SnapshotOptions, options)
+        return await self._subvolumes.snapshot(
+            self.fs, source, destination, read_only=opts.read_only, recursive=opts.recursive
+        )
+
+    @dbus_method(name="SetReadOnly")
+    @authorized(Action.SUBVOLUME_MODIFY)
+    async def set_read_only(self, path: DBusStr, read_only: DBusBool, options: Options) -> None:
+        parse_options(NoOptions, options)
+        await self._subvolumes.set_read_only(self.fs, path, read_only)
+
+    @dbus_method(name="SetDefaultSubvolume")
+    @authorized(Action.SUBVOLUME_MODIFY)
+    async def set_default_subvolume(self, path: DBusStr, options: Options) -> DBusUInt64:
+        parse_options(NoOptions, options)
+        sid = await self._subvolumes.set_default(self.fs, path)
+        self.emit_changes()
+        return sid

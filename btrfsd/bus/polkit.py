@@ -1,0 +1,115 @@
+"""PolicyKit client: asks polkitd whether the *calling* connection may perform an action."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusError
+
+from ..constants import POLKIT_BUS_NAME, POLKIT_IFACE, POLKIT_PATH
+
+log = logging.getLogger(__name__)
+
+ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
+INTERACTIVE_REQUIRED = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+# Error names that mean "polkitd is not there", as opposed to "polkitd said no".
+_UNREACHABLE = {
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Disconnected",
+    "org.freedesktop.DBus.Error.TimedOut",
+    "org.freedesktop.DBus.Error.Spawn.ServiceNotFound",
+}
+_ALLOW_USER_INTERACTION = 1
+# A check without interaction answers in milliseconds; one with a password prompt waits
+# for a person, so it gets much longer.
+_TIMEOUT = 25.0
+_INTERACTIVE_TIMEOUT = 300.0
+
+
+class PolkitUnavailable(Exception):
+    """polkitd could not be asked (not running, or did not answer in time)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who made a call: the sender's unique bus name and its uid."""
+
+    sender: str
+    uid: int
+
+
+class Authority:
+    """Authorizes method calls with polkitd, failing closed (only uid 0) without it."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self._bus = bus
+        # Unique names are never reused on a bus, so a cached uid cannot go stale.
+        self._uids: OrderedDict[str, int] = OrderedDict()
+
+    async def _call(self, msg: Message, timeout: float) -> Message:
+        reply = await asyncio.wait_for(self._bus.call(msg), timeout)
+        assert reply is not None
+        return reply
+
+    async def uid_of(self, sender: str) -> int:
+        """Return the uid of a connection, as the bus daemon saw it connect.
+
+        Raises DBusError if the bus does not know the sender (it has gone away).
+        """
+        if (uid := self._uids.get(sender)) is not None:
+            return uid
+        reply = await self._call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="GetConnectionUnixUser",
+                signature="s",
+                body=[sender],
+            ),
+            _TIMEOUT,
+        )
+        if reply.message_type == MessageType.ERROR:
+            raise DBusError(reply.error_name or ACCESS_DENIED, "cannot identify the caller")
+        uid = int(reply.body[0])
+        self._uids[sender] = uid
+        if len(self._uids) > 4096:
+            self._uids.popitem(last=False)
+        return uid
+
+    async def check(self, sender: str, action: str, interactive: bool) -> tuple[bool, bool]:
+        """Ask polkitd; return (authorized, challenge).
+
+        Raises PolkitUnavailable when polkitd cannot be reached.
+        """
+        subject = ("system-bus-name", {"name": Variant("s", sender)})
+        msg = Message(
+            destination=POLKIT_BUS_NAME,
+            path=POLKIT_PATH,
+            interface=POLKIT_IFACE,
+            member="CheckAuthorization",
+            signature="(sa{sv})sa{ss}us",
+            body=[subject, action, {}, _ALLOW_USER_INTERACTION if interactive else 0, ""],
+            # polkitd must not be auto-started just to refuse; fail closed instead.
+            flags=MessageFlag.NO_AUTOSTART,
+        )
+        try:
+            reply = await self._call(msg, _INTERACTIVE_TIMEOUT if interactive else _TIMEOUT)
+        except (asyncio.TimeoutError, OSError, EOFError) as e:
+            raise PolkitUnavailable(str(e) or type(e).__name__) from e
+        if reply.message_type == MessageType.ERROR:
+            if reply.error_name in _UNREACHABLE:
+                raise PolkitUnavailable(reply.error_name or "")
+            # Any other polkit error (e.g. an unknown action) means "not authorized".
+            log.warning("polkit error action=%s error=%s %s", action, reply.error_name,
+                        reply.body[0] if reply.body else "")
+            return False, False
+        authorized, challenge, _details = reply.body[0]
+        return bool(authorized), bool(challenge)

@@ -1,0 +1,110 @@
+"""Start, serve and stop btrfsd on the system bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from dbus_fast import BusType, RequestNameReply
+from dbus_fast.errors import DBusError
+from dbus_fast.service import ServiceInterface
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from ..config import Settings
+from ..constants import BUS_NAME, ROOT_PATH
+from ..core.filesystems import Filesystem, Registry
+from ..core.subvolumes import Subvolumes
+from .auth import check_interface
+from .context import CallerAwareBus
+from .filesystem import FilesystemInterface
+from .manager import ManagerInterface
+from .paths import filesystem_path
+from .polkit import Authority
+
+log = logging.getLogger(__name__)
+
+
+class NameTaken(Exception):
+    """Another connection owns org.btrfsd1."""
+
+
+class Server:
+    """Owns the bus connection and keeps exported objects in line with the registry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bus = CallerAwareBus(bus_type=BusType.SYSTEM)
+        self.registry = Registry()
+        self.subvolumes = Subvolumes(self.registry)
+        self.authority = Authority(self.bus)
+        self._fs_objects: dict[str, FilesystemInterface] = {}
+        self._stop = asyncio.Event()
+
+    def _export(self, path: str, interface: ServiceInterface) -> None:
+        check_interface(interface)  # fail closed: no method without a polkit action
+        self.bus.export(path, interface)
+
+    def _on_filesystems_changed(self, added: list[Filesystem], removed: list[Filesystem]) -> None:
+        for fs in removed:
+            if self._fs_objects.pop(fs.uuid, None) is not None:
+                self.bus.unexport(filesystem_path(fs.uuid))
+        for fs in added:
+            iface = FilesystemInterface(self.authority, fs, self.subvolumes)
+            self._fs_objects[fs.uuid] = iface
+            self._export(filesystem_path(fs.uuid), iface)
+        for iface in self._fs_objects.values():
+            iface.emit_changes()
+
+    async def _acquire_name(self) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(NameTaken),
+            wait=wait_fixed(0.5),
+            stop=stop_after_delay(5),
+            reraise=True,
+        ):
+            with attempt:
+                reply = await self.bus.request_name(BUS_NAME)
+                if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+                    raise NameTaken(f"{BUS_NAME} is owned by another process ({reply.name})")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_interval)
+            try:
+                await self.registry.rescan()
+            except Exception:  # keep serving; the next pass may succeed
+                log.exception("periodic refresh failed")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or the bus goes away.
+
+        Raises NameTaken, DBusError or OSError when the bus cannot be joined.
+        """
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.bus.connect()
+        self._export(ROOT_PATH, ManagerInterface(self.authority, self.registry, self.subvolumes))
+        self.registry.add_listener(self._on_filesystems_changed)
+        await self.registry.rescan()
+        self.registry.start_watching(loop)
+        await self._acquire_name()
+        log.info("serving name=%s filesystems=%d", BUS_NAME, len(self.registry.all()))
+        refresher = loop.create_task(self._refresh_loop())
+        disconnected = loop.create_task(self.bus.wait_for_disconnect())
+        stop = loop.create_task(self._stop.wait())
+        await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
+        refresher.cancel()
+        self.registry.stop_watching(loop)
+        if disconnected.done():
+            log.error("lost the bus connection; exiting")
+        else:
+            log.info("stopping on signal")
+            with contextlib.suppress(DBusError, OSError, EOFError):
+                await self.bus.release_name(BUS_NAME)
+            self.bus.disconnect()
+            with contextlib.suppress(Exception):
+                await disconnected
+        stop.cancel()

@@ -1,0 +1,203 @@
+"""Registry of mounted btrfs filesystems, grouped by UUID, kept current from mountinfo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import BtrfsdError, InvalidArgument, NotBtrfs, NotFound
+from ..fs import mounts as fs_mounts
+from ..fs import subvol, sysfs
+from ..fs.ioctl import fs_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Space figures of a filesystem, from statvfs on one of its mounts."""
+
+    total_bytes: int = 0
+    used_bytes: int = 0
+    free_bytes: int = 0
+
+
+@dataclass
+class Filesystem:
+    """One mounted btrfs filesystem and every place it is mounted."""
+
+    uuid: str
+    mounts: list[fs_mounts.MountEntry]
+    label: str = ""
+    devices: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    default_subvolume_id: int = 5
+    quota_enabled: bool = False
+
+    @property
+    def mount_points(self) -> list[str]:
+        return [m.mount_point for m in self.mounts]
+
+    @property
+    def primary_mount(self) -> fs_mounts.MountEntry:
+        """The mount closest to the top level: the one to run whole-filesystem calls on."""
+        return min(self.mounts, key=lambda m: (m.root.count("/") if m.root != "/" else 0,
+                                                len(m.mount_point)))
+
+    def mounted_subvolume_ids(self) -> set[int]:
+        return {sid for m in self.mounts if (sid := m.subvolume_id) is not None}
+
+    def refresh(self) -> None:
+        """Re-read label, devices, space, default subvolume and quota state (blocking)."""
+        self.label = sysfs.read_label(self.uuid)
+        self.devices = ["/dev/" + d for d in sysfs.device_names(self.uuid)]
+        self.quota_enabled = sysfs.quota_enabled(self.uuid)
+        mp = self.primary_mount.mount_point
+        try:
+            st = os.statvfs(mp)
+            self.usage = Usage(
+                total_bytes=st.f_blocks * st.f_frsize,
+                used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
+                free_bytes=st.f_bavail * st.f_frsize,
+            )
+            fd = os.open(mp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                self.default_subvolume_id = subvol.default_subvolume_id(fd)
+            finally:
+                os.close(fd)
+        except (OSError, BtrfsdError) as e:
+            # A mount can vanish between mountinfo and here; the watcher will catch up.
+            log.debug("refresh of %s at %s failed: %s", self.uuid, mp, e)
+
+
+def _fsid_for_mount(m: fs_mounts.MountEntry, by_device: dict[str, str]) -> str | None:
+    dev = os.path.basename(os.path.realpath(m.source)) if m.source.startswith("/") else ""
+    if dev in by_device:
+        return by_device[dev]
+    # Fallback for sources sysfs does not name (e.g. a path that changed): ask the kernel.
+    try:
+        fd = os.open(m.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return fs_info(fd).fsid
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def scan() -> dict[str, Filesystem]:
+    """Read mountinfo and sysfs and return the mounted btrfs filesystems by UUID (blocking)."""
+    by_device = sysfs.device_to_fsid()
+    found: dict[str, Filesystem] = {}
+    for m in fs_mounts.read_btrfs_mounts():
+        fsid = _fsid_for_mount(m, by_device)
+        if fsid is None:
+            continue
+        found.setdefault(fsid, Filesystem(uuid=fsid, mounts=[])).mounts.append(m)
+    return found
+
+
+Listener = Callable[[list["Filesystem"], list["Filesystem"]], None]
+
+
+class Registry:
+    """The filesystems btrfsd serves; notifies listeners of mounts coming and going."""
+
+    def __init__(self) -> None:
+        self._filesystems: dict[str, Filesystem] = {}
+        self._listeners: list[Listener] = []
+        self._epoll: select.epoll | None = None
+        self._mountinfo_fd: int | None = None
+        self._rescan_lock = asyncio.Lock()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(added, removed)`` after every change of the set of filesystems."""
+        self._listeners.append(listener)
+
+    def all(self) -> list[Filesystem]:
+        return sorted(self._filesystems.values(), key=lambda f: f.uuid)
+
+    def get(self, uuid: str) -> Filesystem:
+        """Return a filesystem by UUID. Raises NotFound if it is not mounted."""
+        try:
+            return self._filesystems[uuid]
+        except KeyError:
+            raise NotFound(f"No btrfs filesystem with UUID {uuid} is mounted.") from None
+
+    def by_fsid(self, fsid: str, path: str) -> Filesystem:
+        """Return the filesystem a resolved path lies on. Raises NotBtrfs."""
+        try:
+            return self._filesystems[fsid]
+        except KeyError:
+            raise NotBtrfs(
+                f"{path} is on btrfs filesystem {fsid}, which btrfsd does not see mounted."
+            ) from None
+
+    async def rescan(self) -> None:
+        """Re-read mountinfo, refresh every filesystem and notify listeners of changes."""
+        async with self._rescan_lock:
+            found = await asyncio.to_thread(_scan_and_refresh)
+            old = self._filesystems
+            added = [fs for u, fs in found.items() if u not in old]
+            removed = [fs for u, fs in old.items() if u not in found]
+            for u, fs in found.items():
+                if u in old:
+                    # keep the object that bus adapters hold; update it in place
+                    cur = old[u]
+                    cur.mounts, cur.label, cur.devices = fs.mounts, fs.label, fs.devices
+                    cur.usage, cur.quota_enabled = fs.usage, fs.quota_enabled
+                    cur.default_subvolume_id = fs.default_subvolume_id
+                    found[u] = cur
+            self._filesystems = found
+            for fs in added:
+                log.info("filesystem appeared uuid=%s mounts=%s", fs.uuid, fs.mount_points)
+            for fs in removed:
+                log.info("filesystem gone uuid=%s", fs.uuid)
+            for listener in self._listeners:
+                listener(added, removed)
+
+    def start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Rescan whenever the mount table changes (mountinfo signals EPOLLPRI)."""
+        self._mountinfo_fd = os.open(fs_mounts.MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+        self._epoll = select.epoll()
+        self._epoll.register(self._mountinfo_fd, select.EPOLLPRI | select.EPOLLERR)
+        loop.add_reader(self._epoll.fileno(), self._on_mount_change, loop)
+
+    def _on_mount_change(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._epoll is not None and self._mountinfo_fd is not None
+        self._epoll.poll(0)
+        # mountinfo must be re-read from the start to clear the pending event.
+        os.lseek(self._mountinfo_fd, 0, os.SEEK_SET)
+        while os.read(self._mountinfo_fd, 65536):
+            pass
+        loop.create_task(self.rescan())
+
+    def stop_watching(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._epoll is not None:
+            loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
+        if self._mountinfo_fd is not None:
+            os.close(self._mountinfo_fd)
+            self._mountinfo_fd = None
+
+    def check_member(self, fs: Filesystem, fsid: str, path: str) -> None:
+        """Raise InvalidArgument unless the path with ``fsid`` belongs to ``fs``."""
+        if fsid != fs.uuid:
+            raise InvalidArgument(
+                f"{path} is on filesystem {fsid}, not on {fs.uuid}; call that filesystem's "
+                "object (Manager.ResolvePath finds it)."
+            )
+
+
+def _scan_and_refresh() -> dict[str, Filesystem]:
+    found = scan()
+    for fs in found.values():
+        fs.refresh()
+    return found

@@ -1,0 +1,245 @@
+"""Subvolume and snapshot use cases. Async; kernel work runs in threads.
+
+Every method checks its input completely before it changes anything, and raises only
+BtrfsdError subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from .. import constants
+from ..errors import AlreadyExists, Busy, InvalidArgument
+from ..fs import paths, subvol
+from ..fs.subvol import SubvolumeInfo
+from .filesystems import Filesystem, Registry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _require_subvolume(res: paths.Resolved) -> None:
+    assert res.st is not None
+    if not subvol.is_subvolume(res.st):
+        raise InvalidArgument(f"{res.path} is not a subvolume.")
+
+
+def _require_absent(res: paths.Resolved) -> None:
+    if res.exists:
+        raise AlreadyExists(f"{res.path} already exists; choose another name.")
+
+
+class Subvolumes:
+    """Subvolume and snapshot operations on the filesystems of a registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def _member(self, fs: Filesystem, res: paths.Resolved, fd: int) -> None:
+        fsid = subvol.fsid_of(fd, res.path)
+        self._registry.check_member(fs, fsid, res.path)
+
+    def _parent_member(self, fs: Filesystem, res: paths.Resolved) -> None:
+        """Check that the directory a new object goes into belongs to ``fs``."""
+        self._member(fs, res, res.open_parent())
+
+    # -- reading ---------------------------------------------------------------------
+    def resolve_filesystem(self, path: str) -> tuple[Filesystem, str]:
+        """Return the filesystem a path is on and the subvolume path containing it (blocking).
+
+        Raises InvalidArgument, NotFound, NotBtrfs.
+        """
+        with paths.resolve(path) as res:
+            assert res.st is not None
+            if stat.S_ISDIR(res.st.st_mode):
+                fd = res.open()
+            else:
+                # Opening a FIFO or device could block or have side effects: use the directory.
+                fd = res.open_parent()
+            fs = self._registry.by_fsid(subvol.fsid_of(fd, res.path), res.path)
+            return fs, subvol.subvolume_info(fd, res.path).path
+
+    def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
+        fd = os.open(fs.primary_mount.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return list(subvol.iter_subvolumes(fd, top=constants.TOP_LEVEL_SUBVOLUME_ID))
+        finally:
+            os.close(fd)
+
+    async def list(self, fs: Filesystem, *, snapshots_of: str = "") -> list[SubvolumeInfo]:
+        """List every subvolume of ``fs`` (paths relative to the top level).
+
+        With ``snapshots_of`` (an absolute path of a subvolume) only its snapshots.
+        Raises BtrfsdError.
+        """
+        if not snapshots_of:
+            return await self._run(self._list, fs)
+        source = await self.info(fs, snapshots_of)
+        items = await self._run(self._list, fs)
+        return [s for s in items if s.parent_uuid == source.uuid]
+
+    def _info(self, fs: Filesystem, path: str) -> SubvolumeInfo:
+        with paths.resolve(path) as res:
+            _require_subvolume(res)
+            fd = res.open()
+            self._member(fs, res, fd)
+            return subvol.subvolume_info(fd, res.path)
+
+    async def info(self, fs: Filesystem, path: str) -> SubvolumeInfo:
+        """Return the subvolume at an absolute path. Raises BtrfsdError."""
+        return await self._run(self._info, fs, path)
+
+    # -- changing --------------------------------------------------------------------
+    def _create(self, fs: Filesystem, path: str) -> str:
+        with paths.resolve(path, must_exist=False) as res:
+            _require_absent(res)
+            self._parent_member(fs, res)
+            subvol.create_subvolume(res)
+            return res.path
+
+    async def create(self, fs: Filesystem, path: str) -> str:
+        """Create an empty subvolume; return its canonical path. Raises BtrfsdError."""
+        made = await self._run(self._create, fs, path)
+        log.info("subvolume created path=%s fs=%s", made, fs.uuid)
+        return made
+
+    def _protect(self, fs: Filesystem, info: SubvolumeInfo, path: str) -> None:
+        if info.id == constants.TOP_LEVEL_SUBVOLUME_ID:
+            raise InvalidArgument(f"{path} is the top level of the filesystem; it cannot be deleted.")
+        if info.id in fs.mounted_subvolume_ids():
+            where = [m.mount_point for m in fs.mounts if m.subvolume_id == info.id]
+            raise Busy(f"{path} is mounted at {', '.join(where)}; unmount it first.")
+        if info.id == fs.default_subvolume_id:
+            raise Busy(f"{path} is the default subvolume; make another one the default first.")
+
+    def _delete(self, fs: Filesystem, path: str, recursive: bool) -> str:
+        with paths.resolve(path) as res:
+            _require_subvolume(res)
+            fd = res.open()
+            self._member(fs, res, fd)
+            info = subvol.subvolume_info(fd, res.path)
+            self._protect(fs, info, res.path)
+            nested = list(subvol.iter_subvolumes(fd))
+            if nested and not recursive:
+                raise Busy(
+                    f"{res.path} contains {len(nested)} nested subvolume(s); delete them "
+                    "first or pass the recursive option."
+                )
+            for n in nested:
+                self._protect(fs, n, f"{res.path}/{n.path}")
+            subvol.delete_subvolume(res, recursive=recursive)
+            return res.path
+
+    async def delete(self, fs: Filesystem, path: str, *, recursive: bool = False) -> str:
+        """Delete a subvolume or snapshot (and nested ones if ``recursive``).
+
+        Refuses the top level, mounted subvolumes and the default subvolume.
+        Raises BtrfsdError.
+        """
+        gone = await self._run(self._delete, fs, path, recursive)
+        log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
+        return gone
+
+    def _default_destination(self, source: paths.Resolved) -> str:
+        base = source.path.rstrip("/") + "/" + constants.DEFAULT_SNAPSHOT_DIR
+        stamp = time.strftime(constants.SNAPSHOT_NAME_FORMAT, time.gmtime())
+        fd = source.open()
+        try:
+            os.mkdir(constants.DEFAULT_SNAPSHOT_DIR, 0o750, dir_fd=fd)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise InvalidArgument(
+                f"Cannot make {base} ({os.strerror(e.errno or 0)}); give a destination."
+            ) from e
+        st = os.stat(constants.DEFAULT_SNAPSHOT_DIR, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            raise InvalidArgument(f"{base} is not a directory; give a destination.")
+        # Two snapshots in one second get -1, -2, ... so names stay unique and sortable.
+        name, n = stamp, 0
+        while True:
+            try:
+                os.stat(f"{constants.DEFAULT_SNAPSHOT_DIR}/{name}", dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return f"{base}/{name}"
+            n += 1
+            name = f"{stamp}-{n}"
+
+    def _snapshot(self, fs: Filesystem, source: str, dest: str, read_only: bool,
+                  recursive: bool) -> str:
+        with paths.resolve(source) as src:
+            _require_subvolume(src)
+            src_fd = src.open()
+            self._member(fs, src, src_fd)
+            if not dest:
+                if recursive:
+                    raise InvalidArgument(
+                        "A recursive snapshot needs a destination outside its source; the "
+                        f"default place ({constants.DEFAULT_SNAPSHOT_DIR} inside the source) "
+                        "would take in earlier snapshots."
+                    )
+                dest = self._default_destination(src)
+            with paths.resolve(dest, must_exist=False) as dst:
+                _require_absent(dst)
+                self._parent_member(fs, dst)
+                if recursive and dst.path.startswith(src.path.rstrip("/") + "/"):
+                    raise InvalidArgument(
+                        f"A recursive snapshot of {src.path} cannot be placed inside it "
+                        f"({dst.path}): it would take in earlier snapshots; give a "
+                        "destination outside the source."
+                    )
+                subvol.create_snapshot(
+                    src_fd, src.path, dst, read_only=read_only, recursive=recursive
+                )
+                return dst.path
+
+    async def snapshot(self, fs: Filesystem, source: str, dest: str = "", *,
+                       read_only: bool = True, recursive: bool = False) -> str:
+        """Snapshot ``source`` to ``dest`` (default ``<source>/.snapshots/<UTC time>``).
+
+        Returns the snapshot's path. Raises BtrfsdError.
+        """
+        made = await self._run(self._snapshot, fs, source, dest, read_only, recursive)
+        log.info("snapshot created source=%s path=%s read_only=%s recursive=%s fs=%s",
+                 source, made, read_only, recursive, fs.uuid)
+        return made
+
+    def _set_read_only(self, fs: Filesystem, path: str, read_only: bool) -> None:
+        with paths.resolve(path) as res:
+            _require_subvolume(res)
+            fd = res.open()
+            self._member(fs, res, fd)
+            if subvol.subvolume_info(fd, res.path).id == constants.TOP_LEVEL_SUBVOLUME_ID:
+                raise InvalidArgument("The top level of a filesystem cannot be made read-only.")
+            subvol.set_read_only(fd, res.path, read_only)
+
+    async def set_read_only(self, fs: Filesystem, path: str, read_only: bool) -> None:
+        """Set or clear a subvolume's read-only flag. Raises BtrfsdError."""
+        await self._run(self._set_read_only, fs, path, read_only)
+        log.info("read-only flag set path=%s read_only=%s fs=%s", path, read_only, fs.uuid)
+
+    def _set_default(self, fs: Filesystem, path: str) -> int:
+        with paths.resolve(path) as res:
+            _require_subvolume(res)
+            fd = res.open()
+            self._member(fs, res, fd)
+            info = subvol.subvolume_info(fd, res.path)
+            subvol.set_default_subvolume(fd, res.path)
+            fs.default_subvolume_id = info.id
+            return info.id
+
+    async def set_default(self, fs: Filesystem, path: str) -> int:
+        """Make a subvolume the default mounted one; return its id. Raises BtrfsdError."""
+        sid = await self._run(self._set_default, fs, path)
+        log.info("default subvolume set path=%s id=%d fs=%s", path, sid, fs.uuid)
+        return sid
+

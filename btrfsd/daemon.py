@@ -1,0 +1,49 @@
+"""The btrfsd entry point (console script ``btrfsd`` and ``python -m btrfsd``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import config
+from . import log as logsetup
+from .constants import VERSION
+
+
+async def _serve(settings: config.Settings) -> None:
+    from .bus.server import Server  # imported late so --help works without the bus stack
+
+    await Server(settings).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon; return the process exit code."""
+    parser = argparse.ArgumentParser(prog="btrfsd", description="Btrfs management service")
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--version", action="version", version=f"btrfsd {VERSION}")
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(args.config, log_level=args.log_level, log_format=args.log_format)
+    except config.ConfigError as e:
+        print(f"btrfsd: bad configuration: {e}", file=sys.stderr)
+        return 2
+    logsetup.setup(settings.log_level, settings.log_format)
+    log = logging.getLogger("btrfsd")
+    if os.geteuid() != 0:
+        log.error("btrfsd must run as root (it manages filesystems); uid=%d", os.geteuid())
+        return 1
+    try:
+        asyncio.run(_serve(settings))
+    except Exception as e:  # startup failures: say what to do, not a traceback
+        log.error("cannot serve: %s: %s (is the system bus running, and does the D-Bus policy "
+                  "in /usr/share/dbus-1/system.d allow root to own org.btrfsd1?)",
+                  type(e).__name__, e)
+        log.debug("details", exc_info=True)
+        return 1
+    return 0

@@ -1,0 +1,184 @@
+"""Safe path resolution: walk a caller's path component by component without following
+symbolic links, and hand out file descriptors so later calls act on what was checked.
+
+Rule (documented in docs/api.md): a path must be absolute and canonical. Components
+``.`` and ``..`` are refused and so is a symbolic link anywhere in the path, because a
+privileged daemon that follows a caller's link can be steered outside the filesystem the
+caller was allowed to touch.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+
+from ..errors import BtrfsdError, InvalidArgument, NotFound, from_errno
+
+NAME_MAX = 255
+_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def check_name(name: str) -> str:
+    """Check one path component against btrfs' name rules and return it.
+
+    Raises InvalidArgument for empty names, ``.``/``..``, ``/`` or NUL inside, or more
+    than 255 bytes of UTF-8.
+    """
+    if not name:
+        raise InvalidArgument("The name is empty; give a name for the new subvolume.")
+    if name in (".", ".."):
+        raise InvalidArgument(f"'{name}' is not a valid name.")
+    if "/" in name or "\0" in name:
+        raise InvalidArgument(f"The name {name!r} contains '/' or a NUL byte.")
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise InvalidArgument(f"The name is longer than {NAME_MAX} bytes.")
+    return name
+
+
+def split_path(path: str) -> list[str]:
+    """Split an absolute path into components, refusing what a safe walk cannot take.
+
+    Raises InvalidArgument for empty, relative, NUL-containing paths and ``.``/``..``.
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidArgument("The path is empty; give an absolute path.")
+    if "\0" in path:
+        raise InvalidArgument("The path contains a NUL byte.")
+    if not path.startswith("/"):
+        raise InvalidArgument(f"The path {path!r} is relative; give an absolute path.")
+    parts = [p for p in path.split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise InvalidArgument(
+                f"The path {path!r} contains '{part}'; give the canonical absolute path."
+            )
+        check_name(part)
+    return parts
+
+
+@dataclass
+class Resolved:
+    """A path walked safely. Owns file descriptors: use as a context manager.
+
+    ``parent_fd`` is an O_PATH descriptor of the containing directory (None for "/"),
+    ``name`` the last component, ``st`` its lstat result (None when it does not exist).
+    """
+
+    path: str
+    parent_fd: int | None
+    name: str
+    st: os.stat_result | None
+    _fds: list[int] = field(default_factory=list)
+
+    def __enter__(self) -> Resolved:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every descriptor this resolution holds."""
+        while self._fds:
+            os.close(self._fds.pop())
+
+    @property
+    def exists(self) -> bool:
+        return self.st is not None
+
+    @property
+    def proc_path(self) -> str:
+        """A path through /proc/self/fd that names exactly the checked parent directory.
+
+        libbtrfsutil takes paths; this hands it the already-opened directory, so a rename
+        or symlink swap after the check cannot redirect the call.
+        """
+        if self.parent_fd is None:
+            return "/"
+        return f"/proc/self/fd/{self.parent_fd}/{self.name}"
+
+    def open(self, flags: int = os.O_RDONLY) -> int:
+        """Open the object itself (never following a link); the fd is closed with this.
+
+        Raises NotFound, InvalidArgument.
+        """
+        try:
+            if self.parent_fd is None:
+                fd = os.open("/", flags | os.O_DIRECTORY | os.O_CLOEXEC)
+            else:
+                fd = os.open(
+                    self.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.parent_fd
+                )
+        except OSError as e:
+            raise _walk_error(e, self.path) from e
+        self._fds.append(fd)
+        return fd
+
+
+    def open_parent(self) -> int:
+        """Open the containing directory for ioctls; the fd is closed with this.
+
+        Raises NotFound, InvalidArgument.
+        """
+        if self.parent_fd is None:
+            return self.open()
+        try:
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.parent_fd)
+        except OSError as e:
+            raise _walk_error(e, self.path) from e
+        self._fds.append(fd)
+        return fd
+
+
+def _walk_error(e: OSError, path: str) -> BtrfsdError:
+    if e.errno == errno.ENOENT:
+        return NotFound(f"{path} does not exist.")
+    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+        return InvalidArgument(
+            f"{path} goes through a symbolic link or a non-directory; give the real path."
+        )
+    return from_errno(e.errno or 0, f"Cannot open {path}: {os.strerror(e.errno or 0)}.")
+
+
+def resolve(path: str, *, must_exist: bool = True) -> Resolved:
+    """Walk ``path`` from / without following links and return the open parent.
+
+    Raises InvalidArgument (bad form, a symlink on the way or at the end), NotFound (a
+    missing directory on the way, or a missing target when ``must_exist``).
+    """
+    parts = split_path(path)
+    canonical = "/" + "/".join(parts)
+    fds: list[int] = []
+    try:
+        fd = os.open("/", _WALK_FLAGS)
+        fds.append(fd)
+        walked = ""
+        for part in parts[:-1]:
+            walked += "/" + part
+            try:
+                fd = os.open(part, _WALK_FLAGS, dir_fd=fd)
+            except OSError as e:
+                raise _walk_error(e, walked) from e
+            fds.append(fd)
+        if not parts:
+            res = Resolved(canonical, None, "", os.stat("/"), fds)
+            fds = []
+            return res
+        name = parts[-1]
+        try:
+            st: os.stat_result | None = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None and must_exist:
+            raise NotFound(f"{canonical} does not exist.")
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise InvalidArgument(
+                f"{canonical} is a symbolic link; give the path it points to instead."
+            )
+        res = Resolved(canonical, fd, name, st, fds)
+        fds = []
+        return res
+    finally:
+        for leftover in fds:
+            os.close(leftover)

@@ -1,0 +1,50 @@
+"""Readers for /sys/fs/btrfs/<fsid>/ (cheap, but still kernel calls: use from a thread)."""
+
+from __future__ import annotations
+
+import os
+
+SYSFS_BTRFS = "/sys/fs/btrfs"
+
+
+def fs_dir(fsid: str) -> str:
+    """Return the sysfs directory of a filesystem."""
+    return os.path.join(SYSFS_BTRFS, fsid)
+
+
+def read_label(fsid: str) -> str:
+    """Return the filesystem label ('' if none or unreadable)."""
+    try:
+        with open(os.path.join(fs_dir(fsid), "label"), encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def device_names(fsid: str) -> list[str]:
+    """Return the block device names (``loop0``, ``dm-1``) of a filesystem's devices."""
+    try:
+        return sorted(os.listdir(os.path.join(fs_dir(fsid), "devices")))
+    except OSError:
+        return []
+
+
+def device_to_fsid() -> dict[str, str]:
+    """Map block device name (``loop0``) to the fsid of the mounted btrfs using it.
+
+    Lets the registry identify mounts without opening their mount points.
+    """
+    result: dict[str, str] = {}
+    try:
+        fsids = os.listdir(SYSFS_BTRFS)
+    except OSError:
+        return result
+    for fsid in fsids:
+        for dev in device_names(fsid):
+            result[dev] = fsid
+    return result
+
+
+def quota_enabled(fsid: str) -> bool:
+    """True when qgroups are enabled (the kernel then exposes a qgroups directory)."""
+    return os.path.isdir(os.path.join(fs_dir(fsid), "qgroups"))

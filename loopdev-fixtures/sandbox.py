@@ -1,0 +1,323 @@
+"""A throw-away btrfsd world with real parts: loop-mounted btrfs images, a private
+system-like dbus-daemon whose config includes the project's dbus-policy/ file, the real
+polkitd with the project's .policy installed, test users, and btrfsd itself.
+
+Used by the test suite (tests/conftest.py) and by the demo (``python sandbox.py demo``).
+Everything it makes is removed on exit, including after a failure.
+Needs root, Debian 12 packages btrfs-progs, dbus, polkitd, and a venv with btrfsd installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+POLICY_SRC = REPO / "polkit-actions" / "org.btrfsd1.policy"
+RULES_SRC = REPO / "polkit-actions" / "50-btrfsd-admin.rules.example"
+DBUS_POLICY = REPO / "dbus-policy" / "org.btrfsd1.conf"
+POLKIT_ACTIONS_DIR = Path("/usr/share/polkit-1/actions")
+POLKIT_RULES_DIR = Path("/etc/polkit-1/rules.d")
+POLKITD = "/usr/lib/polkit-1/polkitd"
+BUS_NAME = "org.btrfsd1"
+
+ADMIN_GROUP = "btrfsd-admin"  # the group the example rules file grants everything
+TEST_USER = "btrfsd-tuser"  # unprivileged: polkit defaults apply
+TEST_ADMIN = "btrfsd-tadmin"  # member of ADMIN_GROUP
+
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <allow send_destination="org.freedesktop.PolicyKit1"/>
+  </policy>
+  <policy user="polkitd">
+    <allow own="org.freedesktop.PolicyKit1"/>
+  </policy>
+  <include>{project_policy}</include>
+</busconfig>
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[sandbox] {msg}", file=sys.stderr, flush=True)
+
+
+def run(*cmd: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def venv_bin(name: str) -> str:
+    """Path of a console script next to the running interpreter (the venv's bin/)."""
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class LoopFs:
+    """A sparse image file, its loop device and its btrfs mount."""
+
+    image: Path
+    mount_point: Path
+    device: str = ""
+
+    def create(self, size: str = "1G", label: str = "") -> None:
+        run("truncate", "-s", size, str(self.image))
+        args = ["mkfs.btrfs", "-q", "-f"] + (["-L", label] if label else []) + [str(self.image)]
+        run(*args)
+        self.device = run("losetup", "-f", "--show", str(self.image)).stdout.strip()
+        self.mount_point.mkdir(parents=True, exist_ok=True)
+        run("mount", "-t", "btrfs", self.device, str(self.mount_point))
+        # Tests let unprivileged users look (they may read, never change).
+        os.chmod(self.mount_point, 0o755)
+
+    @property
+    def uuid(self) -> str:
+        return run("blkid", "-s", "UUID", "-o", "value", self.device).stdout.strip()
+
+    def destroy(self) -> None:
+        if self.mount_point.is_mount():
+            if run("umount", str(self.mount_point), check=False).returncode != 0:
+                run("umount", "-l", str(self.mount_point), check=False)
+        if self.device:
+            run("losetup", "-d", self.device, check=False)
+            self.device = ""
+        with contextlib.suppress(FileNotFoundError):
+            self.image.unlink()
+
+
+@dataclass
+class Sandbox:
+    """The whole world; use ``with Sandbox() as sb:``."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="btrfsd-sb-")))
+    daemon_args: list[str] = field(default_factory=lambda: ["--log-level", "debug"])
+    filesystems: list[LoopFs] = field(default_factory=list)
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    # -- set-up --------------------------------------------------------------------
+    def __enter__(self) -> Sandbox:
+        try:
+            os.chmod(self.workdir, 0o755)  # unprivileged callers must reach the bus socket
+            self._cleanup.callback(shutil.rmtree, self.workdir, ignore_errors=True)
+            self.start_bus()
+            self.install_polkit_files()
+            self.start_polkitd()
+            self.create_users()
+            self.add_filesystem()
+            self.start_daemon()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in list(self._procs):
+            self.stop(name)
+        for fs in reversed(self.filesystems):
+            fs.destroy()
+        self.filesystems.clear()
+        self._cleanup.close()
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "bus" / "socket"
+
+    @property
+    def address(self) -> str:
+        return f"unix:path={self.socket}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("DBUS_SESSION_BUS_ADDRESS",)}
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = self.address
+        return env
+
+    def start_bus(self) -> None:
+        (self.workdir / "bus").mkdir(mode=0o755)
+        conf = self.workdir / "bus.conf"
+        conf.write_text(BUS_CONFIG.format(socket=self.socket, project_policy=DBUS_POLICY))
+        self._spawn("dbus-daemon", ["dbus-daemon", f"--config-file={conf}", "--nofork"])
+        self._wait(lambda: self.socket.exists(), "dbus-daemon socket")
+
+    def _backup_and_install(self, src: Path, dest: Path) -> None:
+        backup = self.workdir / ("backup-" + dest.name)
+        if dest.exists():
+            shutil.copy2(dest, backup)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        os.chmod(dest, 0o644)
+
+        def restore() -> None:
+            if backup.exists():
+                shutil.copy2(backup, dest)
+            else:
+                dest.unlink(missing_ok=True)
+
+        self._cleanup.callback(restore)
+
+    def install_polkit_files(self) -> None:
+        self._backup_and_install(POLICY_SRC, POLKIT_ACTIONS_DIR / POLICY_SRC.name)
+        self._backup_and_install(RULES_SRC, POLKIT_RULES_DIR / "50-btrfsd-admin.rules")
+
+    def start_polkitd(self) -> None:
+        self._spawn("polkitd", [POLKITD, "--no-debug"])
+        self.wait_for_name("org.freedesktop.PolicyKit1")
+
+    def create_users(self) -> None:
+        try:
+            grp.getgrnam(ADMIN_GROUP)
+            created_group = False
+        except KeyError:
+            run("groupadd", "--system", ADMIN_GROUP)
+            created_group = True
+        for user, extra in ((TEST_USER, []), (TEST_ADMIN, ["-G", ADMIN_GROUP])):
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(user)
+                run("userdel", user, check=False)  # left over from an interrupted run
+            run("useradd", "--system", "-M", "-N", "-s", "/usr/sbin/nologin", *extra, user)
+            self._cleanup.callback(run, "userdel", user, check=False)
+        if created_group:
+            # registered last, so it runs after the users are gone
+            self._cleanup.callback(run, "groupdel", ADMIN_GROUP, check=False)
+
+    def add_filesystem(self, size: str = "1G", label: str = "") -> LoopFs:
+        n = len(self.filesystems)
+        fs = LoopFs(self.workdir / f"img{n}", self.workdir / f"mnt{n}")
+        self.filesystems.append(fs)
+        fs.create(size, label or f"btrfsd-test{n}")
+        return fs
+
+    def start_daemon(self) -> None:
+        log_file = open(self.workdir / "btrfsd.log", "ab")  # noqa: SIM115
+        self._spawn("btrfsd", [venv_bin("btrfsd"), *self.daemon_args], stderr=log_file)
+        log_file.close()
+        self.wait_for_name(BUS_NAME)
+
+    def restart_daemon(self) -> None:
+        self.stop("btrfsd")
+        self.start_daemon()
+
+    # -- processes -----------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], stderr: object = None) -> None:
+        proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL,
+                                stderr=stderr or subprocess.DEVNULL)  # type: ignore[arg-type]
+        self._procs[name] = proc
+
+    def stop(self, name: str) -> int | None:
+        proc = self._procs.pop(name, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def alive(self, name: str) -> bool:
+        proc = self._procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def _wait(self, cond: object, what: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():  # type: ignore[operator]
+                return
+            for name, proc in self._procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting "
+                                       f"for {what}; log: {self.daemon_log()[-2000:]}")
+            time.sleep(0.02)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def has_owner(self, name: str) -> bool:
+        r = run("busctl", f"--address={self.address}", "status", name, check=False)
+        return r.returncode == 0
+
+    def wait_for_name(self, name: str) -> None:
+        self._wait(lambda: self.has_owner(name), f"{name} on the bus")
+
+    def daemon_log(self) -> str:
+        try:
+            return (self.workdir / "btrfsd.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def as_user(self, user: str) -> list[str]:
+        """argv prefix that runs a command as ``user`` with its groups (setpriv)."""
+        return ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}",
+                "--init-groups", "--"]
+
+
+def demo() -> int:
+    """Start a sandbox and take a short btrfsctl tour, then tear everything down."""
+    ctl = venv_bin("btrfsctl")
+    with Sandbox(daemon_args=["--log-level", "info"]) as sb:
+        mnt = str(sb.filesystems[0].mount_point)
+        steps = [
+            [ctl, "fs", "list"],
+            [ctl, "subvolume", "create", f"{mnt}/home"],
+            [ctl, "subvolume", "create", f"{mnt}/home/alice"],
+            [ctl, "snapshot", f"{mnt}/home"],
+            [ctl, "snapshot", f"{mnt}/home", f"{mnt}/home-backup", "--recursive"],
+            [ctl, "subvolume", "list", mnt],
+            [ctl, "snapshot", "list", f"{mnt}/home"],
+            [ctl, "subvolume", "show", f"{mnt}/home-backup"],
+            [ctl, "--json", "subvolume", "show", f"{mnt}/home"],
+            [ctl, "subvolume", "delete", f"{mnt}/home-backup", "--recursive"],
+            [ctl, "subvolume", "create", f"{mnt}/../escape"],
+        ]
+        for argv in steps:
+            print(f"\n$ btrfsctl {' '.join(argv[1:])}", flush=True)
+            subprocess.run(argv, env=sb.env, check=False)
+        print(f"\n$ (as unprivileged user {TEST_USER}) btrfsctl subvolume create {mnt}/nope",
+              flush=True)
+        subprocess.run(sb.as_user(TEST_USER) + [ctl, "subvolume", "create", f"{mnt}/nope"],
+                       env=sb.env, check=False)
+        print("\nDaemon log (last lines):")
+        print("\n".join(sb.daemon_log().splitlines()[-8:]))
+    return 0
+
+
+@contextlib.contextmanager
+def sandbox(**kw: object) -> Iterator[Sandbox]:
+    with Sandbox(**kw) as sb:  # type: ignore[arg-type]
+        yield sb
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "demo":
+        sys.exit(demo())
+    print("usage: sandbox.py demo", file=sys.stderr)
+    sys.exit(2)
