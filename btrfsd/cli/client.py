@@ -1,0 +1,90 @@
+"""A thin D-Bus client for btrfsd (the CLI never touches filesystems itself)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageFlag, MessageType
+from dbus_fast.aio import MessageBus
+
+from ..constants import BUS_NAME, FILESYSTEM_IFACE, MANAGER_IFACE, ROOT_PATH
+
+
+class CallError(Exception):
+    """A call failed; ``name`` is the D-Bus error name, ``text`` the daemon's message."""
+
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__(f"{name}: {text}")
+        self.name = name
+        self.text = text
+
+
+def _unwrap(value: Any) -> Any:
+    """Turn Variants (at any depth) into plain Python values."""
+    if hasattr(value, "signature") and hasattr(value, "value"):
+        return _unwrap(value.value)
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+class Client:
+    """Connection to btrfsd on the system bus (honours DBUS_SYSTEM_BUS_ADDRESS)."""
+
+    def __init__(self, interactive: bool | None = None) -> None:
+        self._bus: MessageBus | None = None
+        # Let polkit ask for a password only when a person can answer.
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+
+    async def __aenter__(self) -> Client:
+        try:
+            self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        except (OSError, EOFError) as e:
+            addr = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "the system bus")
+            raise CallError("org.freedesktop.DBus.Error.NoServer",
+                            f"cannot connect to {addr}: {e}") from e
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._bus is not None:
+            self._bus.disconnect()
+
+    async def call(self, path: str, interface: str, member: str, signature: str = "",
+                   body: list[Any] | None = None) -> list[Any]:
+        """Call a method on btrfsd; return the reply body. Raises CallError."""
+        assert self._bus is not None
+        flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if self.interactive else MessageFlag.NONE
+        reply = await self._bus.call(Message(
+            destination=BUS_NAME, path=path, interface=interface, member=member,
+            signature=signature, body=body or [], flags=flags,
+        ))
+        assert reply is not None
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else ""
+            raise CallError(reply.error_name or "unknown", str(text))
+        return list(reply.body)
+
+    async def manager(self, member: str, signature: str = "", *args: Any) -> list[Any]:
+        return await self.call(ROOT_PATH, MANAGER_IFACE, member, signature, list(args))
+
+    async def filesystem(self, fs_path: str, member: str, signature: str = "",
+                         *args: Any) -> list[Any]:
+        return await self.call(fs_path, FILESYSTEM_IFACE, member, signature, list(args))
+
+    async def resolve(self, path: str) -> tuple[str, str]:
+        """Return (filesystem object path, subvolume path) for an absolute path."""
+        fs_path, subvol = await self.manager("ResolvePath", "sa{sv}", path, {})
+        return fs_path, subvol
+
+    async def properties(self, path: str, interface: str) -> dict[str, Any]:
+        (props,) = await self.call(path, "org.freedesktop.DBus.Properties", "GetAll", "s",
+                                   [interface])
+        return dict(_unwrap(props))
+
+    @staticmethod
+    def plain(value: Any) -> Any:
+        return _unwrap(value)

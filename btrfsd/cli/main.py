@@ -1,0 +1,229 @@
+"""btrfsctl: command-line client of btrfsd (docs/cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dbus_fast import Variant
+
+from ..constants import VERSION
+from . import output
+from .client import CallError, Client
+from .errors import EXIT_OK, EXIT_USAGE, explain
+
+Handler = Callable[[Client, argparse.Namespace], Awaitable[Any]]
+
+
+def _abs(path: str) -> str:
+    # Lexical only: the daemon walks the path itself and refuses symlinks.
+    return os.path.abspath(path)
+
+
+async def _fs_of(c: Client, path: str) -> str:
+    fs_path, _ = await c.resolve(_abs(path))
+    return fs_path
+
+
+# -- handlers: each returns JSON-able data and prints the human form itself -------------
+async def fs_list(c: Client, a: argparse.Namespace) -> Any:
+    (paths,) = await c.manager("GetFilesystems", "a{sv}", {})
+    items = []
+    for p in paths:
+        props = await c.properties(p, "org.btrfsd1.Filesystem")
+        props["object_path"] = p
+        items.append(props)
+    if not a.json:
+        output.table(None, ["UUID", "Label", "Mounted at", "Devices", "Size", "Used", "Free"], [
+            [f["Uuid"], f["Label"] or "-", "\n".join(f["MountPoints"]), "\n".join(f["Devices"]),
+             output.fmt_bytes(f["TotalBytes"]), output.fmt_bytes(f["UsedBytes"]),
+             output.fmt_bytes(f["FreeBytes"])] for f in items
+        ])
+    return items
+
+
+async def subvolume_create(c: Client, a: argparse.Namespace) -> Any:
+    path = _abs(a.path)
+    fs = await _fs_of(c, os.path.dirname(path))
+    (made,) = await c.filesystem(fs, "CreateSubvolume", "sa{sv}", path, {})
+    if not a.json:
+        output.console.print(f"Created subvolume {made}")
+    return {"path": made}
+
+
+async def subvolume_delete(c: Client, a: argparse.Namespace) -> Any:
+    path = _abs(a.path)
+    fs = await _fs_of(c, path)
+    await c.filesystem(fs, "DeleteSubvolume", "sa{sv}", path,
+                       {"recursive": Variant("b", a.recursive)})
+    if not a.json:
+        output.console.print(f"Deleted {path} (space is freed in the background)")
+    return {"path": path, "deleted": True}
+
+
+async def subvolume_list(c: Client, a: argparse.Namespace) -> Any:
+    fs = await _fs_of(c, a.path)
+    (rows,) = await c.filesystem(fs, "ListSubvolumes", "a{sv}", {})
+    items = output.subvolume_rows(rows)
+    if not a.json:
+        output.subvolume_table(items)
+    return items
+
+
+async def subvolume_show(c: Client, a: argparse.Namespace) -> Any:
+    path = _abs(a.path)
+    fs = await _fs_of(c, path)
+    (info,) = await c.filesystem(fs, "GetSubvolume", "sa{sv}", path, {})
+    data = {"mount_path": path, **Client.plain(info)}
+    if not a.json:
+        output.key_values(data)
+    return data
+
+
+async def subvolume_readonly(c: Client, a: argparse.Namespace) -> Any:
+    path = _abs(a.path)
+    fs = await _fs_of(c, path)
+    value = a.state == "on"
+    await c.filesystem(fs, "SetReadOnly", "sba{sv}", path, value, {})
+    if not a.json:
+        output.console.print(f"{path} is now {'read-only' if value else 'writable'}")
+    return {"path": path, "read_only": value}
+
+
+async def subvolume_set_default(c: Client, a: argparse.Namespace) -> Any:
+    path = _abs(a.path)
+    fs = await _fs_of(c, path)
+    (sid,) = await c.filesystem(fs, "SetDefaultSubvolume", "sa{sv}", path, {})
+    if not a.json:
+        output.console.print(f"Default subvolume is now {path} (id {sid})")
+    return {"path": path, "id": sid}
+
+
+async def subvolume_get_default(c: Client, a: argparse.Namespace) -> Any:
+    fs = await _fs_of(c, a.path)
+    props = await c.properties(fs, "org.btrfsd1.Filesystem")
+    sid = props["DefaultSubvolumeId"]
+    if not a.json:
+        output.console.print(f"Default subvolume id: {sid}")
+    return {"id": sid}
+
+
+async def snapshot_create(c: Client, a: argparse.Namespace) -> Any:
+    source = _abs(a.source)
+    fs = await _fs_of(c, source)
+    dest = _abs(a.dest) if a.dest else ""
+    (made,) = await c.filesystem(fs, "CreateSnapshot", "ssa{sv}", source, dest, {
+        "read_only": Variant("b", not a.writable), "recursive": Variant("b", a.recursive)})
+    if not a.json:
+        kind = "writable" if a.writable else "read-only"
+        output.console.print(f"Created {kind} snapshot {made}")
+    return {"source": source, "path": made, "read_only": not a.writable}
+
+
+async def snapshot_list(c: Client, a: argparse.Namespace) -> Any:
+    source = _abs(a.source)
+    fs = await _fs_of(c, source)
+    (rows,) = await c.filesystem(fs, "ListSubvolumes", "a{sv}",
+                                 {"snapshots_of": Variant("s", source)})
+    items = output.subvolume_rows(rows)
+    if not a.json:
+        output.subvolume_table(items)
+    return items
+
+
+# -- argument parsing ---------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print machine-readable JSON")
+    p = argparse.ArgumentParser(prog="btrfsctl", parents=[common],
+                                description="Manage btrfs through the btrfsd service.")
+    p.add_argument("--version", action="version", version=f"btrfsctl {VERSION}")
+    p.add_argument("--no-ask", action="store_true",
+                   help="never let PolicyKit ask for a password")
+    sub = p.add_subparsers(dest="group", required=True)
+
+    def cmd(parent: Any, name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help_)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    fs = sub.add_parser("fs", help="filesystems").add_subparsers(dest="cmd", required=True)
+    cmd(fs, "list", fs_list, "list mounted btrfs filesystems")
+
+    sv = sub.add_parser("subvolume", aliases=["subvol"], help="subvolumes").add_subparsers(
+        dest="cmd", required=True)
+    cmd(sv, "create", subvolume_create, "create a subvolume").add_argument("path")
+    d = cmd(sv, "delete", subvolume_delete, "delete a subvolume or snapshot")
+    d.add_argument("path")
+    d.add_argument("-r", "--recursive", action="store_true", help="also nested subvolumes")
+    cmd(sv, "list", subvolume_list, "list subvolumes of the filesystem holding PATH"
+        ).add_argument("path")
+    cmd(sv, "show", subvolume_show, "show one subvolume").add_argument("path")
+    ro = cmd(sv, "readonly", subvolume_readonly, "set or clear the read-only flag")
+    ro.add_argument("path")
+    ro.add_argument("state", choices=["on", "off"])
+    cmd(sv, "set-default", subvolume_set_default, "make PATH the default subvolume"
+        ).add_argument("path")
+    cmd(sv, "get-default", subvolume_get_default, "show the default subvolume id"
+        ).add_argument("path")
+
+    sn = cmd(sub, "snapshot", snapshot_create,
+             "snapshot SOURCE [DEST]; also: snapshot list SOURCE, snapshot delete PATH")
+    sn.add_argument("source")
+    sn.add_argument("dest", nargs="?", default="",
+                    help="default: SOURCE/.snapshots/<UTC time, e.g. 20261122T043000Z>")
+    sn.add_argument("--writable", action="store_true", help="make a writable snapshot")
+    sn.add_argument("--recursive", action="store_true", help="include nested subvolumes")
+    sl = cmd(sub, "snapshot-list", snapshot_list, argparse.SUPPRESS)
+    sl.add_argument("source")
+    sd = cmd(sub, "snapshot-delete", subvolume_delete, argparse.SUPPRESS)
+    sd.add_argument("path")
+    sd.add_argument("-r", "--recursive", action="store_true")
+    return p
+
+
+def _rewrite(argv: list[str]) -> list[str]:
+    # "snapshot SOURCE [DEST]" and "snapshot list|delete ..." share a word; argparse cannot
+    # tell them apart, so the sub-forms get their own hidden commands.
+    for i, word in enumerate(argv):
+        if word.startswith("-"):
+            continue
+        if word == "snapshot" and i + 1 < len(argv) and argv[i + 1] in ("list", "delete"):
+            return [*argv[:i], f"snapshot-{argv[i + 1]}", *argv[i + 2:]]
+        break
+    return argv
+
+
+async def _run(args: argparse.Namespace) -> int:
+    try:
+        async with Client(interactive=False if args.no_ask else None) as c:
+            data = await args.handler(c, args)
+    except CallError as e:
+        ex = explain(e.name)
+        if args.json:
+            output.emit_json({"error": e.name, "message": e.text})
+        output.err_console.print(f"btrfsctl: {ex.sentence}: {e.text}", markup=False,
+                                 highlight=False)
+        return ex.exit_code
+    if args.json:
+        output.emit_json(data)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of btrfsctl; returns the exit code (docs/cli.md lists them)."""
+    parser = build_parser()
+    args = parser.parse_args(_rewrite(list(sys.argv[1:] if argv is None else argv)))
+    if not hasattr(args, "json"):
+        args.json = False
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as e:  # argparse inside handlers
+        return int(e.code or EXIT_USAGE)

@@ -1,0 +1,71 @@
+"""Rendering results: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_uuid",
+                    "generation", "ctime", "otime", "read_only", "is_snapshot")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def subvolume_rows(rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """ListSubvolumes' structs as dicts keyed like GetSubvolume's reply."""
+    return [dict(zip(SUBVOLUME_FIELDS, row, strict=True)) for row in rows]
+
+
+def fmt_time(usec: int) -> str:
+    if not usec:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(usec / 1e6))
+
+
+def fmt_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
+    t = Table(title=title, show_edge=False, header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+def subvolume_table(items: list[dict[str, Any]]) -> None:
+    table(None, ["ID", "Parent", "Path", "Read-only", "Snapshot", "Created"], [
+        [str(s["id"]), str(s["parent_id"]), s["path"], "yes" if s["read_only"] else "no",
+         "yes" if s["is_snapshot"] else "no", fmt_time(s["otime"])]
+        for s in items
+    ])
+
+
+def key_values(data: dict[str, Any]) -> None:
+    t = Table(show_header=False, show_edge=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in data.items():
+        if k in ("ctime", "otime"):
+            v = fmt_time(v)
+        elif isinstance(v, bool):
+            v = "yes" if v else "no"
+        t.add_row(k, str(v) if v != "" else "-")
+    console.print(t)

@@ -1,0 +1,66 @@
+"""A D-Bus caller process for tests: run as any user (setpriv), driven by JSON lines.
+
+Request: {"calls": [{"path", "iface", "member", "sig", "body", "interactive"}, ...]}
+All calls of one request are sent at once (concurrently); the reply is one JSON line:
+{"results": [{"ok": true, "body": [...]} | {"ok": false, "error": name, "message": text}]}
+In "body", {"$v": [signature, value]} stands for a Variant.
+Only the standard library and dbus-fast: it runs from the sandbox, not the repo.
+"""
+
+import asyncio
+import json
+import sys
+
+from dbus_fast import BusType, Message, MessageFlag, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+
+def decode(v):
+    if isinstance(v, dict):
+        if set(v) == {"$v"}:
+            sig, val = v["$v"]
+            return Variant(sig, decode(val))
+        return {k: decode(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    return v
+
+
+def encode(v):
+    if isinstance(v, Variant):
+        return encode(v.value)
+    if isinstance(v, dict):
+        return {str(k): encode(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [encode(x) for x in v]
+    if isinstance(v, bytes):
+        return v.hex()
+    return v
+
+
+async def one(bus, c):
+    flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if c.get("interactive") else MessageFlag.NONE
+    reply = await bus.call(Message(destination=c.get("dest", "org.btrfsd1"), path=c["path"],
+                                   interface=c["iface"], member=c["member"],
+                                   signature=c.get("sig", ""), body=decode(c.get("body", [])),
+                                   flags=flags))
+    if reply.message_type == MessageType.ERROR:
+        return {"ok": False, "error": reply.error_name,
+                "message": reply.body[0] if reply.body else ""}
+    return {"ok": True, "body": encode(reply.body)}
+
+
+async def main():
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    loop = asyncio.get_running_loop()
+    print(json.dumps({"ready": bus.unique_name}), flush=True)
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            break
+        req = json.loads(line)
+        results = await asyncio.gather(*(one(bus, c) for c in req["calls"]))
+        print(json.dumps({"results": results}), flush=True)
+
+
+asyncio.run(main())

@@ -1,0 +1,230 @@
+"""Every method is authorized for the caller through the real polkitd.
+
+For each mutating method: root succeeds, the unprivileged user is refused and the
+filesystem is unchanged (btrfs-progs), a member of the example rules' admin group
+succeeds. A method exported without an entry here fails test_every_method_has_a_case.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DENIED, FS_IFACE, MANAGER_IFACE, Caller, V, World, btrfs, fs_state
+
+from btrfsd.bus.auth import method_actions
+from btrfsd.bus.filesystem import FilesystemInterface
+from btrfsd.bus.manager import ManagerInterface
+from btrfsd.constants import Action
+from btrfsd.core.filesystems import Filesystem
+
+
+@dataclass
+class Case:
+    """Prepare (as root, with btrfs-progs), call the method, check the effect."""
+
+    prepare: Callable[[World, Path], Any]
+    call: Callable[[World, Caller, Path, Any], dict[str, Any]]
+    check: Callable[[World, Path, Any], None]
+
+
+def _subvol(d: Path, name: str) -> Path:
+    btrfs("subvolume", "create", str(d / name))
+    return d / name
+
+
+def _is_subvol(p: Path) -> bool:
+    return p.exists() and p.stat().st_ino == 256
+
+
+def _ro(p: Path) -> bool:
+    return "ro=true" in btrfs("property", "get", "-ts", str(p), "ro")
+
+
+MUTATING: dict[str, Case] = {
+    "CreateSubvolume": Case(
+        prepare=lambda w, d: d / "new",
+        call=lambda w, c, d, p: w.fs_call(c, "CreateSubvolume", "sa{sv}", str(p), {}),
+        check=lambda w, d, p: _is_subvol(p) or pytest.fail("no subvolume"),
+    ),
+    "DeleteSubvolume": Case(
+        prepare=lambda w, d: _subvol(d, "victim"),
+        call=lambda w, c, d, p: w.fs_call(c, "DeleteSubvolume", "sa{sv}", str(p), {}),
+        check=lambda w, d, p: (not p.exists()) or pytest.fail("still there"),
+    ),
+    "CreateSnapshot": Case(
+        prepare=lambda w, d: _subvol(d, "src"),
+        call=lambda w, c, d, p: w.fs_call(c, "CreateSnapshot", "ssa{sv}", str(p),
+                                          str(d / "snap"), {}),
+        check=lambda w, d, p: (_is_subvol(d / "snap") and _ro(d / "snap"))
+        or pytest.fail("no read-only snapshot"),
+    ),
+    "SetReadOnly": Case(
+        prepare=lambda w, d: _subvol(d, "sv"),
+        call=lambda w, c, d, p: w.fs_call(c, "SetReadOnly", "sba{sv}", str(p), True, {}),
+        check=lambda w, d, p: _ro(p) or pytest.fail("not read-only"),
+    ),
+    "SetDefaultSubvolume": Case(
+        prepare=lambda w, d: _subvol(d, "def"),
+        call=lambda w, c, d, p: w.fs_call(c, "SetDefaultSubvolume", "sa{sv}", str(p), {}),
+        check=lambda w, d, p: _check_default(w, p),
+    ),
+}
+
+
+def _check_default(w: World, p: Path) -> None:
+    sid = btrfs("inspect-internal", "rootid", str(p)).strip()
+    assert f"ID {sid} " in btrfs("subvolume", "get-default", str(w.mnt))
+    btrfs("subvolume", "set-default", "5", str(w.mnt))  # restore for other tests
+
+
+READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
+    "GetFilesystems": lambda w, c: w.manager_call(c, "GetFilesystems", "a{sv}", {}),
+    "ResolvePath": lambda w, c: w.manager_call(c, "ResolvePath", "sa{sv}", str(w.mnt), {}),
+    "ListSubvolumes": lambda w, c: w.fs_call(c, "ListSubvolumes", "a{sv}", {}),
+    "GetSubvolume": lambda w, c: w.fs_call(c, "GetSubvolume", "sa{sv}", str(w.mnt), {}),
+}
+
+
+def _exported_methods(w: World) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in ("/org/btrfsd1", w.fs_path()):
+        r = w.root.call(path, "org.freedesktop.DBus.Introspectable", "Introspect")
+        for iface in ET.fromstring(r["body"][0]).iter("interface"):
+            name = iface.get("name", "")
+            if name.startswith("org.btrfsd1."):
+                found[name] = {m.get("name", "") for m in iface.iter("method")}
+    return found
+
+
+def test_every_method_has_a_case(world: World) -> None:
+    exported = _exported_methods(world)
+    all_methods = set().union(*exported.values())
+    untested = all_methods - set(MUTATING) - set(READ_METHODS)
+    assert not untested, f"exported without an authorization test: {untested}"
+    assert set(MUTATING) | set(READ_METHODS) <= all_methods
+
+
+def test_read_methods_declare_read_and_mutating_ones_do_not() -> None:
+    fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
+    actions = {**method_actions(ManagerInterface(None, None, None)),  # type: ignore[arg-type]
+               **method_actions(FilesystemInterface(None, fs, None))}  # type: ignore[arg-type]
+    for name in READ_METHODS:
+        assert actions[name] == Action.READ
+    for name in MUTATING:
+        assert actions[name] not in (None, Action.READ)
+
+
+@pytest.mark.parametrize("method", sorted(MUTATING))
+def test_root_succeeds(world: World, method: str) -> None:
+    case, d = MUTATING[method], world.scratch()
+    arg = case.prepare(world, d)
+    r = case.call(world, world.root, d, arg)
+    assert r["ok"], r
+    case.check(world, d, arg)
+
+
+@pytest.mark.parametrize("method", sorted(MUTATING))
+@pytest.mark.parametrize("interactive", [False, True])
+def test_unprivileged_user_refused_and_nothing_changes(world: World, method: str,
+                                                       interactive: bool) -> None:
+    case, d = MUTATING[method], world.scratch()
+    arg = case.prepare(world, d)
+    before = fs_state(world.mnt)
+    r = case.call(world, world.user, d, arg) if not interactive else world.user.call(
+        **_interactive(world, case, d, arg))
+    assert not r["ok"]
+    # Without the interactive flag polkit's auth_admin is a challenge the caller must
+    # be told about; with it (and no agent to ask), a plain denial.
+    expected = ("org.freedesktop.DBus.Error.AccessDenied" if interactive else
+                "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
+    assert r["error"] == expected, r
+    assert fs_state(world.mnt) == before
+
+
+def _interactive(w: World, case: Case, d: Path, arg: Any) -> dict[str, Any]:
+    """Capture the call a case makes and replay it with the interactive flag."""
+    captured: dict[str, Any] = {}
+
+    class Recorder(Caller):
+        def __init__(self) -> None:
+            pass
+
+        def call(self, path: str, iface: str, member: str, sig: str = "",
+                 body: list[Any] | None = None, interactive: bool = False,
+                 dest: str = "org.btrfsd1") -> dict[str, Any]:
+            captured.update(path=path, iface=iface, member=member, sig=sig, body=body,
+                            interactive=True)
+            return {}
+
+    case.call(w, Recorder(), d, arg)
+    return captured
+
+
+@pytest.mark.parametrize("method", sorted(MUTATING))
+def test_admin_group_member_succeeds(world: World, method: str) -> None:
+    case, d = MUTATING[method], world.scratch()
+    arg = case.prepare(world, d)
+    r = case.call(world, world.admin, d, arg)
+    assert r["ok"], r
+    case.check(world, d, arg)
+
+
+@pytest.mark.parametrize("method", sorted(READ_METHODS))
+def test_read_methods_allowed_for_everyone(world: World, method: str) -> None:
+    for caller in (world.root, world.user, world.admin):
+        r = READ_METHODS[method](world, caller)
+        assert r["ok"], (caller.user, r)
+
+
+def test_concurrent_callers_get_their_own_decisions(world: World) -> None:
+    """Root and the unprivileged user fire many creates at once, interleaved."""
+    d = world.scratch()
+    n = 40
+
+    def calls(prefix: str) -> list[dict[str, Any]]:
+        return [{"path": world.fs_path(), "iface": FS_IFACE, "member": "CreateSubvolume",
+                 "sig": "sa{sv}", "body": [str(d / f"{prefix}{i}"), {}]} for i in range(n)]
+
+    world.user.send(calls("u"))
+    world.root.send(calls("r"))
+    world.admin.send(calls("a"))
+    user_results, root_results = world.user.receive(), world.root.receive()
+    admin_results = world.admin.receive()
+    assert all(r["ok"] for r in root_results), root_results
+    assert all(r["ok"] for r in admin_results), admin_results
+    assert all(not r["ok"] and r["error"] in DENIED for r in user_results), user_results
+    names = sorted(p.name for p in d.iterdir())
+    assert names == sorted([f"r{i}" for i in range(n)] + [f"a{i}" for i in range(n)])
+
+
+def test_without_polkitd_only_root_is_allowed(world: World) -> None:
+    sb = world.sb
+    sb.stop("polkitd")
+    try:
+        d = world.scratch()
+        r = world.fs_call(world.admin, "CreateSubvolume", "sa{sv}", str(d / "a"), {})
+        assert not r["ok"] and r["error"] == "org.freedesktop.DBus.Error.AccessDenied", r
+        assert "PolicyKit is not reachable" in r["message"]
+        r = world.fs_call(world.user, "ListSubvolumes", "a{sv}", {})
+        assert not r["ok"] and r["error"] == "org.freedesktop.DBus.Error.AccessDenied", r
+        r = world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / "r"), {})
+        assert r["ok"], r
+        assert not (d / "a").exists()
+    finally:
+        sb.start_polkitd()
+
+
+def test_options_variants_are_checked_before_authorization_matters(world: World) -> None:
+    """A denied caller learns nothing about option validity: auth comes first."""
+    d = world.scratch()
+    r = world.fs_call(world.user, "DeleteSubvolume", "sa{sv}", str(d), {"bogus": V("b", True)})
+    assert r["error"] in DENIED, r
+
+
+def test_manager_interface_name(world: World) -> None:
+    assert MANAGER_IFACE in _exported_methods(world)

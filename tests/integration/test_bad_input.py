@@ -1,0 +1,114 @@
+"""Bad input gets a named error, changes nothing, and the daemon answers the next call."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import V, World, btrfs, fs_state
+
+E = "org.btrfsd1.Error."
+Call = Callable[[World, Path], dict[str, Any]]
+
+
+def create(path: str) -> Call:
+    return lambda w, d: w.fs_call(w.root, "CreateSubvolume", "sa{sv}", path.format(d=d), {})
+
+
+def snapshot(src: str, dst: str, **opts: Any) -> Call:
+    return lambda w, d: w.fs_call(w.root, "CreateSnapshot", "ssa{sv}", src.format(d=d),
+                                  dst.format(d=d), opts)
+
+
+def delete(path: str, **opts: Any) -> Call:
+    return lambda w, d: w.fs_call(w.root, "DeleteSubvolume", "sa{sv}", path.format(d=d), opts)
+
+
+def set_ro(path: str) -> Call:
+    return lambda w, d: w.fs_call(w.root, "SetReadOnly", "sba{sv}", path.format(d=d), True, {})
+
+
+CASES: dict[str, tuple[Call, str]] = {
+    "relative path": (create("relative/x"), E + "InvalidArgument"),
+    "dot-dot escape": (create("{d}/../../../etc/evil"), E + "InvalidArgument"),
+    "dot component": (create("{d}/./x"), E + "InvalidArgument"),
+    "outside any btrfs": (create("/run/btrfsd-test-nope"), E + "NotBtrfs"),
+    "symlink on the way": (create("{d}/link-out/x"), E + "InvalidArgument"),
+    "symlink as target": (set_ro("{d}/link-in"), E + "InvalidArgument"),
+    "symlink as snapshot source": (snapshot("{d}/link-in", "{d}/s2"), E + "InvalidArgument"),
+    "symlink as snapshot dest dir": (snapshot("{d}/sv", "{d}/link-out/s"), E + "InvalidArgument"),
+    "name too long": (create("{d}/" + "n" * 256), E + "InvalidArgument"),
+    "empty path": (create(""), E + "InvalidArgument"),
+    "empty snapshot source": (snapshot("", "{d}/s"), E + "InvalidArgument"),
+    "missing parent": (create("{d}/no/such"), E + "NotFound"),
+    "unknown option": (delete("{d}/sv", bogus=V("b", True)), E + "InvalidArgument"),
+    "wrong option type": (delete("{d}/sv", recursive=V("s", "yes")), E + "InvalidArgument"),
+    "wrong option type int": (snapshot("{d}/sv", "{d}/s", read_only=V("i", 1)),
+                              E + "InvalidArgument"),
+    "existing destination": (snapshot("{d}/sv", "{d}/plain"), E + "AlreadyExists"),
+    "existing subvolume": (create("{d}/sv"), E + "AlreadyExists"),
+    "delete a plain directory": (delete("{d}/plain"), E + "InvalidArgument"),
+    "delete a file": (delete("{d}/file"), E + "InvalidArgument"),
+    "delete top level": (lambda w, d: w.fs_call(w.root, "DeleteSubvolume", "sa{sv}",
+                                                str(w.mnt), {}), E + "InvalidArgument"),
+    "delete with nested, not recursive": (delete("{d}/sv"), E + "Busy"),
+    "delete the mounted subvolume": (delete("{d}/mounted"), E + "Busy"),
+    "snapshot of a non-subvolume": (snapshot("{d}/plain", "{d}/s"), E + "InvalidArgument"),
+    "recursive snapshot inside its source": (
+        snapshot("{d}/sv", "{d}/sv/inner", recursive=V("b", True)), E + "InvalidArgument"),
+    "recursive snapshot without destination": (
+        snapshot("{d}/sv", "", recursive=V("b", True)), E + "InvalidArgument"),
+    "path on another filesystem": (
+        lambda w, d: w.fs_call(w.root, "CreateSubvolume", "sa{sv}",
+                               str(w.sb.filesystems[1].mount_point / "x"), {}),
+        E + "InvalidArgument"),
+    "top level read-only": (lambda w, d: w.fs_call(w.root, "SetReadOnly", "sba{sv}",
+                                                   str(w.mnt), True, {}), E + "InvalidArgument"),
+    "unknown filesystem object": (
+        lambda w, d: w.root.call("/org/btrfsd1/filesystems/nope", "org.btrfsd1.Filesystem",
+                                 "ListSubvolumes", "a{sv}", [{}]),
+        "org.freedesktop.DBus.Error.UnknownMethod"),
+    "wrong signature": (
+        lambda w, d: w.root.call(w.fs_path(), "org.btrfsd1.Filesystem", "CreateSubvolume",
+                                 "s", [str(d / "x")]),
+        "org.freedesktop.DBus.Error.UnknownMethod"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_dir(world: World) -> Any:
+    """A directory with every trap the cases need; the mount is removed afterwards."""
+    d = world.scratch()
+    btrfs("subvolume", "create", str(d / "sv"))
+    btrfs("subvolume", "create", str(d / "sv" / "nested"))
+    btrfs("subvolume", "create", str(d / "mounted"))
+    (d / "plain").mkdir()
+    (d / "file").write_text("x")
+    os.symlink("/tmp", d / "link-out")
+    os.symlink(str(d / "sv"), d / "link-in")
+    extra = world.sb.workdir / "extra-mount"
+    extra.mkdir()
+    subprocess.run(["mount", "-t", "btrfs", "-o", f"subvol={d.name}/mounted",
+                    world.fs.device, str(extra)], check=True)
+    world.sb.wait_for_name("org.btrfsd1")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(extra)], check=False)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(world: World, bad_dir: Path, name: str) -> None:
+    call, expected = CASES[name]
+    before = [fs_state(fs.mount_point) for fs in world.sb.filesystems]
+    listing = sorted(os.listdir(bad_dir))
+    r = call(world, bad_dir)
+    assert not r["ok"], r
+    assert r["error"] == expected, r
+    assert r["message"] and "Traceback" not in r["message"]
+    assert [fs_state(fs.mount_point) for fs in world.sb.filesystems] == before
+    assert sorted(os.listdir(bad_dir)) == listing

@@ -1,0 +1,111 @@
+"""Subvolume and snapshot methods do what they say (checked with btrfs-progs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import V, World, btrfs
+
+
+def _ro(p: Path) -> bool:
+    return "ro=true" in btrfs("property", "get", "-ts", str(p), "ro")
+
+
+def test_list_matches_btrfs_progs(world: World) -> None:
+    d = world.scratch()
+    for n in ("a", "b"):
+        assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / n), {})["ok"]
+    r = world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})
+    ours = {(row[0], row[2]) for row in r["body"][0]}
+    theirs = set()
+    for line in btrfs("subvolume", "list", str(world.mnt)).splitlines():
+        parts = line.split()
+        theirs.add((int(parts[1]), parts[-1]))
+    assert ours == theirs
+
+
+def test_get_subvolume_fields(world: World) -> None:
+    d = world.scratch()
+    world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / "s"), {})
+    r = world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(d / "s"), str(d / "snap"), {})
+    assert r["ok"], r
+    info = world.fs_call(world.root, "GetSubvolume", "sa{sv}", str(d / "snap"), {})["body"][0]
+    src = world.fs_call(world.root, "GetSubvolume", "sa{sv}", str(d / "s"), {})["body"][0]
+    assert info["is_snapshot"] and info["read_only"]
+    assert info["parent_uuid"] == src["uuid"]
+    assert info["path"] == f"{d.name}/snap"
+    shown = btrfs("subvolume", "show", str(d / "snap"))
+    assert src["uuid"] in shown and str(info["id"]) in shown
+
+
+def test_default_snapshot_place_and_name(world: World) -> None:
+    d = world.scratch()
+    world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / "home"), {})
+    first = world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(d / "home"), "", {})
+    second = world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(d / "home"), "", {})
+    p1, p2 = Path(first["body"][0]), Path(second["body"][0])
+    assert p1.parent == d / "home" / ".snapshots" == p2.parent
+    assert p1.name < p2.name  # sortable, unique within one second too
+    assert _ro(p1) and _ro(p2)
+    r = world.fs_call(world.root, "ListSubvolumes", "a{sv}",
+                      {"snapshots_of": V("s", str(d / "home"))})
+    assert sorted(row[2] for row in r["body"][0]) == sorted(
+        f"{d.name}/home/.snapshots/{p.name}" for p in (p1, p2))
+
+
+def test_writable_snapshot(world: World) -> None:
+    d = world.scratch()
+    world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / "s"), {})
+    r = world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(d / "s"), str(d / "w"),
+                      {"read_only": V("b", False)})
+    assert r["ok"] and not _ro(d / "w")
+
+
+def test_recursive_read_only_snapshot_and_delete(world: World) -> None:
+    d = world.scratch()
+    for p in ("top", "top/n1", "top/n1/n2"):
+        assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / p), {})["ok"]
+    r = world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(d / "top"), str(d / "snap"),
+                      {"recursive": V("b", True)})
+    assert r["ok"], r
+    for p in ("snap", "snap/n1", "snap/n1/n2"):
+        assert _ro(d / p), p
+    # A read-only parent with nested subvolumes: the kernel alone would say EROFS.
+    r = world.fs_call(world.root, "DeleteSubvolume", "sa{sv}", str(d / "snap"),
+                      {"recursive": V("b", True)})
+    assert r["ok"], r
+    assert not (d / "snap").exists()
+    assert (d / "top/n1/n2").exists()
+
+
+def test_set_read_only_both_ways(world: World) -> None:
+    d = world.scratch()
+    world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / "s"), {})
+    assert world.fs_call(world.root, "SetReadOnly", "sba{sv}", str(d / "s"), True, {})["ok"]
+    assert _ro(d / "s")
+    assert world.fs_call(world.root, "SetReadOnly", "sba{sv}", str(d / "s"), False, {})["ok"]
+    assert not _ro(d / "s")
+
+
+def test_resolve_path(world: World) -> None:
+    d = world.scratch()
+    world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / "s"), {})
+    (d / "s" / "file").write_text("x")
+    r = world.manager_call(world.root, "ResolvePath", "sa{sv}", str(d / "s" / "file"), {})
+    assert r["body"] == [world.fs_path(), f"{d.name}/s"]
+    other = world.sb.filesystems[1]
+    r = world.manager_call(world.root, "ResolvePath", "sa{sv}", str(other.mount_point), {})
+    assert r["body"] == [world.fs_path(other), ""]
+
+
+def test_filesystem_properties(world: World) -> None:
+    r = world.root.call(world.fs_path(), "org.freedesktop.DBus.Properties", "GetAll", "s",
+                        ["org.btrfsd1.Filesystem"])
+    props = r["body"][0]
+    assert props["Uuid"] == world.fs.uuid
+    assert props["MountPoints"] == [str(world.mnt)]
+    assert props["Devices"] == [world.fs.device]
+    assert props["Label"] == "btrfsd-test0"
+    assert props["TotalBytes"] > 0 and props["FreeBytes"] <= props["TotalBytes"]
+    assert props["DefaultSubvolumeId"] == 5
+    assert props["QuotaEnabled"] is False
