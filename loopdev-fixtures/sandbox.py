@@ -103,9 +103,9 @@ class LoopFs:
         return run("blkid", "-s", "UUID", "-o", "value", self.device).stdout.strip()
 
     def destroy(self) -> None:
-        if self.mount_point.is_mount():
-            if run("umount", str(self.mount_point), check=False).returncode != 0:
-                run("umount", "-l", str(self.mount_point), check=False)
+        if (self.mount_point.is_mount()
+                and run("umount", str(self.mount_point), check=False).returncode != 0):
+            run("umount", "-l", str(self.mount_point), check=False)
         if self.device:
             run("losetup", "-d", self.device, check=False)
             self.device = ""
@@ -303,7 +303,7 @@ def demo() -> int:
             subprocess.run(argv, env=sb.env, check=False)
         print(f"\n$ (as unprivileged user {TEST_USER}) btrfsctl subvolume create {mnt}/nope",
               flush=True)
-        subprocess.run(sb.as_user(TEST_USER) + [ctl, "subvolume", "create", f"{mnt}/nope"],
+        subprocess.run([*sb.as_user(TEST_USER), ctl, "subvolume", "create", f"{mnt}/nope"],
                        env=sb.env, check=False)
         print("\nDaemon log (last lines):")
         print("\n".join(sb.daemon_log().splitlines()[-8:]))

@@ -14,10 +14,16 @@ from ..core.filesystems import Filesystem
 from ..core.subvolumes import Subvolumes
 from ..fs.subvol import SubvolumeInfo
 from .auth import authorized
-from .options import DeleteOptions, ListOptions, NoOptions, SnapshotOptions, parse_options
+from .options import (
+    DeleteOptions,
+    ListOptions,
+    NoOptions,
+    OptionsArg,
+    SnapshotOptions,
+    parse_options,
+)
 from .polkit import Authority
 
-Options = Annotated[dict, DBusSignature("a{sv}")]
 StrList = Annotated[list[str], DBusSignature("as")]
 # id, parent id, path, uuid, parent uuid, received uuid, generation, ctime, otime (µs since
 # the epoch), read-only, is-snapshot. A struct array, not a{sv} per entry: listing 10,000
@@ -120,33 +126,33 @@ class FilesystemInterface(ServiceInterface):
     # -- methods -------------------------------------------------------------------
     @dbus_method(name="ListSubvolumes")
     @authorized(Action.READ)
-    async def list_subvolumes(self, options: Options) -> SubvolumeList:
+    async def list_subvolumes(self, options: OptionsArg) -> SubvolumeList:
         opts = parse_options(ListOptions, options)
         items = await self._subvolumes.list(self.fs, snapshots_of=opts.snapshots_of)
         return [subvolume_row(s) for s in items]
 
     @dbus_method(name="GetSubvolume")
     @authorized(Action.READ)
-    async def get_subvolume(self, path: DBusStr, options: Options) -> VariantDict:
+    async def get_subvolume(self, path: DBusStr, options: OptionsArg) -> VariantDict:
         parse_options(NoOptions, options)
         return subvolume_dict(await self._subvolumes.info(self.fs, path))
 
     @dbus_method(name="CreateSubvolume")
     @authorized(Action.SUBVOLUME_CREATE)
-    async def create_subvolume(self, path: DBusStr, options: Options) -> DBusStr:
+    async def create_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusStr:
         parse_options(NoOptions, options)
         return await self._subvolumes.create(self.fs, path)
 
     @dbus_method(name="DeleteSubvolume")
     @authorized(Action.SUBVOLUME_DELETE)
-    async def delete_subvolume(self, path: DBusStr, options: Options) -> None:
+    async def delete_subvolume(self, path: DBusStr, options: OptionsArg) -> None:
         opts = parse_options(DeleteOptions, options)
         await self._subvolumes.delete(self.fs, path, recursive=opts.recursive)
 
     @dbus_method(name="CreateSnapshot")
     @authorized(Action.SNAPSHOT_CREATE)
     async def create_snapshot(
-        self, source: DBusStr, destination: DBusStr, options: Options
+        self, source: DBusStr, destination: DBusStr, options: OptionsArg
     ) -> DBusStr:
         opts = parse_options(SnapshotOptions, options)
         return await self._subvolumes.snapshot(
@@ -155,13 +161,13 @@ class FilesystemInterface(ServiceInterface):
 
     @dbus_method(name="SetReadOnly")
     @authorized(Action.SUBVOLUME_MODIFY)
-    async def set_read_only(self, path: DBusStr, read_only: DBusBool, options: Options) -> None:
+    async def set_read_only(self, path: DBusStr, read_only: DBusBool, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
         await self._subvolumes.set_read_only(self.fs, path, read_only)
 
     @dbus_method(name="SetDefaultSubvolume")
     @authorized(Action.SUBVOLUME_MODIFY)
-    async def set_default_subvolume(self, path: DBusStr, options: Options) -> DBusUInt64:
+    async def set_default_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusUInt64:
         parse_options(NoOptions, options)
         sid = await self._subvolumes.set_default(self.fs, path)
         self.emit_changes()

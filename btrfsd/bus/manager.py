@@ -13,11 +13,9 @@ from ..constants import MANAGER_IFACE, VERSION, Action
 from ..core.filesystems import Registry
 from ..core.subvolumes import Subvolumes
 from .auth import authorized
-from .options import NoOptions, parse_options
+from .options import NoOptions, OptionsArg, parse_options
 from .paths import filesystem_path
 from .polkit import Authority
-
-Options = Annotated[dict, DBusSignature("a{sv}")]
 
 
 class ManagerInterface(ServiceInterface):
@@ -36,7 +34,7 @@ class ManagerInterface(ServiceInterface):
     @dbus_method(name="GetFilesystems")
     @authorized(Action.READ)
     async def get_filesystems(
-        self, options: Options
+        self, options: OptionsArg
     ) -> Annotated[list[str], DBusSignature("ao")]:
         parse_options(NoOptions, options)
         return [filesystem_path(fs.uuid) for fs in self._registry.all()]
@@ -44,7 +42,7 @@ class ManagerInterface(ServiceInterface):
     @dbus_method(name="ResolvePath")
     @authorized(Action.READ)
     async def resolve_path(
-        self, path: DBusStr, options: Options
+        self, path: DBusStr, options: OptionsArg
     ) -> Annotated[tuple[str, str], DBusSignature("os")]:
         parse_options(NoOptions, options)
         fs, subvolume = await asyncio.to_thread(self._subvolumes.resolve_filesystem, path)

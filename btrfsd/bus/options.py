@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from dbus_fast import Variant
+from dbus_fast.annotations import DBusSignature
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import InvalidArgument
+
+# The type of every method's trailing options argument.
+OptionsArg = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 
 
 class Options(BaseModel):
@@ -49,4 +53,6 @@ def parse_options(model: type[M], options: dict[str, Variant]) -> M:
             else:
                 problems.append(f"option '{key}': {err['msg'].lower()}")
         known = ", ".join(model.model_fields) or "none"
-        raise InvalidArgument(f"Bad options: {'; '.join(problems)} (known options: {known}).") from None
+        raise InvalidArgument(
+            f"Bad options: {'; '.join(problems)} (known options: {known})."
+        ) from None

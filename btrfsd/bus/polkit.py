@@ -102,7 +102,7 @@ class Authority:
         )
         try:
             reply = await self._call(msg, _INTERACTIVE_TIMEOUT if interactive else _TIMEOUT)
-        except (asyncio.TimeoutError, OSError, EOFError) as e:
+        except (TimeoutError, OSError, EOFError) as e:
             raise PolkitUnavailable(str(e) or type(e).__name__) from e
         if reply.message_type == MessageType.ERROR:
             if reply.error_name in _UNREACHABLE:

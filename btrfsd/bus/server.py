@@ -93,7 +93,7 @@ class Server:
         await self._acquire_name()
         log.info("serving name=%s filesystems=%d", BUS_NAME, len(self.registry.all()))
         refresher = loop.create_task(self._refresh_loop())
-        disconnected = loop.create_task(self.bus.wait_for_disconnect())
+        disconnected = loop.create_task(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         stop = loop.create_task(self._stop.wait())
         await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
         refresher.cancel()

@@ -57,7 +57,9 @@ class Client:
                    body: list[Any] | None = None) -> list[Any]:
         """Call a method on btrfsd; return the reply body. Raises CallError."""
         assert self._bus is not None
-        flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if self.interactive else MessageFlag.NONE
+        flags = MessageFlag.NONE
+        if self.interactive:
+            flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION
         reply = await self._bus.call(Message(
             destination=BUS_NAME, path=path, interface=interface, member=member,
             signature=signature, body=body or [], flags=flags,

@@ -60,11 +60,8 @@ class Subvolumes:
         """
         with paths.resolve(path) as res:
             assert res.st is not None
-            if stat.S_ISDIR(res.st.st_mode):
-                fd = res.open()
-            else:
-                # Opening a FIFO or device could block or have side effects: use the directory.
-                fd = res.open_parent()
+            # Opening a FIFO or device could block or have side effects: use the directory.
+            fd = res.open() if stat.S_ISDIR(res.st.st_mode) else res.open_parent()
             fs = self._registry.by_fsid(subvol.fsid_of(fd, res.path), res.path)
             return fs, subvol.subvolume_info(fd, res.path).path
 
@@ -114,7 +111,9 @@ class Subvolumes:
 
     def _protect(self, fs: Filesystem, info: SubvolumeInfo, path: str) -> None:
         if info.id == constants.TOP_LEVEL_SUBVOLUME_ID:
-            raise InvalidArgument(f"{path} is the top level of the filesystem; it cannot be deleted.")
+            raise InvalidArgument(
+                f"{path} is the top level of the filesystem; it cannot be deleted."
+            )
         if info.id in fs.mounted_subvolume_ids():
             where = [m.mount_point for m in fs.mounts if m.subvolume_id == info.id]
             raise Busy(f"{path} is mounted at {', '.join(where)}; unmount it first.")
@@ -168,7 +167,8 @@ class Subvolumes:
         name, n = stamp, 0
         while True:
             try:
-                os.stat(f"{constants.DEFAULT_SNAPSHOT_DIR}/{name}", dir_fd=fd, follow_symlinks=False)
+                os.stat(f"{constants.DEFAULT_SNAPSHOT_DIR}/{name}", dir_fd=fd,
+                        follow_symlinks=False)
             except FileNotFoundError:
                 return f"{base}/{name}"
             n += 1

@@ -6,6 +6,7 @@ named error and a message that says what failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -179,10 +180,9 @@ def _remove_partial(dest: Resolved) -> None:
         return
     if not is_subvolume(st):
         return
-    try:
+    # The original error is what the caller needs; this one would only hide it.
+    with contextlib.suppress(BtrfsdError):
         delete_subvolume(dest, recursive=True)
-    except BtrfsdError:
-        pass  # the original error is what the caller needs; the daemon logs it
 
 
 def delete_subvolume(target: Resolved, *, recursive: bool) -> None:
@@ -215,7 +215,9 @@ def delete_subvolume(target: Resolved, *, recursive: bool) -> None:
 
 def default_subvolume_id(fd: int) -> int:
     """Return the default subvolume id of the filesystem holding ``fd``. Raises BtrfsdError."""
-    return kernel_call("Cannot read the default subvolume", btrfsutil.get_default_subvolume, fd)
+    return int(
+        kernel_call("Cannot read the default subvolume", btrfsutil.get_default_subvolume, fd)
+    )
 
 
 def set_default_subvolume(fd: int, path: str) -> None:

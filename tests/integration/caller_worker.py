@@ -39,7 +39,9 @@ def encode(v):
 
 
 async def one(bus, c):
-    flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if c.get("interactive") else MessageFlag.NONE
+    flags = MessageFlag.NONE
+    if c.get("interactive"):
+        flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION
     reply = await bus.call(Message(destination=c.get("dest", "org.btrfsd1"), path=c["path"],
                                    interface=c["iface"], member=c["member"],
                                    signature=c.get("sig", ""), body=decode(c.get("body", [])),

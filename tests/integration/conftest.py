@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "loopdev-fixtures"))
-from sandbox import TEST_ADMIN, TEST_USER, LoopFs, Sandbox  # noqa: E402
+from sandbox import TEST_ADMIN, TEST_USER, LoopFs, Sandbox
 
 WORKER_SRC = Path(__file__).with_name("caller_worker.py")
 FS_IFACE = "org.btrfsd1.Filesystem"
@@ -45,7 +45,7 @@ class Caller:
             os.chmod(worker, 0o644)
         prefix = sb.as_user(user) if user else []
         self.user = user or "root"
-        self.proc = subprocess.Popen(prefix + [sys.executable, str(worker)], env=sb.env,
+        self.proc = subprocess.Popen([*prefix, sys.executable, str(worker)], env=sb.env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      cwd=sb.workdir)
         ready = self._read()

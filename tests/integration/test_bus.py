@@ -91,8 +91,9 @@ def test_busctl_tree_and_call(world: World) -> None:
 def test_gdbus_as_unprivileged_user(world: World) -> None:
     from sandbox import TEST_USER
 
-    out = subprocess.run(world.sb.as_user(TEST_USER) + [
-        "gdbus", "call", "--system", "--dest", "org.btrfsd1", "--object-path", world.fs_path(),
-        "--method", f"{FILESYSTEM_IFACE}.GetSubvolume", str(world.mnt), "{}"],
-        env=world.sb.env, capture_output=True, text=True, check=True).stdout
+    argv = [*world.sb.as_user(TEST_USER), "gdbus", "call", "--system", "--dest", "org.btrfsd1",
+            "--object-path", world.fs_path(), "--method", f"{FILESYSTEM_IFACE}.GetSubvolume",
+            str(world.mnt), "{}"]
+    out = subprocess.run(argv, env=world.sb.env, capture_output=True, text=True,
+                         check=True).stdout
     assert "'id': <uint64 5>" in out

@@ -1,0 +1,26 @@
+"""The code base stays ruff- and mypy-clean (part of the suite so CI enforces it)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_ruff() -> None:
+    r = subprocess.run([str(BIN / "ruff"), "check", "btrfsd", "tests", "loopdev-fixtures", "bench"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy() -> None:
+    r = subprocess.run([str(BIN / "mypy"), "--no-incremental"], cwd=REPO, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_daemon_never_spawns_btrfs() -> None:
+    for path in (REPO / "btrfsd").rglob("*.py"):
+        text = path.read_text()
+        assert "subprocess" not in text, f"{path} spawns processes"

@@ -1,0 +1,25 @@
+from btrfsd.fs.mounts import parse_mountinfo
+
+SAMPLE = (
+    "22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+    "43 22 0:39 / /mnt/data rw,relatime shared:30 - btrfs /dev/loop0 "
+    "rw,space_cache=v2,subvolid=5,subvol=/\n"
+    "44 22 0:39 /home /home rw,relatime - btrfs /dev/loop0 rw,subvolid=256,subvol=/home\n"
+    "45 22 0:40 / /mnt/with\\040space rw - btrfs /dev/loop1 rw,subvolid=5,subvol=/\n"
+    "garbage line\n"
+)
+
+
+def test_only_btrfs_entries_with_fields() -> None:
+    entries = parse_mountinfo(SAMPLE)
+    assert [e.mount_point for e in entries] == ["/mnt/data", "/home", "/mnt/with space"]
+    home = entries[1]
+    assert home.root == "/home"
+    assert home.subvolume_id == 256
+    assert home.device_number == "0:39"
+    assert home.source == "/dev/loop0"
+
+
+def test_missing_subvolid_is_none() -> None:
+    (e,) = parse_mountinfo("50 22 0:41 / /x rw - btrfs /dev/sdb rw,ssd\n")
+    assert e.subvolume_id is None
