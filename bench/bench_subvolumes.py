@@ -1,0 +1,169 @@
+"""Benchmark: btrfsd over D-Bus vs raw btrfsutil vs the btrfs CLI, in one run, one image.
+
+Run as root: scripts/dev bench   (or: /opt/btrfsd-venv/bin/python bench/bench_subvolumes.py)
+Prints a table (p50/p99 in ms). Options: --n N (calls per row), --list-sizes 1000,10000.
+Absolute numbers drift between runs on shared machines; compare rows of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import btrfsutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
+from sandbox import TEST_ADMIN, Sandbox  # noqa: E402
+
+CLIENT = Path(__file__).with_name("_client.py")
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000
+
+
+def timed(n: int, fn: Callable[[int], object]) -> list[float]:
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Bench:
+    def __init__(self, sb: Sandbox, n: int) -> None:
+        self.sb, self.n = sb, n
+        self.fs = sb.filesystems[0]
+        self.mnt = self.fs.mount_point
+        self.fs_obj = "/org/btrfsd1/filesystems/" + self.fs.uuid.replace("-", "_")
+        self.client = sb.workdir / "_client.py"
+        shutil.copyfile(CLIENT, self.client)
+        os.chmod(self.client, 0o644)
+        self.rows: list[tuple[str, list[float]]] = []
+
+    def dir(self, name: str) -> Path:
+        d = self.mnt / name
+        d.mkdir()
+        return d
+
+    def dbus(self, kind: str, n: int, *args: str, user: str | None = None) -> list[float]:
+        prefix = self.sb.as_user(user) if user else []
+        out = subprocess.run([*prefix, sys.executable, str(self.client), kind, str(n),
+                              self.fs_obj, *args], env=self.sb.env, capture_output=True,
+                             text=True, cwd=self.sb.workdir)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    def add(self, name: str, samples: list[float]) -> None:
+        self.rows.append((name, samples))
+        print(f"  {name}: p50 {pct(samples, 50):.2f} ms", file=sys.stderr, flush=True)
+
+    def run_create_and_snapshot(self) -> None:
+        n = self.n
+        src = self.mnt / "source"
+        btrfsutil.create_subvolume(str(src))
+        for i in range(50):
+            (src / f"f{i}").write_bytes(os.urandom(4096))
+        self.add("polkit CheckAuthorization, root", self.dbus("polkit", n))
+        self.add("polkit CheckAuthorization, non-root", self.dbus("polkit", n, user=TEST_ADMIN))
+        d = self.dir("snap-raw")
+        self.add("snapshot create (ro), raw btrfsutil",
+                 timed(n, lambda i: btrfsutil.create_snapshot(str(src), str(d / f"s{i}"),
+                                                              read_only=True)))
+        d = self.dir("snap-cli")
+        self.add("snapshot create (ro), btrfs CLI", timed(n, lambda i: subprocess.run(
+            ["btrfs", "-q", "subvolume", "snapshot", "-r", str(src), str(d / f"s{i}")],
+            check=True, stdout=subprocess.DEVNULL)))
+        self.add("snapshot create (ro), D-Bus root",
+                 self.dbus("snapshot", n, str(src), str(self.dir("snap-dbus-root"))))
+        self.add("snapshot create (ro), D-Bus non-root (polkit rule)",
+                 self.dbus("snapshot", n, str(src), str(self.dir("snap-dbus-user")),
+                           user=TEST_ADMIN))
+        d = self.dir("sub-raw")
+        self.add("subvolume create, raw btrfsutil",
+                 timed(n, lambda i: btrfsutil.create_subvolume(str(d / f"c{i}"))))
+        d = self.dir("sub-cli")
+        self.add("subvolume create, btrfs CLI", timed(n, lambda i: subprocess.run(
+            ["btrfs", "-q", "subvolume", "create", str(d / f"c{i}")], check=True,
+            stdout=subprocess.DEVNULL)))
+        self.add("subvolume create, D-Bus root",
+                 self.dbus("create", n, str(self.dir("sub-dbus-root"))))
+        self.add("subvolume create, D-Bus non-root (polkit rule)",
+                 self.dbus("create", n, str(self.dir("sub-dbus-user")), user=TEST_ADMIN))
+
+    def run_list(self, sizes: list[int]) -> None:
+        src = self.mnt / "source"
+        d = self.dir("many")
+        made = 0
+        for size in sizes:
+            existing = len(list(btrfsutil.SubvolumeIterator(str(self.mnt), top=5)))
+            for i in range(made, made + max(0, size - existing)):
+                btrfsutil.create_snapshot(str(src), str(d / f"m{i}"), read_only=True)
+            made += max(0, size - existing)
+            total = len(list(btrfsutil.SubvolumeIterator(str(self.mnt), top=5)))
+            reps = 10
+            self.add(f"list {total} subvolumes, btrfs subvolume list", timed(reps, lambda i: (
+                subprocess.run(["btrfs", "subvolume", "list", str(self.mnt)], check=True,
+                               stdout=subprocess.DEVNULL))))
+            self.add(f"list {total} subvolumes, raw btrfsutil iterator (info)", timed(
+                reps, lambda i: list(btrfsutil.SubvolumeIterator(str(self.mnt), top=5,
+                                                                 info=True))))
+            self.add(f"list {total} subvolumes, D-Bus ListSubvolumes",
+                     self.dbus("list", reps))
+
+    def table(self, rss: dict[str, int]) -> str:
+        width = max(len(n) for n, _ in self.rows)
+        lines = [f"{'measurement':<{width}}  {'n':>5}  {'p50 ms':>8}  {'p99 ms':>8}",
+                 "-" * (width + 27)]
+        for name, s in self.rows:
+            lines.append(f"{name:<{width}}  {len(s):>5}  {pct(s, 50):>8.2f}  {pct(s, 99):>8.2f}")
+        lines.append("")
+        for k, v in rss.items():
+            lines.append(f"btrfsd RSS {k}: {v / 1024:.1f} MiB")
+        return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--list-sizes", default="1000,10000")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 2
+    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
+        sb.filesystems[0].destroy()
+        sb.filesystems.clear()
+        sb.add_filesystem("8G", "btrfsd-bench")
+        sb.wait_for_name("org.btrfsd1")
+        time.sleep(0.5)  # let the daemon see the new mount
+        pid = sb._procs["btrfsd"].pid
+        b = Bench(sb, args.n)
+        rss = {"idle": rss_kib(pid)}
+        b.run_create_and_snapshot()
+        b.run_list([int(x) for x in args.list_sizes.split(",")])
+        rss["after runs"] = rss_kib(pid)
+        print(b.table(rss))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
