@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -21,14 +20,14 @@ from pathlib import Path
 import btrfsutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
-from sandbox import TEST_ADMIN, Sandbox  # noqa: E402
+from sandbox import TEST_ADMIN, Sandbox
 
 CLIENT = Path(__file__).with_name("_client.py")
 
 
 def pct(samples: list[float], p: float) -> float:
     s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] * 1000
 
 
 def timed(n: int, fn: Callable[[int], object]) -> list[float]:
@@ -76,38 +75,61 @@ class Bench:
         self.rows.append((name, samples))
         print(f"  {name}: p50 {pct(samples, 50):.2f} ms", file=sys.stderr, flush=True)
 
-    def run_create_and_snapshot(self) -> None:
-        n = self.n
+    def run_create_and_snapshot(self, rounds: int = 10) -> None:
+        """Each method runs n/rounds calls per round, rounds interleaved: snapshot cost grows
+        with the number of snapshots, so running one method after another would bias it."""
         src = self.mnt / "source"
         btrfsutil.create_subvolume(str(src))
         for i in range(50):
             (src / f"f{i}").write_bytes(os.urandom(4096))
-        self.add("polkit CheckAuthorization, root", self.dbus("polkit", n))
-        self.add("polkit CheckAuthorization, non-root", self.dbus("polkit", n, user=TEST_ADMIN))
-        d = self.dir("snap-raw")
-        self.add("snapshot create (ro), raw btrfsutil",
-                 timed(n, lambda i: btrfsutil.create_snapshot(str(src), str(d / f"s{i}"),
-                                                              read_only=True)))
-        d = self.dir("snap-cli")
-        self.add("snapshot create (ro), btrfs CLI", timed(n, lambda i: subprocess.run(
-            ["btrfs", "-q", "subvolume", "snapshot", "-r", str(src), str(d / f"s{i}")],
-            check=True, stdout=subprocess.DEVNULL)))
-        self.add("snapshot create (ro), D-Bus root",
-                 self.dbus("snapshot", n, str(src), str(self.dir("snap-dbus-root"))))
-        self.add("snapshot create (ro), D-Bus non-root (polkit rule)",
-                 self.dbus("snapshot", n, str(src), str(self.dir("snap-dbus-user")),
-                           user=TEST_ADMIN))
-        d = self.dir("sub-raw")
-        self.add("subvolume create, raw btrfsutil",
-                 timed(n, lambda i: btrfsutil.create_subvolume(str(d / f"c{i}"))))
-        d = self.dir("sub-cli")
-        self.add("subvolume create, btrfs CLI", timed(n, lambda i: subprocess.run(
-            ["btrfs", "-q", "subvolume", "create", str(d / f"c{i}")], check=True,
-            stdout=subprocess.DEVNULL)))
-        self.add("subvolume create, D-Bus root",
-                 self.dbus("create", n, str(self.dir("sub-dbus-root"))))
-        self.add("subvolume create, D-Bus non-root (polkit rule)",
-                 self.dbus("create", n, str(self.dir("sub-dbus-user")), user=TEST_ADMIN))
+        self.add("polkit CheckAuthorization, root", self.dbus("polkit", self.n))
+        self.add("polkit CheckAuthorization, non-root",
+                 self.dbus("polkit", self.n, user=TEST_ADMIN))
+        per = max(1, self.n // rounds)
+        results: dict[str, list[float]] = {}
+        for r in range(rounds):
+            for name, fn in self._methods(src, r, per).items():
+                results.setdefault(name, []).extend(fn())
+        for name, samples in results.items():
+            self.add(name, samples)
+
+    def _methods(self, src: Path, r: int, per: int) -> dict[str, Callable[[], list[float]]]:
+        def raw_snap() -> list[float]:
+            d = self.dir(f"snap-raw-{r}")
+            return timed(per, lambda i: btrfsutil.create_snapshot(
+                str(src), str(d / f"s{i}"), read_only=True))
+
+        def cli_snap() -> list[float]:
+            d = self.dir(f"snap-cli-{r}")
+            return timed(per, lambda i: subprocess.run(
+                ["btrfs", "-q", "subvolume", "snapshot", "-r", str(src), str(d / f"s{i}")],
+                check=True, stdout=subprocess.DEVNULL))
+
+        def raw_create() -> list[float]:
+            d = self.dir(f"sub-raw-{r}")
+            return timed(per, lambda i: btrfsutil.create_subvolume(str(d / f"c{i}")))
+
+        def cli_create() -> list[float]:
+            d = self.dir(f"sub-cli-{r}")
+            return timed(per, lambda i: subprocess.run(
+                ["btrfs", "-q", "subvolume", "create", str(d / f"c{i}")], check=True,
+                stdout=subprocess.DEVNULL))
+
+        return {
+            "snapshot create (ro), raw btrfsutil": raw_snap,
+            "snapshot create (ro), btrfs CLI": cli_snap,
+            "snapshot create (ro), D-Bus root": lambda: self.dbus(
+                "snapshot", per, str(src), str(self.dir(f"snap-dbus-root-{r}"))),
+            "snapshot create (ro), D-Bus non-root (polkit rule)": lambda: self.dbus(
+                "snapshot", per, str(src), str(self.dir(f"snap-dbus-user-{r}")),
+                user=TEST_ADMIN),
+            "subvolume create, raw btrfsutil": raw_create,
+            "subvolume create, btrfs CLI": cli_create,
+            "subvolume create, D-Bus root": lambda: self.dbus(
+                "create", per, str(self.dir(f"sub-dbus-root-{r}"))),
+            "subvolume create, D-Bus non-root (polkit rule)": lambda: self.dbus(
+                "create", per, str(self.dir(f"sub-dbus-user-{r}")), user=TEST_ADMIN),
+        }
 
     def run_list(self, sizes: list[int]) -> None:
         src = self.mnt / "source"

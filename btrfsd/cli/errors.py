@@ -39,6 +39,8 @@ EXPLANATIONS: dict[str, Explained] = {
         "btrfsd is not running (start it: systemctl start btrfsd)", EXIT_NO_DAEMON),
     "org.freedesktop.DBus.Error.NameHasNoOwner": Explained(
         "btrfsd is not running (start it: systemctl start btrfsd)", EXIT_NO_DAEMON),
+    "org.freedesktop.DBus.Error.NoServer": Explained(
+        "Cannot reach the system bus (is dbus running? DBUS_SYSTEM_BUS_ADDRESS?)", EXIT_NO_DAEMON),
     "org.freedesktop.DBus.Error.NoReply": Explained(
         "btrfsd did not answer in time; see its log (journalctl -u btrfsd)", EXIT_FAILED),
     "org.freedesktop.DBus.Error.InvalidArgs": Explained("Invalid arguments", 5),

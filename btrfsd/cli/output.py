@@ -13,8 +13,9 @@ from rich.table import Table
 SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_uuid",
                     "generation", "ctime", "otime", "read_only", "is_snapshot")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output must not be folded at 80 columns: scripts grep for UUIDs and paths.
+console = Console(width=None if sys.stdout.isatty() else 250)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
 
 
 def subvolume_rows(rows: list[list[Any]]) -> list[dict[str, Any]]:

@@ -63,7 +63,7 @@ class Subvolumes:
             # Opening a FIFO or device could block or have side effects: use the directory.
             fd = res.open() if stat.S_ISDIR(res.st.st_mode) else res.open_parent()
             fs = self._registry.by_fsid(subvol.fsid_of(fd, res.path), res.path)
-            return fs, subvol.subvolume_info(fd, res.path).path
+            return fs, subvol.containing_subvolume(fd, res.path).path
 
     def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
         fd = os.open(fs.primary_mount.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -109,6 +109,19 @@ def subvolume_info(fd: int, path: str) -> SubvolumeInfo:
     return _from_info(rel, info)
 
 
+def containing_subvolume(fd: int, path: str) -> SubvolumeInfo:
+    """Return the subvolume that contains the file or directory open as ``fd``.
+
+    Raises BtrfsdError.
+    """
+    sid = kernel_call(f"Cannot find the subvolume of {path}", btrfsutil.subvolume_id, fd)
+    info = kernel_call(f"Cannot read the subvolume of {path}", btrfsutil.subvolume_info, fd, sid)
+    rel = "" if sid == 5 else kernel_call(
+        f"Cannot find the subvolume path of {path}", btrfsutil.subvolume_path, fd, sid
+    )
+    return _from_info(rel, info)
+
+
 def iter_subvolumes(fd: int, *, top: int = 0, post_order: bool = False) -> Iterator[SubvolumeInfo]:
     """Yield the subvolumes below ``top`` (0: the subvolume of ``fd``).
 

@@ -93,6 +93,11 @@ def test_resolve_path(world: World) -> None:
     (d / "s" / "file").write_text("x")
     r = world.manager_call(world.root, "ResolvePath", "sa{sv}", str(d / "s" / "file"), {})
     assert r["body"] == [world.fs_path(), f"{d.name}/s"]
+    (d / "s" / "plain").mkdir()
+    r = world.manager_call(world.root, "ResolvePath", "sa{sv}", str(d / "s" / "plain"), {})
+    assert r["body"] == [world.fs_path(), f"{d.name}/s"]
+    r = world.manager_call(world.root, "ResolvePath", "sa{sv}", str(d), {})
+    assert r["body"] == [world.fs_path(), ""]
     other = world.sb.filesystems[1]
     r = world.manager_call(world.root, "ResolvePath", "sa{sv}", str(other.mount_point), {})
     assert r["body"] == [world.fs_path(other), ""]

@@ -1,0 +1,88 @@
+"""btrfsctl end to end: human output, --json, one-line errors with distinct exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import World
+from sandbox import TEST_ADMIN, TEST_USER
+
+CTL = str(Path(sys.executable).parent / "btrfsctl")
+
+
+def ctl(world: World, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    prefix = world.sb.as_user(user) if user else []
+    return subprocess.run([*prefix, CTL, *args], env=world.sb.env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, cwd="/")
+
+
+def test_snapshot_default_place_json(world: World) -> None:
+    d = world.scratch()
+    assert ctl(world, "subvolume", "create", str(d / "home")).returncode == 0
+    r = ctl(world, "--json", "snapshot", str(d / "home"))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    snap = Path(data["path"])
+    assert snap.parent == d / "home" / ".snapshots" and data["read_only"] is True
+    listed = json.loads(ctl(world, "snapshot", "list", str(d / "home"), "--json").stdout)
+    assert [s["path"] for s in listed] == [f"{d.name}/home/.snapshots/{snap.name}"]
+    r = ctl(world, "snapshot", "delete", str(snap))
+    assert r.returncode == 0 and not snap.exists()
+
+
+def test_human_tables_and_show(world: World) -> None:
+    r = ctl(world, "fs", "list")
+    assert r.returncode == 0 and world.fs.uuid in r.stdout
+    r = ctl(world, "subvolume", "show", str(world.mnt))
+    assert r.returncode == 0 and "read_only" in r.stdout
+
+
+def test_readonly_and_default_commands(world: World) -> None:
+    d = world.scratch()
+    ctl(world, "subvolume", "create", str(d / "s"))
+    assert ctl(world, "subvolume", "readonly", str(d / "s"), "on").returncode == 0
+    info = json.loads(ctl(world, "--json", "subvolume", "show", str(d / "s")).stdout)
+    assert info["read_only"] is True
+    r = ctl(world, "--json", "subvolume", "set-default", str(d / "s"))
+    assert r.returncode == 0
+    sid = json.loads(r.stdout)["id"]
+    assert json.loads(ctl(world, "--json", "subvolume", "get-default", str(world.mnt)).stdout
+                      ) == {"id": sid}
+    assert ctl(world, "subvolume", "set-default", str(world.mnt)).returncode == 0
+
+
+def test_errors_are_one_line_with_distinct_codes(world: World) -> None:
+    d = world.scratch()
+    ctl(world, "subvolume", "create", str(d / "s"))
+    cases = [
+        (("subvolume", "create", str(d / "s")), None, 4, "Already exists"),
+        (("subvolume", "delete", str(d / "missing")), None, 3, "Not found"),
+        (("subvolume", "create", "/run/btrfsd-nope/x"), None, 3, "Not found"),
+        (("subvolume", "create", "/dev/shm/x"), None, 6, "Not on a btrfs"),
+        (("subvolume", "create", str(d / ("x" * 300))), None, 5, "Invalid argument"),
+        (("subvolume", "create", str(d / "u")), TEST_USER, 13, "Authentication required"),
+    ]
+    for args, user, code, sentence in cases:
+        r = ctl(world, *args, user=user)
+        assert r.returncode == code, (args, r.returncode, r.stderr)
+        assert r.stderr.startswith(f"btrfsctl: {sentence}"), r.stderr
+        assert "Traceback" not in r.stderr
+    r = ctl(world, "--json", "subvolume", "create", str(d / "s"))
+    assert json.loads(r.stdout)["error"] == "org.btrfsd1.Error.AlreadyExists"
+
+
+def test_admin_user_through_cli(world: World) -> None:
+    d = world.scratch()
+    r = ctl(world, "subvolume", "create", str(d / "a"), user=TEST_ADMIN)
+    assert r.returncode == 0, r.stderr
+    assert (d / "a").stat().st_ino == 256
+
+
+def test_daemon_not_running_is_explained(world: World) -> None:
+    env = dict(world.sb.env, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={world.sb.workdir}/nobus")
+    r = subprocess.run([CTL, "fs", "list"], env=env, capture_output=True, text=True)
+    assert r.returncode == 14 and r.stderr.startswith("btrfsctl: Cannot reach the system bus")
+    assert "Traceback" not in r.stderr
