@@ -68,7 +68,7 @@ class Subvolumes:
     def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
         fd = os.open(fs.primary_mount.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return list(subvol.iter_subvolumes(fd, top=constants.TOP_LEVEL_SUBVOLUME_ID))
+            return subvol.list_all(fd)
         finally:
             os.close(fd)
 

@@ -16,6 +16,7 @@ from typing import TypeVar
 import btrfsutil
 
 from ..errors import BtrfsdError, NotBtrfs, from_errno
+from . import treesearch
 from .ioctl import fs_info
 from .paths import Resolved
 
@@ -134,6 +135,15 @@ def iter_subvolumes(fd: int, *, top: int = 0, post_order: bool = False) -> Itera
     except OSError as e:
         code = e.errno or 0
         raise from_errno(code, f"Cannot list subvolumes: {os.strerror(code)}.") from e
+
+
+def list_all(fd: int) -> list[SubvolumeInfo]:
+    """Every subvolume of the filesystem holding ``fd`` (paths from the top level), by id.
+
+    One TREE_SEARCH_V2 stream, like btrfs-progs; about twice as fast as libbtrfsutil's
+    iterator at 10,000 snapshots (docs/benchmarks.md). Raises BtrfsdError.
+    """
+    return [SubvolumeInfo(*row) for row in treesearch.list_subvolumes(fd)]
 
 
 def create_subvolume(target: Resolved) -> None:

@@ -114,3 +114,30 @@ def test_filesystem_properties(world: World) -> None:
     assert props["TotalBytes"] > 0 and props["FreeBytes"] <= props["TotalBytes"]
     assert props["DefaultSubvolumeId"] == 5
     assert props["QuotaEnabled"] is False
+
+
+def test_list_matches_libbtrfsutil(world: World) -> None:
+    """The tree-search listing agrees with libbtrfsutil's iterator, nested dirs included."""
+    import os
+    import uuid
+
+    import btrfsutil
+
+    d = world.scratch()
+    (d / "x" / "y").mkdir(parents=True)
+    for p in ("x/y/s1", "x/y/s1/s2"):
+        assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / p), {})["ok"]
+    assert world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(d / "x/y/s1"),
+                         str(d / "snap"), {})["ok"]
+    rows = world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})["body"][0]
+    ours = sorted((r[0], r[1], r[2], r[3], r[4], r[6], r[9]) for r in rows)
+    fd = os.open(world.mnt, os.O_RDONLY)
+    try:
+        theirs = sorted(
+            (i.id, i.parent_id, p, str(uuid.UUID(bytes=i.uuid)),
+             str(uuid.UUID(bytes=i.parent_uuid)) if any(i.parent_uuid) else "",
+             i.generation, bool(i.flags & 1))
+            for p, i in btrfsutil.SubvolumeIterator(fd, top=5, info=True))
+    finally:
+        os.close(fd)
+    assert ours == theirs
