@@ -180,8 +180,12 @@ def main() -> int:
         pid = sb._procs["btrfsd"].pid
         b = Bench(sb, args.n)
         rss = {"idle": rss_kib(pid)}
-        b.run_create_and_snapshot()
-        b.run_list([int(x) for x in args.list_sizes.split(",")])
+        try:
+            b.run_create_and_snapshot()
+            b.run_list([int(x) for x in args.list_sizes.split(",")])
+        except Exception:
+            print(sb.daemon_log()[-4000:], file=sys.stderr)
+            raise
         rss["after runs"] = rss_kib(pid)
         print(b.table(rss))
     return 0

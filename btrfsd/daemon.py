@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import sys
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"btrfsd: bad configuration: {e}", file=sys.stderr)
         return 2
     logsetup.setup(settings.log_level, settings.log_format)
+    # A crash in a C extension (btrfsutil, ioctls) should leave a Python stack in the log.
+    faulthandler.enable()
     log = logging.getLogger("btrfsd")
     if os.geteuid() != 0:
         log.error("btrfsd must run as root (it manages filesystems); uid=%d", os.geteuid())
