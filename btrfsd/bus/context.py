@@ -46,34 +46,20 @@ class CallerAwareBus(MessageBus):
 
     # The ObjectManager lives at ROOT_PATH, so its signals must come from there: clients
     # such as GDBusObjectManagerClient listen on the manager's path, not the object's.
-    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+    def _object_manager_signal(self, member: str, signature: str, body: list[Any]) -> None:
         if self._disconnected:
             return
+        self.send(Message(message_type=MessageType.SIGNAL, path=ROOT_PATH,
+                          interface="org.freedesktop.DBus.ObjectManager", member=member,
+                          signature=signature, body=body))
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
         props = _read_properties(interface)
-        self.send(
-            Message(
-                message_type=MessageType.SIGNAL,
-                path=ROOT_PATH,
-                interface="org.freedesktop.DBus.ObjectManager",
-                member="InterfacesAdded",
-                signature="oa{sa{sv}}",
-                body=[path, {interface.name: props}],
-            )
-        )
+        self._object_manager_signal("InterfacesAdded", "oa{sa{sv}}",
+                                    [path, {interface.name: props}])
 
     def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
-        if self._disconnected:
-            return
-        self.send(
-            Message(
-                message_type=MessageType.SIGNAL,
-                path=ROOT_PATH,
-                interface="org.freedesktop.DBus.ObjectManager",
-                member="InterfacesRemoved",
-                signature="oas",
-                body=[path, removed_interfaces],
-            )
-        )
+        self._object_manager_signal("InterfacesRemoved", "oas", [path, removed_interfaces])
 
 
 def _read_properties(interface: ServiceInterface) -> dict[str, Any]:
