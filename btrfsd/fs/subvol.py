@@ -19,6 +19,7 @@ from ..errors import BtrfsdError, NotBtrfs, from_errno
 from . import treesearch
 from .ioctl import fs_info
 from .paths import Resolved
+from .treesearch import format_uuid
 
 # Inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID).
 SUBVOLUME_ROOT_INO = 256
@@ -48,21 +49,14 @@ class SubvolumeInfo:
         return bool(self.parent_uuid)
 
 
-def _uuid(raw: bytes) -> str:
-    if not any(raw):
-        return ""
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _from_info(path: str, info: btrfsutil.SubvolumeInfo) -> SubvolumeInfo:
     return SubvolumeInfo(
         id=info.id,
         parent_id=info.parent_id,
         path=path,
-        uuid=_uuid(info.uuid),
-        parent_uuid=_uuid(info.parent_uuid),
-        received_uuid=_uuid(info.received_uuid),
+        uuid=format_uuid(info.uuid),
+        parent_uuid=format_uuid(info.parent_uuid),
+        received_uuid=format_uuid(info.received_uuid),
         generation=info.generation,
         ctime=info.ctime,
         otime=info.otime,

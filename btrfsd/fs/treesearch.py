@@ -97,7 +97,8 @@ def _ino_path(fd: int, tree_id: int, dirid: int) -> str:
     return name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _uuid(raw: bytes) -> str:
+def format_uuid(raw: bytes) -> str:
+    """16 raw bytes as a dashed UUID string; '' for all zeros (no UUID)."""
     if not any(raw):
         return ""
     h = raw.hex()
@@ -152,7 +153,7 @@ def list_subvolumes(fd: int) -> list[RawSubvolume]:
         ctime = otime = 0.0
         if len(data) >= ROOT_ITEM_V2_SIZE:
             u = data[_UUIDS_OFF:_UUIDS_OFF + 48]
-            uuid, parent_uuid, received_uuid = _uuid(u[:16]), _uuid(u[16:32]), _uuid(u[32:])
+            uuid, parent_uuid, received_uuid = format_uuid(u[:16]), format_uuid(u[16:32]), format_uuid(u[32:])
             cs, cn = _TIMESPEC.unpack_from(data, _CTIME_OFF)
             os_, on = _TIMESPEC.unpack_from(data, _CTIME_OFF + _TIMESPEC.size)
             ctime, otime = cs + cn / 1e9, os_ + on / 1e9
