@@ -153,7 +153,9 @@ def list_subvolumes(fd: int) -> list[RawSubvolume]:
         ctime = otime = 0.0
         if len(data) >= ROOT_ITEM_V2_SIZE:
             u = data[_UUIDS_OFF:_UUIDS_OFF + 48]
-            uuid, parent_uuid, received_uuid = format_uuid(u[:16]), format_uuid(u[16:32]), format_uuid(u[32:])
+            uuid, parent_uuid, received_uuid = (
+                format_uuid(u[:16]), format_uuid(u[16:32]), format_uuid(u[32:])
+            )
             cs, cn = _TIMESPEC.unpack_from(data, _CTIME_OFF)
             os_, on = _TIMESPEC.unpack_from(data, _CTIME_OFF + _TIMESPEC.size)
             ctime, otime = cs + cn / 1e9, os_ + on / 1e9
