@@ -20,6 +20,12 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"
     # How often space figures are re-read for PropertiesChanged (mounts are watched live).
     refresh_interval: float = Field(default=10.0, gt=0, le=3600)
+    # Where job results and interrupted-job records live (systemd: StateDirectory=btrfsd).
+    state_dir: Path = Path("/var/lib/btrfsd")
+    # How long finished jobs stay on the bus (seconds) before their objects are removed.
+    job_retention: float = Field(default=600.0, ge=0, le=7 * 86400)
+    # How often a running job's progress is read; also caps its PropertiesChanged rate.
+    job_poll_interval: float = Field(default=0.5, ge=0.5, le=60)
 
 
 class ConfigError(Exception):

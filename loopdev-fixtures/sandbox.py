@@ -148,6 +148,10 @@ class Sandbox:
         self._cleanup.close()
 
     @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
     def socket(self) -> Path:
         return self.workdir / "bus" / "socket"
 
@@ -218,7 +222,9 @@ class Sandbox:
 
     def start_daemon(self) -> None:
         log_file = open(self.workdir / "btrfsd.log", "ab")  # noqa: SIM115
-        self._spawn("btrfsd", [venv_bin("btrfsd"), *self.daemon_args], stderr=log_file)
+        # job state lives in the sandbox, never in the host's /var/lib/btrfsd
+        argv = [venv_bin("btrfsd"), "--state-dir", str(self.state_dir), *self.daemon_args]
+        self._spawn("btrfsd", argv, stderr=log_file)
         log_file.close()
         self.wait_for_name(BUS_NAME)
 

@@ -10,7 +10,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from dbus_fast import Message, MessageFlag
 from dbus_fast.errors import DBusError
@@ -24,6 +24,7 @@ from .polkit import ACCESS_DENIED, INTERACTIVE_REQUIRED, Authority, Caller, Polk
 log = logging.getLogger(__name__)
 
 ACTION_ATTR = "__btrfsd_action__"
+OTHER_USER_ACTION_ATTR = "__btrfsd_other_user_action__"
 _current_caller: ContextVar[Caller | None] = ContextVar("btrfsd_caller", default=None)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -31,6 +32,13 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 class HasAuthority(Protocol):
     authority: Authority
+
+
+class HasOwner(Protocol):
+    authority: Authority
+
+    @property
+    def owner_uid(self) -> int: ...
 
 
 def current_caller() -> Caller:
@@ -46,14 +54,18 @@ def to_dbus_error(err: BtrfsdError) -> DBusError:
     return DBusError(ERROR_PREFIX + err.name, err.message)
 
 
-async def authorize(authority: Authority, msg: Message, action: str) -> Caller:
-    """Authorize the sender of ``msg`` for ``action``.
+async def authorize(authority: Authority, msg: Message,
+                    action: str | Callable[[int], str]) -> Caller:
+    """Authorize the sender of ``msg`` for ``action`` (or for ``action(uid)``, when the
+    action depends on who calls).
 
     Raises DBusError AccessDenied or InteractiveAuthorizationRequired.
     """
     sender = msg.sender or ""
     uid = await authority.uid_of(sender)
     caller = Caller(sender=sender, uid=uid)
+    if callable(action):
+        action = action(uid)
     interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
     try:
         allowed, challenge = await authority.check(sender, action, interactive)
@@ -78,15 +90,18 @@ async def authorize(authority: Authority, msg: Message, action: str) -> Caller:
     raise DBusError(ACCESS_DENIED, f"Not authorized to perform {action}.")
 
 
-def authorized(action: str) -> Callable[[F], F]:
+def authorized(action: str, *, other_user_action: str | None = None) -> Callable[[F], F]:
     """Mark an async interface method as needing ``action`` and wrap it.
 
+    With ``other_user_action``, the object has an owner (``owner_uid``): its owner needs
+    ``action``, anyone else ``other_user_action`` (a job's cancel, for instance).
     The wrapper authorizes the caller with polkit, runs the method, and turns core errors
     into named D-Bus errors; anything unexpected is logged with its traceback and the
     caller gets org.btrfsd1.Error.Failed without internals.
     """
-    if action not in ALL_ACTIONS:
-        raise ValueError(f"unknown polkit action {action}")
+    for a in (action, other_user_action or action):
+        if a not in ALL_ACTIONS:
+            raise ValueError(f"unknown polkit action {a}")
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -94,8 +109,12 @@ def authorized(action: str) -> Callable[[F], F]:
             msg = current_message()
             uid: int | str = "?"
             token = None
+            needed: str | Callable[[int], str] = action
+            if other_user_action is not None:
+                owner = cast("HasOwner", self).owner_uid
+                needed = lambda uid: action if uid == owner else other_user_action  # noqa: E731
             try:
-                caller = await authorize(self.authority, msg, action)
+                caller = await authorize(self.authority, msg, needed)
                 uid = caller.uid
                 token = _current_caller.set(caller)
                 return await fn(self, *args)
@@ -117,6 +136,7 @@ def authorized(action: str) -> Callable[[F], F]:
                     _current_caller.reset(token)
 
         setattr(wrapper, ACTION_ATTR, action)
+        setattr(wrapper, OTHER_USER_ACTION_ATTR, other_user_action)
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -5,24 +5,31 @@
 from typing import Annotated, Any
 
 from dbus_fast import Variant
-from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt64
+from dbus_fast.annotations import DBusBool, DBusObjectPath, DBusSignature, DBusStr, DBusUInt64
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from ..constants import FILESYSTEM_IFACE, Action
 from ..core.filesystems import Filesystem
+from ..core.jobmanager import JobManager
+from ..core.state import JobRecord
 from ..core.subvolumes import Subvolumes
+from ..fs.balance import TypeFilter
 from ..fs.subvol import SubvolumeInfo
-from .auth import authorized
+from .auth import authorized, current_caller
+from .job import VariantDict
 from .options import (
+    BalanceOptions,
     DeleteOptions,
     ListOptions,
     NoOptions,
     OptionsArg,
+    ScrubOptions,
     SnapshotOptions,
     parse_options,
 )
 from .polkit import Authority
+from .variants import to_vardict, usec
 
 StrList = Annotated[list[str], DBusSignature("as")]
 # id, parent id, path, uuid, parent uuid, received uuid, generation, ctime, otime (µs since
@@ -30,16 +37,12 @@ StrList = Annotated[list[str], DBusSignature("as")]
 # snapshots must stay cheap to marshal (see bench/).
 SUBVOLUME_STRUCT = "(ttsssstxxbb)"
 SubvolumeList = Annotated[list[list[Any]], DBusSignature("a" + SUBVOLUME_STRUCT)]
-VariantDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
-
-
-def _usec(seconds: float) -> int:
-    return int(seconds * 1_000_000)
+ResultsDict = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
 
 
 def subvolume_row(s: SubvolumeInfo) -> list[Any]:
     return [s.id, s.parent_id, s.path, s.uuid, s.parent_uuid, s.received_uuid, s.generation,
-            _usec(s.ctime), _usec(s.otime), s.read_only, s.is_snapshot]
+            usec(s.ctime), usec(s.otime), s.read_only, s.is_snapshot]
 
 
 def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
@@ -51,8 +54,8 @@ def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
         "parent_uuid": Variant("s", s.parent_uuid),
         "received_uuid": Variant("s", s.received_uuid),
         "generation": Variant("t", s.generation),
-        "ctime": Variant("x", _usec(s.ctime)),
-        "otime": Variant("x", _usec(s.otime)),
+        "ctime": Variant("x", usec(s.ctime)),
+        "otime": Variant("x", usec(s.otime)),
         "read_only": Variant("b", s.read_only),
         "is_snapshot": Variant("b", s.is_snapshot),
     }
@@ -61,11 +64,13 @@ def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
 class FilesystemInterface(ServiceInterface):
     """Properties of one filesystem and the subvolume/snapshot methods on it."""
 
-    def __init__(self, authority: Authority, fs: Filesystem, subvolumes: Subvolumes) -> None:
+    def __init__(self, authority: Authority, fs: Filesystem, subvolumes: Subvolumes,
+                 jobs: JobManager) -> None:
         super().__init__(FILESYSTEM_IFACE)
         self.authority = authority
         self.fs = fs
         self._subvolumes = subvolumes
+        self._jobs = jobs
         self._last: dict[str, Any] = self.snapshot_properties()
 
     # -- properties (read-level data only: a Get carries no caller to authorize) --------
@@ -172,3 +177,47 @@ class FilesystemInterface(ServiceInterface):
         sid = await self._subvolumes.set_default(self.fs, path)
         self.emit_changes()
         return sid
+
+    @dbus_method(name="StartScrub")
+    @authorized(Action.MAINTENANCE)
+    async def start_scrub(self, options: OptionsArg) -> DBusObjectPath:
+        opts = parse_options(ScrubOptions, options)
+        job = await self._jobs.start_scrub(self.fs, current_caller().uid,
+                                           readonly=opts.readonly, limit=opts.limit)
+        return job.path
+
+    @dbus_method(name="StartBalance")
+    @authorized(Action.MAINTENANCE)
+    async def start_balance(self, options: OptionsArg) -> DBusObjectPath:
+        opts = parse_options(BalanceOptions, options)
+        data = meta = None
+        if opts.full:
+            data = meta = TypeFilter(limit=opts.limit)
+        if opts.data_usage is not None:
+            data = TypeFilter(usage=opts.data_usage, limit=opts.limit)
+        if opts.metadata_usage is not None:
+            meta = TypeFilter(usage=opts.metadata_usage, limit=opts.limit)
+        job = await self._jobs.start_balance(self.fs, current_caller().uid, data=data,
+                                             metadata=meta)
+        return job.path
+
+    @dbus_method(name="GetLastResults")
+    @authorized(Action.READ)
+    async def get_last_results(self, options: OptionsArg) -> ResultsDict:
+        parse_options(NoOptions, options)
+        return {op: result_dict(rec) for op, rec in self._jobs.last_results(self.fs.uuid).items()}
+
+
+def result_dict(rec: JobRecord) -> dict[str, Variant]:
+    """A finished job's record as a{sv} (times in µs since the epoch)."""
+    return {
+        "job_id": Variant("t", rec.id),
+        "state": Variant("s", rec.state),
+        "started_by_uid": Variant("u", rec.started_by_uid),
+        "start_time": Variant("t", usec(rec.start_time)),
+        "end_time": Variant("t", usec(rec.end_time)),
+        "progress": Variant("d", rec.progress),
+        "bytes_done": Variant("t", rec.bytes_done),
+        "message": Variant("s", rec.message),
+        "details": Variant("a{sv}", to_vardict(rec.details)),
+    }

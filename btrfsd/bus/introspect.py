@@ -13,7 +13,9 @@ from pathlib import Path
 from dbus_fast.service import ServiceInterface
 
 from ..core.filesystems import Filesystem
+from ..core.jobs import Job, Operation
 from .filesystem import FilesystemInterface
+from .job import JobInterface
 from .manager import ManagerInterface
 
 HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
@@ -24,8 +26,9 @@ def interfaces() -> list[ServiceInterface]:
     """One instance of each exported interface, built without a bus or filesystems."""
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
     return [
-        ManagerInterface(None, None, None),  # type: ignore[arg-type]
-        FilesystemInterface(None, fs, None),  # type: ignore[arg-type]
+        ManagerInterface(None, None, None, None),  # type: ignore[arg-type]
+        FilesystemInterface(None, fs, None, None),  # type: ignore[arg-type]
+        JobInterface(None, Job(0, Operation.SCRUB, fs.uuid, 0), None),  # type: ignore[arg-type]
     ]
 
 

@@ -11,6 +11,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from ..constants import MANAGER_IFACE, VERSION, Action
 from ..core.filesystems import Registry
+from ..core.jobmanager import JobManager
 from ..core.subvolumes import Subvolumes
 from .auth import authorized
 from .options import NoOptions, OptionsArg, parse_options
@@ -21,11 +22,13 @@ from .polkit import Authority
 class ManagerInterface(ServiceInterface):
     """Entry point: version, the filesystem objects, and path resolution."""
 
-    def __init__(self, authority: Authority, registry: Registry, subvolumes: Subvolumes) -> None:
+    def __init__(self, authority: Authority, registry: Registry, subvolumes: Subvolumes,
+                 jobs: JobManager) -> None:
         super().__init__(MANAGER_IFACE)
         self.authority = authority
         self._registry = registry
         self._subvolumes = subvolumes
+        self._jobs = jobs
 
     @dbus_property(access=PropertyAccess.READ, name="Version")
     def version(self) -> DBusStr:
@@ -38,6 +41,12 @@ class ManagerInterface(ServiceInterface):
     ) -> Annotated[list[str], DBusSignature("ao")]:
         parse_options(NoOptions, options)
         return [filesystem_path(fs.uuid) for fs in self._registry.all()]
+
+    @dbus_method(name="GetJobs")
+    @authorized(Action.READ)
+    async def get_jobs(self, options: OptionsArg) -> Annotated[list[str], DBusSignature("ao")]:
+        parse_options(NoOptions, options)
+        return [job.path for job in self._jobs.jobs()]
 
     @dbus_method(name="ResolvePath")
     @authorized(Action.READ)

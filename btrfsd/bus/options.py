@@ -6,7 +6,7 @@ from typing import Annotated, TypeVar
 
 from dbus_fast import Variant
 from dbus_fast.annotations import DBusSignature
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import InvalidArgument
 
@@ -37,6 +37,33 @@ class ListOptions(Options):
     snapshots_of: str = ""
 
 
+class ScrubOptions(Options):
+    readonly: bool = False  # report errors without repairing them
+    limit: int = Field(default=0, ge=0, lt=2**64)  # bytes/s per device; 0 keeps the current
+
+
+class BalanceOptions(Options):
+    """btrfsmaintenance-style filters: usage percent and chunk count per type."""
+
+    data_usage: int | None = Field(default=None, ge=0, le=100)
+    metadata_usage: int | None = Field(default=None, ge=0, le=100)
+    limit: int | None = Field(default=None, ge=1, lt=2**32)
+    # A balance without filters rewrites every chunk (hours on a big filesystem): ask
+    # for it explicitly.
+    full: bool = False
+
+    @model_validator(mode="after")
+    def _filters_or_full(self) -> BalanceOptions:
+        filtered = self.data_usage is not None or self.metadata_usage is not None
+        if not filtered and not self.full:
+            raise ValueError("give data_usage and/or metadata_usage, or full=true for a "
+                             "full balance")
+        if filtered and self.full:
+            raise ValueError("full=true balances every chunk; do not combine it with usage "
+                             "filters")
+        return self
+
+
 M = TypeVar("M", bound=Options)
 
 
@@ -48,7 +75,9 @@ def parse_options(model: type[M], options: dict[str, Variant]) -> M:
         problems = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "options"
-            if err["type"] == "extra_forbidden":
+            if not err["loc"]:  # a rule about several options together
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+            elif err["type"] == "extra_forbidden":
                 problems.append(f"unknown option '{key}'")
             else:
                 problems.append(f"option '{key}': {err['msg'].lower()}")

@@ -15,10 +15,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from ..config import Settings
 from ..constants import BUS_NAME, ROOT_PATH
 from ..core.filesystems import Filesystem, Registry
+from ..core.jobmanager import JobManager
+from ..core.jobs import Job
 from ..core.subvolumes import Subvolumes
 from .auth import check_interface
 from .context import CallerAwareBus
 from .filesystem import FilesystemInterface
+from .job import JobInterface
 from .manager import ManagerInterface
 from .paths import filesystem_path
 from .polkit import Authority
@@ -39,8 +42,13 @@ class Server:
         self.registry = Registry()
         self.subvolumes = Subvolumes(self.registry)
         self.authority = Authority(self.bus)
+        self.jobs = JobManager(self.registry, settings.state_dir,
+                               retention=settings.job_retention,
+                               poll_interval=settings.job_poll_interval)
         self._fs_objects: dict[str, FilesystemInterface] = {}
+        self._job_objects: dict[int, JobInterface] = {}
         self._stop = asyncio.Event()
+        self._serving = False
 
     def _export(self, path: str, interface: ServiceInterface) -> None:
         check_interface(interface)  # fail closed: no method without a polkit action
@@ -51,11 +59,25 @@ class Server:
             if self._fs_objects.pop(fs.uuid, None) is not None:
                 self.bus.unexport(filesystem_path(fs.uuid))
         for fs in added:
-            iface = FilesystemInterface(self.authority, fs, self.subvolumes)
+            iface = FilesystemInterface(self.authority, fs, self.subvolumes, self.jobs)
             self._fs_objects[fs.uuid] = iface
             self._export(filesystem_path(fs.uuid), iface)
+            if self._serving:
+                # a newly mounted filesystem may already be scrubbing or balancing
+                asyncio.get_running_loop().create_task(self.jobs.detect(fs))
         for iface in self._fs_objects.values():
             iface.emit_changes()
+
+    def _on_job_added(self, job: Job) -> None:
+        iface = JobInterface(self.authority, job, self.jobs)
+        self._job_objects[job.id] = iface
+        self._export(job.path, iface)
+
+    def _on_job_removed(self, job: Job) -> None:
+        iface = self._job_objects.pop(job.id, None)
+        if iface is not None:
+            iface.detach()
+            self.bus.unexport(job.path)
 
     async def _acquire_name(self) -> None:
         async for attempt in AsyncRetrying(
@@ -74,6 +96,8 @@ class Server:
             await asyncio.sleep(self.settings.refresh_interval)
             try:
                 await self.registry.rescan()
+                # scrubs/balances started by other tools show up as jobs
+                await self.jobs.detect_all()
             except Exception:  # keep serving; the next pass may succeed
                 log.exception("periodic refresh failed")
 
@@ -86,9 +110,13 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await self.bus.connect()
-        self._export(ROOT_PATH, ManagerInterface(self.authority, self.registry, self.subvolumes))
+        self._export(ROOT_PATH, ManagerInterface(self.authority, self.registry, self.subvolumes,
+                                                 self.jobs))
         self.registry.add_listener(self._on_filesystems_changed)
+        self.jobs.add_listeners(self._on_job_added, self._on_job_removed)
         await self.registry.rescan()
+        await self.jobs.start()
+        self._serving = True
         self.registry.start_watching(loop)
         await self._acquire_name()
         log.info("serving name=%s filesystems=%d", BUS_NAME, len(self.registry.all()))
@@ -98,6 +126,7 @@ class Server:
         await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
         refresher.cancel()
         self.registry.stop_watching(loop)
+        await self.jobs.shutdown()
         if disconnected.done():
             log.error("lost the bus connection; exiting")
         else:

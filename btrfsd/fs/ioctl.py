@@ -66,3 +66,63 @@ def fs_info(fd: int) -> FsInfo:
         nodesize=nodesize,
         sectorsize=sectorsize,
     )
+
+
+# struct btrfs_ioctl_dev_info_args: devid, uuid[16], bytes_used, total_bytes, fsid[16],
+# unused[377], path[1024]; 4096 bytes in all.
+_DEV_INFO = struct.Struct("=Q16sQQ16s3016x1024s")
+BTRFS_IOC_DEV_INFO = iowr(30, _DEV_INFO.size)
+
+
+@dataclass(frozen=True)
+class DevInfo:
+    """What BTRFS_IOC_DEV_INFO reports about one device of a filesystem."""
+
+    devid: int
+    path: str
+    bytes_used: int  # allocated to chunks on this device
+    total_bytes: int
+
+
+def dev_info(fd: int, devid: int) -> DevInfo:
+    """Return DEV_INFO for device ``devid``. Raises OSError (ENODEV: no such device)."""
+    buf = bytearray(_DEV_INFO.pack(devid, b"", 0, 0, b"", b""))
+    fcntl.ioctl(fd, BTRFS_IOC_DEV_INFO, buf, True)
+    devid, _uuid, used, total, _fsid, path = _DEV_INFO.unpack(buf)
+    return DevInfo(devid=devid, path=path.split(b"\0", 1)[0].decode(errors="replace"),
+                   bytes_used=used, total_bytes=total)
+
+
+# struct btrfs_ioctl_space_args: space_slots, total_spaces, then space_slots entries of
+# struct btrfs_ioctl_space_info (flags, total_bytes, used_bytes).
+_SPACE_HEAD = struct.Struct("=QQ")
+_SPACE_ITEM = struct.Struct("=QQQ")
+BTRFS_IOC_SPACE_INFO = iowr(20, _SPACE_HEAD.size)
+_SPACE_SLOTS = 32  # a filesystem has a handful of (type, profile) pairs
+BLOCK_GROUP_GLOBAL_RSV = 1 << 49
+# Profiles that store several full copies of each block, and how many.
+_COPIES = {1 << 4: 2, 1 << 5: 2, 1 << 6: 2, 1 << 9: 3, 1 << 10: 4}  # RAID1 DUP RAID10 C3 C4
+
+
+def space_info(fd: int) -> list[tuple[int, int, int]]:
+    """Return (flags, total_bytes, used_bytes) per block group type and profile.
+
+    Raises OSError.
+    """
+    buf = bytearray(_SPACE_HEAD.size + _SPACE_SLOTS * _SPACE_ITEM.size)
+    _SPACE_HEAD.pack_into(buf, 0, _SPACE_SLOTS, 0)
+    fcntl.ioctl(fd, BTRFS_IOC_SPACE_INFO, buf, True)
+    _slots, count = _SPACE_HEAD.unpack_from(buf)
+    return [_SPACE_ITEM.unpack_from(buf, _SPACE_HEAD.size + i * _SPACE_ITEM.size)
+            for i in range(min(count, _SPACE_SLOTS))]
+
+
+def bytes_to_scrub(fd: int) -> int:
+    """Used bytes counted once per stored copy: what a full scrub reads. Raises OSError."""
+    total = 0
+    for flags, _size, used in space_info(fd):
+        if flags & BLOCK_GROUP_GLOBAL_RSV:
+            continue
+        copies = next((n for bit, n in _COPIES.items() if flags & bit), 1)
+        total += used * copies
+    return total

@@ -48,3 +48,24 @@ def device_to_fsid() -> dict[str, str]:
 def quota_enabled(fsid: str) -> bool:
     """True when qgroups are enabled (the kernel then exposes a qgroups directory)."""
     return os.path.isdir(os.path.join(fs_dir(fsid), "qgroups"))
+
+
+def device_ids(fsid: str) -> list[int]:
+    """Return the device ids of a filesystem (from devinfo/), ascending."""
+    try:
+        names = os.listdir(os.path.join(fs_dir(fsid), "devinfo"))
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def exclusive_operation(fsid: str) -> str:
+    """The running exclusive operation ('none', 'balance', 'balance paused', ...).
+
+    Returns '' when the kernel does not say (older kernels have no such file).
+    """
+    try:
+        with open(os.path.join(fs_dir(fsid), "exclusive_operation"), encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

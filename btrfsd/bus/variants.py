@@ -1,0 +1,27 @@
+"""Plain Python values to D-Bus variants, for a{sv} dictionaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dbus_fast import Variant
+
+
+def to_variant(value: bool | int | float | str) -> Variant:
+    """bool -> b, int -> t (x when negative), float -> d, str -> s."""
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return Variant("b", value)
+    if isinstance(value, int):
+        return Variant("t" if value >= 0 else "x", value)
+    if isinstance(value, float):
+        return Variant("d", value)
+    return Variant("s", str(value))
+
+
+def to_vardict(values: Mapping[str, bool | int | float | str]) -> dict[str, Variant]:
+    return {k: to_variant(v) for k, v in values.items()}
+
+
+def usec(seconds: float) -> int:
+    """Seconds since the epoch (float) to whole microseconds, the bus's time unit."""
+    return int(seconds * 1_000_000)

@@ -1,0 +1,111 @@
+"""The daemon's persistent job state: last results per filesystem, jobs that were running.
+
+One JSON file in the state directory, replaced atomically (write a temporary file, fsync,
+rename, fsync the directory), so a crash leaves either the old or the new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "jobs.json"
+DetailValue = bool | int | float | str
+
+
+class JobRecord(BaseModel):
+    """What is kept about one job: enough to report it after a restart."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    operation: str
+    filesystem: str  # UUID
+    state: str
+    started_by_uid: int
+    start_time: float
+    end_time: float = 0.0
+    progress: float = 0.0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    message: str = ""
+    error: str = ""
+    details: dict[str, DetailValue] = Field(default_factory=dict)
+    # Settings the job changed and that must be put back (scrub speed limits per devid).
+    restore_speed_limits: dict[int, int] = Field(default_factory=dict)
+
+
+class PersistedState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = 1
+    next_job_id: int = 1
+    running: dict[int, JobRecord] = Field(default_factory=dict)
+    # filesystem UUID -> operation -> last finished (or interrupted) job
+    last: dict[str, dict[str, JobRecord]] = Field(default_factory=dict)
+
+
+class StateStore:
+    """Loads and saves PersistedState; saves are serialized and run off the event loop."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / STATE_FILE
+        self._lock = asyncio.Lock()
+
+    def load(self) -> PersistedState:
+        """Read the state file (blocking). A missing file gives an empty state; an
+        unreadable or invalid one is moved aside (logged) and an empty state returned."""
+        try:
+            data = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return PersistedState()
+        except OSError as e:
+            log.error("cannot read job state %s: %s; starting with an empty one", self.path, e)
+            return PersistedState()
+        try:
+            return PersistedState.model_validate_json(data)
+        except ValidationError as e:
+            aside = self.path.with_name(f"{STATE_FILE}.invalid-{int(time.time())}")
+            log.error("job state %s is invalid (%s); moved it to %s and starting empty",
+                      self.path, e.errors()[0].get("msg", e), aside)
+            with contextlib.suppress(OSError):
+                os.replace(self.path, aside)
+            return PersistedState()
+
+    def _write(self, text: str) -> None:
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{STATE_FILE}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    async def save(self, state: PersistedState) -> None:
+        """Write ``state`` atomically in a thread. Failures are logged, not raised: a job
+        must not fail because its record could not be written."""
+        async with self._lock:
+            # Serialize inside the lock so the newest state is the one written last.
+            text = json.dumps(state.model_dump(mode="json"), indent=1, sort_keys=True)
+            try:
+                await asyncio.to_thread(self._write, text)
+            except OSError as e:
+                log.error("cannot write job state %s: %s (check the state directory)",
+                          self.path, e)
