@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageFlag, MessageType
@@ -69,6 +70,16 @@ class Client:
             text = reply.body[0] if reply.body else ""
             raise CallError(reply.error_name or "unknown", str(text))
         return list(reply.body)
+
+    async def subscribe(self, rule: str, handler: Callable[[Message], None]) -> None:
+        """Receive signals matching ``rule`` (a D-Bus match rule) in ``handler``."""
+        assert self._bus is not None
+        self._bus.add_message_handler(handler)
+        reply = await self._bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[rule]))
+        if reply is not None and reply.message_type == MessageType.ERROR:
+            raise CallError(reply.error_name or "unknown", str(reply.body[0] if reply.body else ""))
 
     async def manager(self, member: str, signature: str = "", *args: Any) -> list[Any]:
         return await self.call(ROOT_PATH, MANAGER_IFACE, member, signature, list(args))

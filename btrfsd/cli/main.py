@@ -12,7 +12,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from ..constants import VERSION
-from . import output
+from . import jobs, output
 from .client import CallError, Client
 from .errors import EXIT_OK, EXIT_USAGE, explain
 
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd = cmd(sub, "snapshot-delete", subvolume_delete, argparse.SUPPRESS)
     sd.add_argument("path")
     sd.add_argument("-r", "--recursive", action="store_true")
+
+    jobs.add_commands(sub, cmd, common)
     return p
 
 
@@ -212,7 +214,7 @@ async def _run(args: argparse.Namespace) -> int:
         return ex.exit_code
     if args.json:
         output.emit_json(data)
-    return EXIT_OK
+    return getattr(args, "exit_code", EXIT_OK)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:
+        if getattr(args, "watching", None):
+            output.err_console.print("\nStopped watching; the job keeps running "
+                                     "(cancel it with btrfsctl scrub|balance cancel PATH).")
         return 130
     except SystemExit as e:  # argparse inside handlers
         return int(e.code or EXIT_USAGE)

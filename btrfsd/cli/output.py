@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..units import format_bytes
+
 SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_uuid",
                     "generation", "ctime", "otime", "read_only", "is_snapshot")
 
@@ -29,13 +31,7 @@ def fmt_time(usec: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(usec / 1e6))
 
 
-def fmt_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
+fmt_bytes = format_bytes
 
 
 def emit_json(data: Any) -> None:
