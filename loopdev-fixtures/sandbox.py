@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,7 +172,7 @@ class Sandbox:
         self._spawn("dbus-daemon", ["dbus-daemon", f"--config-file={conf}", "--nofork"])
         self._wait(lambda: self.socket.exists(), "dbus-daemon socket")
 
-    def _backup_and_install(self, src: Path, dest: Path) -> None:
+    def _backup_and_install(self, src: Path, dest: Path) -> Callable[[], None]:
         backup = self.workdir / ("backup-" + dest.name)
         if dest.exists():
             shutil.copy2(dest, backup)
@@ -187,6 +187,14 @@ class Sandbox:
                 dest.unlink(missing_ok=True)
 
         self._cleanup.callback(restore)
+        return restore
+
+    def install_rules(self, name: str, text: str) -> Callable[[], None]:
+        """Install a polkit rules file for a test; returns a function that removes it
+        (it is also removed when the sandbox closes)."""
+        src = self.workdir / name
+        src.write_text(text)
+        return self._backup_and_install(src, POLKIT_RULES_DIR / name)
 
     def install_polkit_files(self) -> None:
         self._backup_and_install(POLICY_SRC, POLKIT_ACTIONS_DIR / POLICY_SRC.name)
@@ -227,6 +235,12 @@ class Sandbox:
         self._spawn("btrfsd", argv, stderr=log_file)
         log_file.close()
         self.wait_for_name(BUS_NAME)
+
+    def kill_daemon(self) -> None:
+        """SIGKILL btrfsd, as an OOM kill or a crash would end it."""
+        proc = self._procs.pop("btrfsd")
+        proc.kill()
+        proc.wait()
 
     def restart_daemon(self) -> None:
         self.stop("btrfsd")

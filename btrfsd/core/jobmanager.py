@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AlreadyRunning, BtrfsdError, NotFound
+from ..errors import AlreadyRunning, BtrfsdError, InvalidArgument, NotFound
 from ..fs import balance as kbalance
 from ..fs import scrub as kscrub
 from ..fs import sysfs
@@ -214,19 +214,20 @@ class JobManager:
     def _runner(self, job: Job) -> Runner:
         runner = self._runners.get(job.id)
         if runner is None or not job.active:
-            raise BtrfsdError(f"The {job.operation} job {job.id} has ended ({job.state}).")
+            raise InvalidArgument(f"The {job.operation} job {job.id} has ended ({job.state}); "
+                                  "there is nothing to control.")
         return runner
 
     async def pause(self, job: Job) -> None:
-        """Pause a running job. Raises InvalidArgument or Failed (job ended)."""
+        """Pause a running job. Raises InvalidArgument (not running, cannot pause)."""
         await self._runner(job).pause(job)
 
     async def resume(self, job: Job) -> None:
-        """Resume a paused job. Raises InvalidArgument or Failed (job ended)."""
+        """Resume a paused job. Raises InvalidArgument (not paused)."""
         await self._runner(job).resume(job)
 
     async def cancel(self, job: Job) -> None:
-        """Cancel a running or paused job. Raises Failed when it has ended."""
+        """Cancel a running or paused job. Raises InvalidArgument when it has ended."""
         await self._runner(job).cancel(job)
 
     # -- kernel operations btrfsd did not start -------------------------------------------

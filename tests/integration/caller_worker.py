@@ -1,6 +1,9 @@
 """A D-Bus caller process for tests: run as any user (setpriv), driven by JSON lines.
 
 Request: {"calls": [{"path", "iface", "member", "sig", "body", "interactive"}, ...]}
+or {"subscribe": match_rule} (reply {"results": []}) to start collecting signals, and
+{"signals": true} to receive the collected ones (reply {"results": [{"path", "iface",
+"member", "body"}, ...]}) and clear them.
 All calls of one request are sent at once (concurrently); the reply is one JSON line:
 {"results": [{"ok": true, "body": [...]} | {"ok": false, "error": name, "message": text}]}
 In "body", {"$v": [signature, value]} stands for a Variant.
@@ -55,13 +58,29 @@ async def one(bus, c):
 async def main():
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     loop = asyncio.get_running_loop()
+    signals = []
+
+    def collect(msg):
+        if msg.message_type == MessageType.SIGNAL:
+            signals.append({"path": msg.path, "iface": msg.interface, "member": msg.member,
+                            "body": encode(msg.body)})
+
+    bus.add_message_handler(collect)
     print(json.dumps({"ready": bus.unique_name}), flush=True)
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line:
             break
         req = json.loads(line)
-        results = await asyncio.gather(*(one(bus, c) for c in req["calls"]))
+        if "subscribe" in req:
+            await one(bus, {"dest": "org.freedesktop.DBus", "path": "/org/freedesktop/DBus",
+                            "iface": "org.freedesktop.DBus", "member": "AddMatch", "sig": "s",
+                            "body": [req["subscribe"]]})
+            results = []
+        elif "signals" in req:
+            results, signals[:] = list(signals), []
+        else:
+            results = await asyncio.gather(*(one(bus, c) for c in req["calls"]))
         print(json.dumps({"results": results}), flush=True)
 
 

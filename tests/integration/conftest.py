@@ -75,6 +75,20 @@ class Caller:
         return self.batch([{"path": path, "iface": iface, "member": member, "sig": sig,
                             "body": body or [], "interactive": interactive, "dest": dest}])[0]
 
+    def subscribe(self, rule: str) -> None:
+        """Start collecting signals matching a D-Bus match rule."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"subscribe": rule}) + "\n")
+        self.proc.stdin.flush()
+        self._read()
+
+    def signals(self) -> list[dict[str, Any]]:
+        """Signals collected since the last call (and forget them)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"signals": True}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()["results"]  # type: ignore[no-any-return]
+
     def close(self) -> None:
         if self.proc.stdin:
             self.proc.stdin.close()

@@ -7,6 +7,7 @@ succeeds. A method exported without an entry here fails test_every_method_has_a_
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +16,15 @@ from typing import Any
 
 import pytest
 from conftest import DENIED, FS_IFACE, MANAGER_IFACE, Caller, V, World, btrfs, fs_state
+from test_jobs import COVERED_JOB_METHODS
 
 from btrfsd.bus.auth import method_actions
 from btrfsd.bus.filesystem import FilesystemInterface
+from btrfsd.bus.job import JobInterface
 from btrfsd.bus.manager import ManagerInterface
 from btrfsd.constants import Action
 from btrfsd.core.filesystems import Filesystem
+from btrfsd.core.jobs import Job, Operation
 
 
 @dataclass
@@ -76,6 +80,34 @@ MUTATING: dict[str, Case] = {
 }
 
 
+def _job_ran(w: World, operation: str, since: float) -> None:
+    """A job of ``operation`` started after ``since`` has completed (GetLastResults)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = w.fs_call(w.root, "GetLastResults", "a{sv}", {})
+        last = r["body"][0].get(operation) if r["ok"] else None
+        if last and last["start_time"] >= since * 1e6:
+            assert last["state"] == "completed", last
+            return
+        time.sleep(0.05)
+    pytest.fail(f"no {operation} job completed")
+
+
+MUTATING.update({
+    "StartScrub": Case(
+        prepare=lambda w, d: time.time(),
+        call=lambda w, c, d, t: w.fs_call(c, "StartScrub", "a{sv}", {}),
+        check=lambda w, d, t: _job_ran(w, "scrub", t),
+    ),
+    "StartBalance": Case(
+        prepare=lambda w, d: time.time(),
+        call=lambda w, c, d, t: w.fs_call(c, "StartBalance", "a{sv}",
+                                          {"data_usage": V("u", 0)}),
+        check=lambda w, d, t: _job_ran(w, "balance", t),
+    ),
+})
+
+
 def _check_default(w: World, p: Path) -> None:
     sid = btrfs("inspect-internal", "rootid", str(p)).strip()
     assert f"ID {sid} " in btrfs("subvolume", "get-default", str(w.mnt))
@@ -87,6 +119,8 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "ResolvePath": lambda w, c: w.manager_call(c, "ResolvePath", "sa{sv}", str(w.mnt), {}),
     "ListSubvolumes": lambda w, c: w.fs_call(c, "ListSubvolumes", "a{sv}", {}),
     "GetSubvolume": lambda w, c: w.fs_call(c, "GetSubvolume", "sa{sv}", str(w.mnt), {}),
+    "GetJobs": lambda w, c: w.manager_call(c, "GetJobs", "a{sv}", {}),
+    "GetLastResults": lambda w, c: w.fs_call(c, "GetLastResults", "a{sv}", {}),
 }
 
 
@@ -104,15 +138,21 @@ def _exported_methods(w: World) -> dict[str, set[str]]:
 def test_every_method_has_a_case(world: World) -> None:
     exported = _exported_methods(world)
     all_methods = set().union(*exported.values())
+    job_methods = set(method_actions(_job_interface()))
+    assert job_methods <= COVERED_JOB_METHODS, "Job methods without an authorization test"
     untested = all_methods - set(MUTATING) - set(READ_METHODS)
     assert not untested, f"exported without an authorization test: {untested}"
     assert set(MUTATING) | set(READ_METHODS) <= all_methods
 
 
+def _job_interface() -> JobInterface:
+    return JobInterface(None, Job(0, Operation.SCRUB, "x", 0), None)  # type: ignore[arg-type]
+
+
 def test_read_methods_declare_read_and_mutating_ones_do_not() -> None:
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
-    actions = {**method_actions(ManagerInterface(None, None, None)),  # type: ignore[arg-type]
-               **method_actions(FilesystemInterface(None, fs, None))}  # type: ignore[arg-type]
+    actions = {**method_actions(ManagerInterface(None, None, None, None)),  # type: ignore[arg-type]
+               **method_actions(FilesystemInterface(None, fs, None, None))}  # type: ignore[arg-type]
     for name in READ_METHODS:
         assert actions[name] == Action.READ
     for name in MUTATING:
@@ -136,6 +176,7 @@ def test_unprivileged_user_refused_and_nothing_changes(world: World, method: str
     case, d = MUTATING[method], world.scratch()
     arg = case.prepare(world, d)
     before = fs_state(world.mnt)
+    jobs_before = world.manager_call(world.root, "GetJobs", "a{sv}", {})["body"]
     r = case.call(world, world.user, d, arg) if not interactive else world.user.call(
         **_interactive(world, case, d, arg))
     assert not r["ok"]
@@ -145,6 +186,7 @@ def test_unprivileged_user_refused_and_nothing_changes(world: World, method: str
                 "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
     assert r["error"] == expected, r
     assert fs_state(world.mnt) == before
+    assert world.manager_call(world.root, "GetJobs", "a{sv}", {})["body"] == jobs_before
 
 
 def _interactive(w: World, case: Case, d: Path, arg: Any) -> dict[str, Any]:
