@@ -171,8 +171,18 @@ class JobManager:
                 f"A {cur.describe()} is already on {fs.primary_mount.mount_point}; only one "
                 "scrub or balance per filesystem runs at a time. Wait for it or cancel it.")
 
+    async def _settle_external(self, fs: Filesystem) -> None:
+        """An adopted outside operation may have just ended while its watcher has not
+        looked yet; give the watcher one poll to notice before refusing a start."""
+        cur = self._active.get(fs.uuid)
+        task = self._tasks.get(cur.id) if cur is not None and cur.external else None
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), self.poll_interval + 0.5)
+
     async def _start(self, fs: Filesystem, uid: int, operation: Operation,
                      runner: ScrubRunner | BalanceRunner) -> Job:
+        await self._settle_external(fs)
         self._check_free(fs)
         job = Job(id=0, operation=operation, fs_uuid=fs.uuid, started_by_uid=uid)
         self._active[fs.uuid] = job  # claim before the first await: no double start
