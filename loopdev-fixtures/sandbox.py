@@ -316,6 +316,10 @@ def demo() -> int:
             [ctl, "subvolume", "show", f"{mnt}/home-backup"],
             [ctl, "--json", "subvolume", "show", f"{mnt}/home"],
             [ctl, "subvolume", "delete", f"{mnt}/home-backup", "--recursive"],
+            [ctl, "scrub", "start", mnt, "--wait"],
+            [ctl, "balance", "start", mnt, "--data-usage", "10", "--wait"],
+            [ctl, "scrub", "status", mnt],
+            [ctl, "jobs"],
             [ctl, "subvolume", "create", f"{mnt}/../escape"],
         ]
         for argv in steps:

@@ -86,3 +86,50 @@ def test_daemon_not_running_is_explained(world: World) -> None:
     r = subprocess.run([CTL, "fs", "list"], env=env, capture_output=True, text=True)
     assert r.returncode == 14 and r.stderr.startswith("btrfsctl: Cannot reach the system bus")
     assert "Traceback" not in r.stderr
+
+
+def test_scrub_wait_status_and_jobs(world: World) -> None:
+    r = ctl(world, "--json", "scrub", "start", str(world.mnt), "--wait")
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)
+    assert job["State"] == "completed" and job["Operation"] == "scrub"
+    status = json.loads(ctl(world, "--json", "scrub", "status", str(world.mnt)).stdout)
+    assert status["running"] == [] and status["last"]["state"] == "completed"
+    r = ctl(world, "scrub", "status", str(world.mnt), user=TEST_USER)  # reading is allowed
+    assert r.returncode == 0 and "Last scrub: job" in r.stdout, r.stdout
+    listed = json.loads(ctl(world, "--json", "jobs").stdout)
+    assert job["object_path"] in [j["object_path"] for j in listed]
+
+
+def test_balance_needs_a_filter_and_bad_sizes_are_usage_errors(world: World) -> None:
+    r = ctl(world, "balance", "start", str(world.mnt))
+    assert r.returncode == 5 and "full=true" in r.stderr, r.stderr
+    r = ctl(world, "scrub", "start", str(world.mnt), "--limit", "12Q/s")
+    assert r.returncode == 2
+    r = ctl(world, "balance", "start", str(world.mnt), "--data-usage", "150")
+    assert r.returncode == 2
+
+
+def test_ctrl_c_stops_watching_not_the_job(world: World) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([CTL, "scrub", "start", str(world.mnt), "--wait", "--limit",
+                             "1M/s"], env=world.sb.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 130
+        assert "the job keeps running" in err, err
+        status = json.loads(ctl(world, "--json", "scrub", "status", str(world.mnt)).stdout)
+        assert status["running"] and status["running"][0]["State"] == "running"
+        assert ctl(world, "scrub", "cancel", str(world.mnt)).returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 20
+    while json.loads(ctl(world, "--json", "scrub", "status", str(world.mnt)).stdout)["running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
