@@ -32,6 +32,10 @@ def failure_message(e: OSError) -> str:
     return f"Balance failed: {os.strerror(e.errno or 0)}."
 
 
+def _chunks(n: object) -> str:
+    return "1 chunk" if n == 1 else f"{n} chunks"
+
+
 class BalanceRunner:
     """Runs one balance; can also take over a balance found in the kernel (``adopt``)."""
 
@@ -147,8 +151,8 @@ class BalanceRunner:
                 await self._run_call(job, call)
             except kbalance.BalanceStopped as e:
                 if self._cancel_requested or not e.paused:
-                    job.finish(JobState.CANCELLED, "Balance cancelled; "
-                               f"{job.details.get('chunks_completed', 0)} chunks were moved.")
+                    job.finish(JobState.CANCELLED, "Balance cancelled after "
+                               f"{_chunks(job.details.get('chunks_completed', 0))} moved.")
                     return
                 self._base_completed += e.status.completed
                 if not await self._wait_while_paused(job):
@@ -163,7 +167,7 @@ class BalanceRunner:
                 job.finish(JobState.FAILED, msg, error=msg)
                 return
             moved = job.details.get("chunks_completed", 0)
-            job.finish(JobState.COMPLETED, f"Balance finished: {moved} chunks moved.",
+            job.finish(JobState.COMPLETED, f"Balance finished: {_chunks(moved)} moved.",
                        success=True)
             return
 
