@@ -41,8 +41,9 @@ ResultsDict = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}"
 
 
 def subvolume_row(s: SubvolumeInfo) -> list[Any]:
-    return [s.id, s.parent_id, s.path, s.uuid, s.parent_uuid, s.received_uuid, s.generation,
-            usec(s.ctime), usec(s.otime), s.read_only, s.is_snapshot]
+    # by position: this runs 10,000 times for a big listing
+    return [s[0], s[1], s[2], s[3], s[4], s[5], s[6], int(s[7] * 1_000_000),
+            int(s[8] * 1_000_000), s[9], s[4] != ""]
 
 
 def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
