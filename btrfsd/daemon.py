@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import gc
 import logging
 import os
 import sys
@@ -18,6 +19,9 @@ from .constants import VERSION
 async def _serve(settings: config.Settings) -> None:
     from .bus.server import Server  # imported late so --help works without the bus stack
 
+    # Everything imported so far lives as long as the process: keep it out of the cyclic
+    # collector's full passes, which a 10,000-entry listing triggers several times.
+    gc.freeze()
     await Server(settings).run()
 
 

@@ -40,7 +40,9 @@ _ROOT_ITEM_V1 = struct.Struct("=160xQ40xQ")
 _ROOT_ITEM_V2 = struct.Struct("=160xQ40xQ31x16s16s16s32xQIQI")
 ROOT_ITEM_V2_SIZE = 439
 
-_BUF_SIZE = 256 * 1024
+# Room for ~4,000 root items per call (nr_items is capped at 4096 anyway): fewer calls,
+# each restarting the search from its key.
+_BUF_SIZE = 2 * 1024 * 1024
 
 
 def _search(fd: int, tree_id: int, min_key: tuple[int, int, int],
@@ -63,12 +65,13 @@ def _search(fd: int, tree_id: int, min_key: tuple[int, int, int],
         pos = _SEARCH_V2_HEAD.size
         view = memoryview(buf)  # slices without copying; each call gets a fresh buffer
         last = (objectid, type_, offset)
+        unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
         for _ in range(nr_items):
-            _transid, oid, off, typ, length = _ITEM_HEADER.unpack_from(buf, pos)
-            pos += _ITEM_HEADER.size
+            _transid, oid, off, typ, length = unpack(buf, pos)
+            pos += head
             yield oid, typ, off, view[pos:pos + length]
             pos += length
-            last = (oid, typ, off)
+        last = (oid, typ, off)
         # Continue after the last key returned (offset, then type, then objectid carry).
         objectid, type_, offset = last
         if offset < U64_MAX:
@@ -147,6 +150,14 @@ def list_subvolumes(fd: int) -> list[RawSubvolume]:
         return paths[sid]
 
     result: list[RawSubvolume] = []
+    uuids: dict[bytes, str] = {}  # snapshots of one source share its parent uuid
+
+    def fmt(raw: bytes) -> str:
+        text = uuids.get(raw)
+        if text is None:
+            text = uuids[raw] = format_uuid(raw)
+        return text
+
     for sid in sorted(items):
         if sid not in refs:
             continue  # orphan: deleted, waiting for the cleaner
@@ -157,9 +168,8 @@ def list_subvolumes(fd: int) -> list[RawSubvolume]:
         data = items[sid]
         if len(data) >= ROOT_ITEM_V2_SIZE:
             generation, flags, u, pu, ru, cs, cn, os_, on = _ROOT_ITEM_V2.unpack_from(data)
-            result.append((sid, refs[sid][0], path, format_uuid(u), format_uuid(pu),
-                           format_uuid(ru), generation, cs + cn / 1e9, os_ + on / 1e9,
-                           bool(flags & 1)))
+            result.append((sid, refs[sid][0], path, format_uuid(u), fmt(pu), fmt(ru),
+                           generation, cs + cn / 1e9, os_ + on / 1e9, bool(flags & 1)))
         else:  # an old-format root item: no uuids or times
             generation, flags = _ROOT_ITEM_V1.unpack_from(data)
             result.append((sid, refs[sid][0], path, "", "", "", generation, 0.0, 0.0,
