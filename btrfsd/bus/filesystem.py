@@ -2,16 +2,18 @@
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime
 # and a postponed "None" return would become a bogus signature.
+import asyncio
 from typing import Annotated, Any
 
 from dbus_fast import Variant
 from dbus_fast.annotations import DBusBool, DBusObjectPath, DBusSignature, DBusStr, DBusUInt64
 from dbus_fast.constants import PropertyAccess
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from ..constants import FILESYSTEM_IFACE, Action
 from ..core.filesystems import Filesystem
 from ..core.jobmanager import JobManager
+from ..core.quotas import Quotas
 from ..core.state import JobRecord
 from ..core.subvolumes import Subvolumes
 from ..fs.balance import TypeFilter
@@ -21,9 +23,11 @@ from .job import VariantDict
 from .options import (
     BalanceOptions,
     DeleteOptions,
+    EnableQuotaOptions,
     ListOptions,
     NoOptions,
     OptionsArg,
+    QuotaUsageOptions,
     ScrubOptions,
     SnapshotOptions,
     parse_options,
@@ -33,17 +37,23 @@ from .variants import to_vardict, usec
 
 StrList = Annotated[list[str], DBusSignature("as")]
 # id, parent id, path, uuid, parent uuid, received uuid, generation, ctime, otime (µs since
-# the epoch), read-only, is-snapshot. A struct array, not a{sv} per entry: listing 10,000
-# snapshots must stay cheap to marshal (see bench/).
-SUBVOLUME_STRUCT = "(ttsssstxxbb)"
+# the epoch), read-only, is-snapshot, then qgroup referenced, exclusive, max referenced,
+# max exclusive bytes (0 when quotas are off). A struct array, not a{sv} per entry:
+# listing 10,000 snapshots must stay cheap to marshal (see bench/).
+SUBVOLUME_STRUCT = "(ttsssstxxbbtttt)"
 SubvolumeList = Annotated[list[list[Any]], DBusSignature("a" + SUBVOLUME_STRUCT)]
 ResultsDict = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
+# mode, inconsistent, then per qgroup: id, subvolume path, referenced, exclusive,
+# max referenced, max exclusive
+QuotaUsage = Annotated[tuple[str, bool, list[Any]], DBusSignature("sba(tstttt)")]
+_NO_USAGE = (0, 0, 0, 0)
 
 
-def subvolume_row(s: SubvolumeInfo) -> list[Any]:
+def subvolume_row(s: SubvolumeInfo, usage: tuple[int, int, int, int] = _NO_USAGE
+                  ) -> list[Any]:
     # by position: this runs 10,000 times for a big listing
     return [s[0], s[1], s[2], s[3], s[4], s[5], s[6], int(s[7] * 1_000_000),
-            int(s[8] * 1_000_000), s[9], s[4] != ""]
+            int(s[8] * 1_000_000), s[9], s[4] != "", *usage]
 
 
 def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
@@ -66,12 +76,13 @@ class FilesystemInterface(ServiceInterface):
     """Properties of one filesystem and the subvolume/snapshot methods on it."""
 
     def __init__(self, authority: Authority, fs: Filesystem, subvolumes: Subvolumes,
-                 jobs: JobManager) -> None:
+                 jobs: JobManager, quotas: Quotas) -> None:
         super().__init__(FILESYSTEM_IFACE)
         self.authority = authority
         self.fs = fs
         self._subvolumes = subvolumes
         self._jobs = jobs
+        self._quotas = quotas
         self._last: dict[str, Any] = self.snapshot_properties()
 
     # -- properties (read-level data only: a Get carries no caller to authorize) --------
@@ -107,6 +118,10 @@ class FilesystemInterface(ServiceInterface):
     def quota_enabled(self) -> DBusBool:
         return self.fs.quota_enabled
 
+    @dbus_property(access=PropertyAccess.READ, name="QuotaMode")
+    def quota_mode(self) -> DBusStr:
+        return self.fs.quota_mode
+
     @dbus_property(access=PropertyAccess.READ, name="DefaultSubvolumeId")
     def default_subvolume_id(self) -> DBusUInt64:
         return self.fs.default_subvolume_id
@@ -118,6 +133,7 @@ class FilesystemInterface(ServiceInterface):
             "Label": fs.label, "MountPoints": list(fs.mount_points), "Devices": list(fs.devices),
             "TotalBytes": fs.usage.total_bytes, "UsedBytes": fs.usage.used_bytes,
             "FreeBytes": fs.usage.free_bytes, "QuotaEnabled": fs.quota_enabled,
+            "QuotaMode": fs.quota_mode,
             "DefaultSubvolumeId": fs.default_subvolume_id,
         }
 
@@ -135,13 +151,25 @@ class FilesystemInterface(ServiceInterface):
     async def list_subvolumes(self, options: OptionsArg) -> SubvolumeList:
         opts = parse_options(ListOptions, options)
         items = await self._subvolumes.list(self.fs, snapshots_of=opts.snapshots_of)
-        return [subvolume_row(s) for s in items]
+        if not self.fs.quota_enabled:
+            return [subvolume_row(s) for s in items]
+        usage = {q.subvolume_id: (q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
+                 for q, _ in (await self._quotas.report(self.fs)).qgroups if q.level == 0}
+        return [subvolume_row(s, usage.get(s.id, _NO_USAGE)) for s in items]
 
     @dbus_method(name="GetSubvolume")
     @authorized(Action.READ)
     async def get_subvolume(self, path: DBusStr, options: OptionsArg) -> VariantDict:
         parse_options(NoOptions, options)
-        return subvolume_dict(await self._subvolumes.info(self.fs, path))
+        info = await self._subvolumes.info(self.fs, path)
+        result = subvolume_dict(info)
+        q = await asyncio.to_thread(self._quotas.usage_of, self.fs, info.id)
+        if q is not None:
+            result.update({"referenced": Variant("t", q.referenced),
+                           "exclusive": Variant("t", q.exclusive),
+                           "max_referenced": Variant("t", q.max_referenced),
+                           "max_exclusive": Variant("t", q.max_exclusive)})
+        return result
 
     @dbus_method(name="CreateSubvolume")
     @authorized(Action.SUBVOLUME_CREATE)
@@ -201,6 +229,50 @@ class FilesystemInterface(ServiceInterface):
         job = await self._jobs.start_balance(self.fs, current_caller().uid, data=data,
                                              metadata=meta)
         return job.path
+
+    # -- quotas -------------------------------------------------------------------------
+    @dbus_signal(name="QuotaWarning")
+    def quota_warning(self, path: str, qgroupid: int, used: int, limit: int, level: str
+                      ) -> Annotated[tuple[str, int, int, int, str], DBusSignature("sttts")]:
+        return path, qgroupid, used, limit, level
+
+    @dbus_method(name="EnableQuota")
+    @authorized(Action.QUOTA_MANAGE)
+    async def enable_quota(self, options: OptionsArg) -> DBusStr:
+        opts = parse_options(EnableQuotaOptions, options)
+        note = await self._quotas.enable(self.fs, simple=opts.simple, force=opts.force)
+        self.emit_changes()
+        return note
+
+    @dbus_method(name="DisableQuota")
+    @authorized(Action.QUOTA_MANAGE)
+    async def disable_quota(self, options: OptionsArg) -> None:
+        parse_options(NoOptions, options)
+        await self._quotas.disable(self.fs)
+        self.emit_changes()
+
+    @dbus_method(name="RescanQuota")
+    @authorized(Action.QUOTA_MANAGE)
+    async def rescan_quota(self, options: OptionsArg) -> DBusObjectPath:
+        parse_options(NoOptions, options)
+        job = await self._jobs.start_quota_rescan(self.fs, current_caller().uid)
+        return job.path
+
+    @dbus_method(name="SetQuotaLimit")
+    @authorized(Action.QUOTA_MANAGE)
+    async def set_quota_limit(self, path: DBusStr, referenced: DBusUInt64,
+                              exclusive: DBusUInt64, options: OptionsArg) -> None:
+        parse_options(NoOptions, options)
+        await self._quotas.set_limit(self.fs, path, referenced=referenced, exclusive=exclusive)
+
+    @dbus_method(name="GetQuotaUsage")
+    @authorized(Action.READ)
+    async def get_quota_usage(self, options: OptionsArg) -> QuotaUsage:
+        opts = parse_options(QuotaUsageOptions, options)
+        r = await self._quotas.report(self.fs, sync=opts.sync)
+        return (r.mode, r.inconsistent,  # type: ignore[return-value]
+                [[q.qgroupid, path, q.referenced, q.exclusive, q.max_referenced,
+                  q.max_exclusive] for q, path in r.qgroups])
 
     @dbus_method(name="GetLastResults")
     @authorized(Action.READ)

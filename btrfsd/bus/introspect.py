@@ -27,7 +27,7 @@ def interfaces() -> list[ServiceInterface]:
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
     return [
         ManagerInterface(None, None, None, None),  # type: ignore[arg-type]
-        FilesystemInterface(None, fs, None, None),  # type: ignore[arg-type]
+        FilesystemInterface(None, fs, None, None, None),  # type: ignore[arg-type]
         JobInterface(None, Job(0, Operation.SCRUB, fs.uuid, 0), None),  # type: ignore[arg-type]
     ]
 

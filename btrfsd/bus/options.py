@@ -64,6 +64,15 @@ class BalanceOptions(Options):
         return self
 
 
+class EnableQuotaOptions(Options):
+    simple: bool = False  # squota: cheap with many snapshots; counts new writes only
+    force: bool = False  # enable full qgroups despite many snapshots
+
+
+class QuotaUsageOptions(Options):
+    sync: bool = False  # commit first so the numbers include the latest writes
+
+
 M = TypeVar("M", bound=Options)
 
 

@@ -17,6 +17,8 @@ from ..constants import BUS_NAME, ROOT_PATH
 from ..core.filesystems import Filesystem, Registry
 from ..core.jobmanager import JobManager
 from ..core.jobs import Job
+from ..core.quota_alerts import QuotaAlert, QuotaWatcher
+from ..core.quotas import Quotas
 from ..core.subvolumes import Subvolumes
 from .auth import check_interface
 from .context import CallerAwareBus
@@ -45,6 +47,9 @@ class Server:
         self.jobs = JobManager(self.registry, settings.state_dir,
                                retention=settings.job_retention,
                                poll_interval=settings.job_poll_interval)
+        self.quotas = Quotas(self.subvolumes)
+        self.watcher = QuotaWatcher(self.registry, self.quotas, settings.quota_alerts,
+                                    settings.state_dir, self._on_quota_alert)
         self._fs_objects: dict[str, FilesystemInterface] = {}
         self._job_objects: dict[int, JobInterface] = {}
         self._stop = asyncio.Event()
@@ -59,7 +64,8 @@ class Server:
             if self._fs_objects.pop(fs.uuid, None) is not None:
                 self.bus.unexport(filesystem_path(fs.uuid))
         for fs in added:
-            iface = FilesystemInterface(self.authority, fs, self.subvolumes, self.jobs)
+            iface = FilesystemInterface(self.authority, fs, self.subvolumes, self.jobs,
+                                        self.quotas)
             self._fs_objects[fs.uuid] = iface
             self._export(filesystem_path(fs.uuid), iface)
             if self._serving:
@@ -67,6 +73,12 @@ class Server:
                 asyncio.get_running_loop().create_task(self.jobs.detect(fs))
         for iface in self._fs_objects.values():
             iface.emit_changes()
+
+    def _on_quota_alert(self, alert: QuotaAlert) -> None:
+        iface = self._fs_objects.get(alert.fs_uuid)
+        if iface is not None:
+            iface.quota_warning(alert.path, alert.qgroupid, alert.used, alert.limit,
+                                alert.level)
 
     def _on_job_added(self, job: Job) -> None:
         iface = JobInterface(self.authority, job, self.jobs)
@@ -121,10 +133,12 @@ class Server:
         await self._acquire_name()
         log.info("serving name=%s filesystems=%d", BUS_NAME, len(self.registry.all()))
         refresher = loop.create_task(self._refresh_loop())
+        watcher = loop.create_task(self.watcher.run())
         disconnected = loop.create_task(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         stop = loop.create_task(self._stop.wait())
         await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
         refresher.cancel()
+        watcher.cancel()
         self.registry.stop_watching(loop)
         await self.jobs.shutdown()
         if disconnected.done():

@@ -271,7 +271,7 @@ async def jobs_list(c: Client, a: argparse.Namespace) -> Any:
         await watcher.news(timeout=2.0)
 
 
-def add_commands(sub: Any, cmd: Any, common: argparse.ArgumentParser) -> None:
+def add_commands(sub: Any, cmd: Any) -> None:
     """Register scrub, balance and jobs with the top-level parser."""
     sc = sub.add_parser("scrub", help="verify checksums of all data and metadata"
                         ).add_subparsers(dest="cmd", required=True)

@@ -12,7 +12,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from ..constants import VERSION
-from . import jobs, output
+from . import jobs, output, quota
 from .client import CallError, Client
 from .errors import EXIT_OK, EXIT_USAGE, explain
 
@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("path")
     sd.add_argument("-r", "--recursive", action="store_true")
 
-    jobs.add_commands(sub, cmd, common)
+    jobs.add_commands(sub, cmd)
+    quota.add_commands(sub, cmd)
     return p
 
 

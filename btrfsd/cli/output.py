@@ -13,7 +13,8 @@ from rich.table import Table
 from ..units import format_bytes
 
 SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_uuid",
-                    "generation", "ctime", "otime", "read_only", "is_snapshot")
+                    "generation", "ctime", "otime", "read_only", "is_snapshot",
+                    "referenced", "exclusive", "max_referenced", "max_exclusive")
 
 # Piped output must not be folded at 80 columns: scripts grep for UUIDs and paths.
 console = Console(width=None if sys.stdout.isatty() else 250)

@@ -37,6 +37,7 @@ class Filesystem:
     usage: Usage = field(default_factory=Usage)
     default_subvolume_id: int = 5
     quota_enabled: bool = False
+    quota_mode: str = ""  # 'qgroup' (full), 'squota' (simple), '' off
 
     @property
     def mount_points(self) -> list[str]:
@@ -55,7 +56,8 @@ class Filesystem:
         """Re-read label, devices, space, default subvolume and quota state (blocking)."""
         self.label = sysfs.read_label(self.uuid)
         self.devices = ["/dev/" + d for d in sysfs.device_names(self.uuid)]
-        self.quota_enabled = sysfs.quota_enabled(self.uuid)
+        self.quota_mode = sysfs.quota_mode(self.uuid)
+        self.quota_enabled = bool(self.quota_mode)
         mp = self.primary_mount.mount_point
         try:
             st = os.statvfs(mp)
@@ -152,6 +154,7 @@ class Registry:
                     cur = old[u]
                     cur.mounts, cur.label, cur.devices = fs.mounts, fs.label, fs.devices
                     cur.usage, cur.quota_enabled = fs.usage, fs.quota_enabled
+                    cur.quota_mode = fs.quota_mode
                     cur.default_subvolume_id = fs.default_subvolume_id
                     found[u] = cur
             self._filesystems = found

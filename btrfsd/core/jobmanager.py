@@ -18,6 +18,7 @@ from ..fs import sysfs
 from .balance_runner import BalanceRunner
 from .filesystems import Filesystem, Registry
 from .jobs import UNKNOWN_UID, Job, JobState, Operation, Runner
+from .rescan_runner import RescanRunner
 from .scrub_runner import ScrubRunner, open_mount
 from .state import JobRecord, PersistedState, StateStore
 
@@ -181,7 +182,7 @@ class JobManager:
                 await asyncio.wait_for(asyncio.shield(task), self.poll_interval + 0.5)
 
     async def _start(self, fs: Filesystem, uid: int, operation: Operation,
-                     runner: ScrubRunner | BalanceRunner) -> Job:
+                     runner: Runner) -> Job:
         await self._settle_external(fs)
         self._check_free(fs)
         job = Job(id=0, operation=operation, fs_uuid=fs.uuid, started_by_uid=uid)
@@ -219,6 +220,12 @@ class JobManager:
         """Start a balance of the chosen chunk types. Raises AlreadyRunning, Failed."""
         runner = BalanceRunner(fs, data, metadata, poll_interval=self.poll_interval)
         return await self._start(fs, uid, Operation.BALANCE, runner)
+
+    async def start_quota_rescan(self, fs: Filesystem, uid: int) -> Job:
+        """Start a quota rescan. Raises AlreadyRunning, InvalidArgument (quotas off or
+        simple)."""
+        runner = RescanRunner(fs, poll_interval=self.poll_interval)
+        return await self._start(fs, uid, Operation.QUOTA_RESCAN, runner)
 
     # -- control ------------------------------------------------------------------------
     def _runner(self, job: Job) -> Runner:

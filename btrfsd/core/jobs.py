@@ -36,6 +36,7 @@ ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.PAUSED})
 class Operation(StrEnum):
     SCRUB = "scrub"
     BALANCE = "balance"
+    QUOTA_RESCAN = "quota-rescan"
 
 
 def job_path(job_id: int) -> str:
@@ -148,6 +149,9 @@ class RateMeter:
 
 class Runner(Protocol):
     """Runs one job's operation; the JobManager drives it."""
+
+    async def prepare(self, job: Job) -> None:
+        """Check and set up before the job is announced. Raises BtrfsdError."""
 
     async def run(self, job: Job) -> None:
         """Run until the operation ends and call job.finish(). Raises nothing but

@@ -22,6 +22,26 @@ STATE_FILE = "jobs.json"
 DetailValue = bool | int | float | str
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old or the new content
+    (blocking). Raises OSError."""
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 class JobRecord(BaseModel):
     """What is kept about one job: enough to report it after a restart."""
 
@@ -81,23 +101,6 @@ class StateStore:
                 os.replace(self.path, aside)
             return PersistedState()
 
-    def _write(self, text: str) -> None:
-        directory = self.path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{STATE_FILE}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
     async def save(self, state: PersistedState) -> None:
         """Write ``state`` atomically in a thread. Failures are logged, not raised: a job
         must not fail because its record could not be written."""
@@ -105,7 +108,7 @@ class StateStore:
             # Serialize inside the lock so the newest state is the one written last.
             text = json.dumps(state.model_dump(mode="json"), indent=1, sort_keys=True)
             try:
-                await asyncio.to_thread(self._write, text)
+                await asyncio.to_thread(write_atomic, self.path, text)
             except OSError as e:
                 log.error("cannot write job state %s: %s (check the state directory)",
                           self.path, e)

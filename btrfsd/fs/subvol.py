@@ -89,6 +89,11 @@ def fsid_of(fd: int, path: str) -> str:
         raise NotBtrfs(f"{path} is not on a btrfs filesystem.") from e
 
 
+def sync(fd: int) -> None:
+    """Commit the filesystem's current transaction (BTRFS_IOC_SYNC). Raises OSError."""
+    btrfsutil.sync(fd)
+
+
 def is_subvolume(st: os.stat_result) -> bool:
     """True if an lstat result is a subvolume's root directory."""
     return stat.S_ISDIR(st.st_mode) and st.st_ino == SUBVOLUME_ROOT_INO

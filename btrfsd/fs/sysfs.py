@@ -45,9 +45,16 @@ def device_to_fsid() -> dict[str, str]:
     return result
 
 
-def quota_enabled(fsid: str) -> bool:
-    """True when qgroups are enabled (the kernel then exposes a qgroups directory)."""
-    return os.path.isdir(os.path.join(fs_dir(fsid), "qgroups"))
+def quota_mode(fsid: str) -> str:
+    """'qgroup' (full), 'squota' (simple) or '' when quotas are off."""
+    qgroups = os.path.join(fs_dir(fsid), "qgroups")
+    try:
+        with open(os.path.join(qgroups, "mode"), encoding="ascii") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
+    except OSError:  # older kernels: no mode file, only the directory
+        return "qgroup" if os.path.isdir(qgroups) else ""
 
 
 def device_ids(fsid: str) -> list[int]:
