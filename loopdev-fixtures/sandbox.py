@@ -119,6 +119,7 @@ class Sandbox:
 
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="btrfsd-sb-")))
     daemon_args: list[str] = field(default_factory=lambda: ["--log-level", "debug"])
+    config: str = ""  # btrfsd.toml text for the daemon (written into the workdir)
     filesystems: list[LoopFs] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -232,6 +233,10 @@ class Sandbox:
         log_file = open(self.workdir / "btrfsd.log", "ab")  # noqa: SIM115
         # job state lives in the sandbox, never in the host's /var/lib/btrfsd
         argv = [venv_bin("btrfsd"), "--state-dir", str(self.state_dir), *self.daemon_args]
+        if self.config:
+            conf = self.workdir / "btrfsd.toml"
+            conf.write_text(self.config)
+            argv += ["--config", str(conf)]
         self._spawn("btrfsd", argv, stderr=log_file)
         log_file.close()
         self.wait_for_name(BUS_NAME)

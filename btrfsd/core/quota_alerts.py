@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 LEVELS = ("warning", "critical", "exceeded")
 ALERT_FILE = "quota-alerts.json"
 # The kernel refuses a write that would pass the limit, so usage stops just short of
-# it: within this many bytes counts as having reached it.
+# it: within this many bytes (at most 1% of the limit) counts as having reached it.
 FULL_SLACK = 1 << 20
 
 
@@ -45,7 +45,8 @@ def _fullest(q: QgroupUsage) -> tuple[float, int, int]:
     best = (0.0, 0, 0)
     for used, limit in ((q.referenced, q.max_referenced), (q.exclusive, q.max_exclusive)):
         if limit:
-            pct = 100.0 if used + FULL_SLACK >= limit else used * 100.0 / limit
+            slack = min(FULL_SLACK, limit // 100)
+            pct = 100.0 if used + slack >= limit else used * 100.0 / limit
             if pct >= best[0]:
                 best = (pct, used, limit)
     return best

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "loopdev-fixtures")
 from sandbox import TEST_ADMIN, TEST_USER, LoopFs, Sandbox
 
 WORKER_SRC = Path(__file__).with_name("caller_worker.py")
+TEST_CONFIG = "[quota_alerts]\ninterval = 0.3\n"
 FS_IFACE = "org.btrfsd1.Filesystem"
 MANAGER_IFACE = "org.btrfsd1.Manager"
 DENIED = {"org.freedesktop.DBus.Error.AccessDenied",
@@ -138,12 +139,25 @@ def btrfs(*args: str) -> str:
     return subprocess.run(["btrfs", *args], check=True, capture_output=True, text=True).stdout
 
 
-def fs_state(mnt: Path) -> tuple[str, str, str]:
+def qgroups(mnt: Path) -> str:
+    """btrfs qgroup show with raw numbers and limits ('off' when quotas are off).
+
+    Commits first: the numbers change at commits, which must not fall between two reads.
+    """
+    subprocess.run(["btrfs", "filesystem", "sync", str(mnt)], check=True,
+                   stdout=subprocess.DEVNULL)
+    r = subprocess.run(["btrfs", "qgroup", "show", "-re", "--raw", str(mnt)],
+                       capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else "off"
+
+
+def fs_state(mnt: Path) -> tuple[str, str, str, str]:
     """Everything a method could change, as btrfs-progs reports it."""
     return (
         btrfs("subvolume", "list", "-a", "-p", "-u", "-q", "-R", str(mnt)),
         btrfs("subvolume", "list", "-r", str(mnt)),
         btrfs("subvolume", "get-default", str(mnt)),
+        qgroups(mnt),
     )
 
 
@@ -151,7 +165,8 @@ def fs_state(mnt: Path) -> tuple[str, str, str]:
 def world() -> Iterator[World]:
     if os.geteuid() != 0:
         pytest.skip("integration tests need root (loop devices, polkitd, test users)")
-    with Sandbox() as sb:
+    # quick quota alert passes so tests see alerts within a second
+    with Sandbox(config=TEST_CONFIG) as sb:
         sb.add_filesystem(label="btrfsd-other")  # for cross-filesystem cases
         w = World(sb)
         try:

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DENIED, FS_IFACE, MANAGER_IFACE, Caller, V, World, btrfs, fs_state
+from conftest import (
+    DENIED,
+    FS_IFACE,
+    MANAGER_IFACE,
+    Caller,
+    V,
+    World,
+    btrfs,
+    fs_state,
+    qgroups,
+)
 from test_jobs import COVERED_JOB_METHODS
 
 from btrfsd.bus.auth import method_actions
@@ -34,6 +44,8 @@ class Case:
     prepare: Callable[[World, Path], Any]
     call: Callable[[World, Caller, Path, Any], dict[str, Any]]
     check: Callable[[World, Path, Any], None]
+    # undo what prepare changed on the shared filesystem (run whatever happened)
+    cleanup: Callable[[World], None] = lambda w: None
 
 
 def _subvol(d: Path, name: str) -> Path:
@@ -108,6 +120,46 @@ MUTATING.update({
 })
 
 
+def _quota(w: World, on: bool) -> None:
+    btrfs("quota", "enable" if on else "disable", str(w.mnt))
+
+
+def _limit_is(w: World, p: Path, limit: int) -> None:
+    sid = btrfs("inspect-internal", "rootid", str(p)).strip()
+    line = next(ln.split() for ln in qgroups(w.mnt).splitlines() if ln.startswith(f"0/{sid} "))
+    assert line[3] == str(limit), line
+
+
+MUTATING.update({
+    "EnableQuota": Case(
+        prepare=lambda w, d: _quota(w, False),
+        # force: the shared filesystem may hold many snapshots by now
+        call=lambda w, c, d, p: w.fs_call(c, "EnableQuota", "a{sv}", {"force": V("b", True)}),
+        check=lambda w, d, p: qgroups(w.mnt) != "off" or pytest.fail("quotas still off"),
+        cleanup=lambda w: _quota(w, False),
+    ),
+    "DisableQuota": Case(
+        prepare=lambda w, d: _quota(w, True),
+        call=lambda w, c, d, p: w.fs_call(c, "DisableQuota", "a{sv}", {}),
+        check=lambda w, d, p: qgroups(w.mnt) == "off" or pytest.fail("quotas still on"),
+        cleanup=lambda w: _quota(w, False),
+    ),
+    "SetQuotaLimit": Case(
+        prepare=lambda w, d: (_quota(w, True), _subvol(d, "q"))[1],
+        call=lambda w, c, d, p: w.fs_call(c, "SetQuotaLimit", "stta{sv}", str(p), 50 << 20, 0,
+                                          {}),
+        check=lambda w, d, p: _limit_is(w, p, 50 << 20),
+        cleanup=lambda w: _quota(w, False),
+    ),
+    "RescanQuota": Case(
+        prepare=lambda w, d: (_quota(w, True), time.time())[1],
+        call=lambda w, c, d, t: w.fs_call(c, "RescanQuota", "a{sv}", {}),
+        check=lambda w, d, t: _job_ran(w, "quota-rescan", t),
+        cleanup=lambda w: _quota(w, False),
+    ),
+})
+
+
 def _check_default(w: World, p: Path) -> None:
     sid = btrfs("inspect-internal", "rootid", str(p)).strip()
     assert f"ID {sid} " in btrfs("subvolume", "get-default", str(w.mnt))
@@ -121,6 +173,7 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetSubvolume": lambda w, c: w.fs_call(c, "GetSubvolume", "sa{sv}", str(w.mnt), {}),
     "GetJobs": lambda w, c: w.manager_call(c, "GetJobs", "a{sv}", {}),
     "GetLastResults": lambda w, c: w.fs_call(c, "GetLastResults", "a{sv}", {}),
+    "GetQuotaUsage": lambda w, c: w.fs_call(c, "GetQuotaUsage", "a{sv}", {}),
 }
 
 
@@ -152,7 +205,7 @@ def _job_interface() -> JobInterface:
 def test_read_methods_declare_read_and_mutating_ones_do_not() -> None:
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
     actions = {**method_actions(ManagerInterface(None, None, None, None)),  # type: ignore[arg-type]
-               **method_actions(FilesystemInterface(None, fs, None, None))}  # type: ignore[arg-type]
+               **method_actions(FilesystemInterface(None, fs, None, None, None))}  # type: ignore[arg-type]
     for name in READ_METHODS:
         assert actions[name] == Action.READ
     for name in MUTATING:
@@ -163,10 +216,13 @@ def test_read_methods_declare_read_and_mutating_ones_do_not() -> None:
 @pytest.mark.parametrize("who", ["root", "admin"])
 def test_root_and_admin_group_member_succeed(world: World, method: str, who: str) -> None:
     case, d = MUTATING[method], world.scratch()
-    arg = case.prepare(world, d)
-    r = case.call(world, world.root if who == "root" else world.admin, d, arg)
-    assert r["ok"], r
-    case.check(world, d, arg)
+    try:
+        arg = case.prepare(world, d)
+        r = case.call(world, world.root if who == "root" else world.admin, d, arg)
+        assert r["ok"], r
+        case.check(world, d, arg)
+    finally:
+        case.cleanup(world)
 
 
 @pytest.mark.parametrize("method", sorted(MUTATING))
@@ -174,6 +230,13 @@ def test_root_and_admin_group_member_succeed(world: World, method: str, who: str
 def test_unprivileged_user_refused_and_nothing_changes(world: World, method: str,
                                                        interactive: bool) -> None:
     case, d = MUTATING[method], world.scratch()
+    try:
+        _refused(world, case, d, interactive)
+    finally:
+        case.cleanup(world)
+
+
+def _refused(world: World, case: Case, d: Path, interactive: bool) -> None:
     arg = case.prepare(world, d)
     before = fs_state(world.mnt)
     jobs_before = world.manager_call(world.root, "GetJobs", "a{sv}", {})["body"]
