@@ -68,6 +68,9 @@ class Settings(BaseModel):
     # How often a running job's progress is read; also caps its PropertiesChanged rate.
     job_poll_interval: float = Field(default=0.5, ge=0.5, le=60)
     quota_alerts: QuotaAlertSettings = Field(default_factory=QuotaAlertSettings)
+    # With full qgroups, free deleted subvolumes fast (drop_subtree_threshold 0) and
+    # rescan once the cleaner is done, instead of minutes of accounting per snapshot.
+    quota_fast_delete: bool = True
 
 
 class ConfigError(Exception):

@@ -12,10 +12,8 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 
 from ..constants import FILESYSTEM_IFACE, Action
 from ..core.filesystems import Filesystem
-from ..core.jobmanager import JobManager
-from ..core.quotas import Quotas
+from ..core.services import Services
 from ..core.state import JobRecord
-from ..core.subvolumes import Subvolumes
 from ..fs.balance import TypeFilter
 from ..fs.subvol import SubvolumeInfo
 from .auth import authorized, current_caller
@@ -75,14 +73,14 @@ def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
 class FilesystemInterface(ServiceInterface):
     """Properties of one filesystem and the subvolume/snapshot methods on it."""
 
-    def __init__(self, authority: Authority, fs: Filesystem, subvolumes: Subvolumes,
-                 jobs: JobManager, quotas: Quotas) -> None:
+    def __init__(self, authority: Authority, fs: Filesystem, services: Services) -> None:
         super().__init__(FILESYSTEM_IFACE)
         self.authority = authority
         self.fs = fs
-        self._subvolumes = subvolumes
-        self._jobs = jobs
-        self._quotas = quotas
+        self._services = services
+        self._subvolumes = services.subvolumes
+        self._jobs = services.jobs
+        self._quotas = services.quotas
         self._last: dict[str, Any] = self.snapshot_properties()
 
     # -- properties (read-level data only: a Get carries no caller to authorize) --------
@@ -181,7 +179,9 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.SUBVOLUME_DELETE)
     async def delete_subvolume(self, path: DBusStr, options: OptionsArg) -> None:
         opts = parse_options(DeleteOptions, options)
+        await self._services.fast_delete.before_delete(self.fs)
         await self._subvolumes.delete(self.fs, path, recursive=opts.recursive)
+        self._services.fast_delete.after_delete(self.fs)
 
     @dbus_method(name="CreateSnapshot")
     @authorized(Action.SNAPSHOT_CREATE)

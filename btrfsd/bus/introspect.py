@@ -14,6 +14,7 @@ from dbus_fast.service import ServiceInterface
 
 from ..core.filesystems import Filesystem
 from ..core.jobs import Job, Operation
+from ..core.services import Services
 from .filesystem import FilesystemInterface
 from .job import JobInterface
 from .manager import ManagerInterface
@@ -22,12 +23,16 @@ HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection
           ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
 
 
+# Interfaces only need the services when called; introspection never calls them.
+NO_SERVICES = Services(None, None, None, None, None)  # type: ignore[arg-type]
+
+
 def interfaces() -> list[ServiceInterface]:
     """One instance of each exported interface, built without a bus or filesystems."""
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
     return [
-        ManagerInterface(None, None, None, None),  # type: ignore[arg-type]
-        FilesystemInterface(None, fs, None, None, None),  # type: ignore[arg-type]
+        ManagerInterface(None, NO_SERVICES),  # type: ignore[arg-type]
+        FilesystemInterface(None, fs, NO_SERVICES),  # type: ignore[arg-type]
         JobInterface(None, Job(0, Operation.SCRUB, fs.uuid, 0), None),  # type: ignore[arg-type]
     ]
 

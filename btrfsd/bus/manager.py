@@ -10,9 +10,7 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from ..constants import MANAGER_IFACE, VERSION, Action
-from ..core.filesystems import Registry
-from ..core.jobmanager import JobManager
-from ..core.subvolumes import Subvolumes
+from ..core.services import Services
 from .auth import authorized
 from .options import NoOptions, OptionsArg, parse_options
 from .paths import filesystem_path
@@ -22,13 +20,12 @@ from .polkit import Authority
 class ManagerInterface(ServiceInterface):
     """Entry point: version, the filesystem objects, and path resolution."""
 
-    def __init__(self, authority: Authority, registry: Registry, subvolumes: Subvolumes,
-                 jobs: JobManager) -> None:
+    def __init__(self, authority: Authority, services: Services) -> None:
         super().__init__(MANAGER_IFACE)
         self.authority = authority
-        self._registry = registry
-        self._subvolumes = subvolumes
-        self._jobs = jobs
+        self._registry = services.registry
+        self._subvolumes = services.subvolumes
+        self._jobs = services.jobs
 
     @dbus_property(access=PropertyAccess.READ, name="Version")
     def version(self) -> DBusStr:

@@ -14,11 +14,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from ..config import Settings
 from ..constants import BUS_NAME, ROOT_PATH
+from ..core.fast_delete import FastDelete
 from ..core.filesystems import Filesystem, Registry
 from ..core.jobmanager import JobManager
 from ..core.jobs import Job
 from ..core.quota_alerts import QuotaAlert, QuotaWatcher
 from ..core.quotas import Quotas
+from ..core.services import Services
 from ..core.subvolumes import Subvolumes
 from .auth import check_interface
 from .context import CallerAwareBus
@@ -48,6 +50,8 @@ class Server:
                                retention=settings.job_retention,
                                poll_interval=settings.job_poll_interval)
         self.quotas = Quotas(self.subvolumes)
+        self.services = Services(self.registry, self.subvolumes, self.jobs, self.quotas,
+                                 FastDelete(self.jobs, enabled=settings.quota_fast_delete))
         self.watcher = QuotaWatcher(self.registry, self.quotas, settings.quota_alerts,
                                     settings.state_dir, self._on_quota_alert)
         self._fs_objects: dict[str, FilesystemInterface] = {}
@@ -64,8 +68,7 @@ class Server:
             if self._fs_objects.pop(fs.uuid, None) is not None:
                 self.bus.unexport(filesystem_path(fs.uuid))
         for fs in added:
-            iface = FilesystemInterface(self.authority, fs, self.subvolumes, self.jobs,
-                                        self.quotas)
+            iface = FilesystemInterface(self.authority, fs, self.services)
             self._fs_objects[fs.uuid] = iface
             self._export(filesystem_path(fs.uuid), iface)
             if self._serving:
@@ -122,8 +125,7 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await self.bus.connect()
-        self._export(ROOT_PATH, ManagerInterface(self.authority, self.registry, self.subvolumes,
-                                                 self.jobs))
+        self._export(ROOT_PATH, ManagerInterface(self.authority, self.services))
         self.registry.add_listener(self._on_filesystems_changed)
         self.jobs.add_listeners(self._on_job_added, self._on_job_removed)
         await self.registry.rescan()
@@ -140,6 +142,7 @@ class Server:
         refresher.cancel()
         watcher.cancel()
         self.registry.stop_watching(loop)
+        await self.services.fast_delete.shutdown()
         await self.jobs.shutdown()
         if disconnected.done():
             log.error("lost the bus connection; exiting")

@@ -89,6 +89,11 @@ def fsid_of(fd: int, path: str) -> str:
         raise NotBtrfs(f"{path} is not on a btrfs filesystem.") from e
 
 
+def pending_deletions(fd: int) -> list[int]:
+    """Ids of deleted subvolumes the kernel's cleaner has not freed yet. Raises OSError."""
+    return list(btrfsutil.deleted_subvolumes(fd))
+
+
 def sync(fd: int) -> None:
     """Commit the filesystem's current transaction (BTRFS_IOC_SYNC). Raises OSError."""
     btrfsutil.sync(fd)

@@ -30,6 +30,7 @@ from test_jobs import COVERED_JOB_METHODS
 
 from btrfsd.bus.auth import method_actions
 from btrfsd.bus.filesystem import FilesystemInterface
+from btrfsd.bus.introspect import NO_SERVICES
 from btrfsd.bus.job import JobInterface
 from btrfsd.bus.manager import ManagerInterface
 from btrfsd.constants import Action
@@ -204,8 +205,8 @@ def _job_interface() -> JobInterface:
 
 def test_read_methods_declare_read_and_mutating_ones_do_not() -> None:
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
-    actions = {**method_actions(ManagerInterface(None, None, None, None)),  # type: ignore[arg-type]
-               **method_actions(FilesystemInterface(None, fs, None, None, None))}  # type: ignore[arg-type]
+    actions = {**method_actions(ManagerInterface(None, NO_SERVICES)),  # type: ignore[arg-type]
+               **method_actions(FilesystemInterface(None, fs, NO_SERVICES))}  # type: ignore[arg-type]
     for name in READ_METHODS:
         assert actions[name] == Action.READ
     for name in MUTATING:

@@ -210,3 +210,31 @@ def test_simple_quota_limit_enforced(world: World, qfs: LoopFs) -> None:
     mode, _, rows = usage(world, qfs)
     assert mode == "squota"
     assert rows[btrfsutil.subvolume_id(str(sv))][2] > 8 * MiB
+
+
+def test_deletes_with_full_qgroups_drain_fast_then_rescan(world: World, qfs: LoopFs) -> None:
+    enable(world, qfs)
+    src = qfs.mount_point / "src"
+    btrfsutil.create_subvolume(str(src))
+    for i in range(300):  # enough files for a tree of more than one level
+        (src / f"f{i}").write_bytes(os.urandom(2048))
+    (qfs.mount_point / "snaps").mkdir()
+    snaps = [qfs.mount_point / "snaps" / f"s{i}" for i in range(4)]
+    for s in snaps:
+        btrfsutil.create_snapshot(str(src), str(s), read_only=True)
+    threshold = Path(f"/sys/fs/btrfs/{qfs.uuid}/qgroups/drop_subtree_threshold")
+    original = threshold.read_text().strip()
+    assert original != "0"
+    for s in snaps:
+        ok(call(world, qfs, "DeleteSubvolume", "sa{sv}", str(s), {}))
+    assert threshold.read_text().strip() == "0"  # lowered for the cleaner
+    deadline = time.monotonic() + 60
+    while threshold.read_text().strip() != original:  # put back once rescanned
+        assert time.monotonic() < deadline, "threshold never restored"
+        time.sleep(0.2)
+    mode, inconsistent, rows = usage(world, qfs)
+    assert mode == "qgroup" and not inconsistent
+    sid = btrfsutil.subvolume_id(str(src))
+    progs = next(ln.split() for ln in qgroups(qfs.mount_point).splitlines()
+                 if ln.startswith(f"0/{sid} "))
+    assert int(progs[1]) == rows[sid][2]
