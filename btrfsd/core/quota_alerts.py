@@ -107,6 +107,9 @@ class QuotaWatcher:
             if not fs.quota_enabled:
                 continue
             report = await self.quotas.report(fs, sync=True)
+            stale = [q.subvolume_id for q, path in report.qgroups if q.level == 0 and not path]
+            if stale:  # qgroups of deleted subvolumes: the same pass tidies them up
+                await self.quotas.remove_stale(fs, stale)
             new, fired = self._check(fs, report.qgroups)
             alerts += new
             if fired != self._fired.get(fs.uuid, {}):

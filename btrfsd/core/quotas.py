@@ -185,6 +185,36 @@ class Quotas:
         except OSError as e:
             raise Failed(f"Cannot read quota usage: {e}.") from None
 
+    def _remove_stale(self, fs: Filesystem, candidates: list[int]) -> list[int]:
+        fd = open_mount(fs)
+        try:
+            pending = set(subvol.pending_deletions(fd))
+            alive = {s.id for s in subvol.list_all(fd)}
+            removed = []
+            for sid in candidates:
+                if sid in pending or sid in alive or sid == 5:
+                    continue  # the cleaner is still at it, or it came back meanwhile
+                try:
+                    kquota.remove_qgroup(fd, kquota.qgroupid(0, sid))
+                    removed.append(sid)
+                except OSError as e:  # busy (still holds usage) or gone: try next pass
+                    log.debug("cannot remove qgroup 0/%d fs=%s: %s", sid, fs.uuid, e)
+            return removed
+        finally:
+            os.close(fd)
+
+    async def remove_stale(self, fs: Filesystem, candidates: list[int]) -> list[int]:
+        """Remove level-0 qgroups whose subvolume is gone (and freed), so they do not pile
+        up on kernels that keep them. Returns the subvolume ids removed. Never raises."""
+        try:
+            removed = await asyncio.to_thread(self._remove_stale, fs, candidates)
+        except (OSError, BtrfsdError) as e:
+            log.warning("cannot clean up qgroups fs=%s: %s", fs.uuid, e)
+            return []
+        if removed:
+            log.info("removed qgroups of deleted subvolumes fs=%s ids=%s", fs.uuid, removed)
+        return removed
+
     def usage_of(self, fs: Filesystem, subvolume_id: int) -> kquota.QgroupUsage | None:
         """One subvolume's qgroup (blocking; None when quotas are off or it has none)."""
         return kquota.read_qgroup(fs.uuid, 0, subvolume_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,6 +223,7 @@ def test_deletes_with_full_qgroups_drain_fast_then_rescan(world: World, qfs: Loo
     snaps = [qfs.mount_point / "snaps" / f"s{i}" for i in range(4)]
     for s in snaps:
         btrfsutil.create_snapshot(str(src), str(s), read_only=True)
+    snap_ids = [btrfsutil.subvolume_id(str(s)) for s in snaps]
     threshold = Path(f"/sys/fs/btrfs/{qfs.uuid}/qgroups/drop_subtree_threshold")
     original = threshold.read_text().strip()
     assert original != "0"
@@ -238,3 +240,19 @@ def test_deletes_with_full_qgroups_drain_fast_then_rescan(world: World, qfs: Loo
     progs = next(ln.split() for ln in qgroups(qfs.mount_point).splitlines()
                  if ln.startswith(f"0/{sid} "))
     assert int(progs[1]) == rows[sid][2]
+    # the deleted snapshots' qgroups do not accumulate
+    assert not set(snap_ids) & set(rows), sorted(rows)
+
+
+def test_qgroup_of_a_missing_subvolume_is_removed(world: World, qfs: LoopFs) -> None:
+    enable(world, qfs)
+    r = subprocess.run(["btrfs", "qgroup", "create", "0/999", str(qfs.mount_point)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("this kernel refuses a level-0 qgroup without a subvolume (and removes "
+                    f"those of deleted subvolumes itself): {r.stderr.strip()}")
+    assert "0/999 " in qgroups(qfs.mount_point)
+    deadline = time.monotonic() + 10
+    while "0/999 " in qgroups(qfs.mount_point):  # the watcher's next passes remove it
+        assert time.monotonic() < deadline, "leftover qgroup not removed"
+        time.sleep(0.2)
