@@ -27,6 +27,8 @@ def message(kind, i, fs, args):
         return Message(destination="org.btrfsd1", path="/org/btrfsd1",
                        interface="org.btrfsd1.Manager", member="GetFilesystems",
                        signature="a{sv}", body=[{}])
+    if kind == "quota":
+        return Message(**base, member="GetQuotaUsage", signature="a{sv}", body=[{}])
     if kind == "list":
         return Message(**base, member="ListSubvolumes", signature="a{sv}", body=[{}])
     if kind == "polkit":

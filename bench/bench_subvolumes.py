@@ -57,15 +57,25 @@ class Bench:
         os.chmod(self.client, 0o644)
         self.rows: list[tuple[str, list[float]]] = []
 
+    @staticmethod
+    def fresh_dir(path: Path) -> Path:
+        path.mkdir()
+        return path
+
     def dir(self, name: str) -> Path:
         d = self.mnt / name
         d.mkdir()
         return d
 
     def dbus(self, kind: str, n: int, *args: str, user: str | None = None) -> list[float]:
+        return self.dbus_on(self.fs_obj, kind, n, *args, user=user)
+
+    def dbus_on(self, fs_obj: str, kind: str, n: int, *args: str,
+                user: str | None = None) -> list[float]:
+        """Per-call seconds of n calls of ``kind`` from a separate client process."""
         prefix = self.sb.as_user(user) if user else []
         out = subprocess.run([*prefix, sys.executable, str(self.client), kind, str(n),
-                              self.fs_obj, *args], env=self.sb.env, capture_output=True,
+                              fs_obj, *args], env=self.sb.env, capture_output=True,
                              text=True, cwd=self.sb.workdir)
         if out.returncode != 0:
             raise RuntimeError(out.stderr)

@@ -144,34 +144,55 @@ def simple_quota_supported() -> bool:
 def read_usage(fsid: str) -> list[QgroupUsage]:
     """Every qgroup of the filesystem from sysfs, sorted by (level, id). [] when quotas
     are off. Limits the kernel reports as 0 mean none."""
-    base = _qgroups_dir(fsid)
     try:
-        names = os.listdir(base)
+        dfd = os.open(_qgroups_dir(fsid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return []
-    result = []
-    for name in names:
-        level, sep, sid = name.partition("_")
-        if sep and level.isdigit() and sid.isdigit():
-            q = read_qgroup(fsid, int(level), int(sid))
-            if q is not None:
-                result.append(q)
+    try:
+        result = []
+        for name in os.listdir(dfd):
+            level, sep, sid = name.partition("_")
+            if sep and level.isdigit() and sid.isdigit():
+                q = _read_qgroup_at(dfd, name, int(level), int(sid))
+                if q is not None:
+                    result.append(q)
+    finally:
+        os.close(dfd)
     return sorted(result, key=lambda q: (q.level, q.subvolume_id))
+
+
+def _int_at(dfd: int, name: str) -> int:
+    # os.open/os.read: a thousand qgroups are four thousand small files to read
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        return int(os.read(fd, 64) or b"0")
+    finally:
+        os.close(fd)
+
+
+def _read_qgroup_at(dfd: int, name: str, level: int, sid: int) -> QgroupUsage | None:
+    try:
+        return QgroupUsage(
+            level=level, subvolume_id=sid,
+            referenced=_int_at(dfd, f"{name}/referenced"),
+            exclusive=_int_at(dfd, f"{name}/exclusive"),
+            max_referenced=_int_at(dfd, f"{name}/max_referenced"),
+            max_exclusive=_int_at(dfd, f"{name}/max_exclusive"),
+        )
+    except (OSError, ValueError):
+        return None  # no such qgroup, or removed while reading
 
 
 def read_qgroup(fsid: str, level: int, subvolume_id: int) -> QgroupUsage | None:
     """One qgroup's usage from sysfs; None when it does not exist (or quotas are off)."""
-    d = os.path.join(_qgroups_dir(fsid), f"{level}_{subvolume_id}")
     try:
-        return QgroupUsage(
-            level=level, subvolume_id=subvolume_id,
-            referenced=_read_int(os.path.join(d, "referenced")),
-            exclusive=_read_int(os.path.join(d, "exclusive")),
-            max_referenced=_read_int(os.path.join(d, "max_referenced")),
-            max_exclusive=_read_int(os.path.join(d, "max_exclusive")),
-        )
-    except (OSError, ValueError):
-        return None  # no such qgroup, or removed while reading
+        dfd = os.open(_qgroups_dir(fsid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _read_qgroup_at(dfd, f"{level}_{subvolume_id}", level, subvolume_id)
+    finally:
+        os.close(dfd)
 
 
 def drop_subtree_threshold(fsid: str) -> int | None:
