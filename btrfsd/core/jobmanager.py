@@ -185,7 +185,7 @@ class JobManager:
                      runner: Runner) -> Job:
         await self._settle_external(fs)
         self._check_free(fs)
-        job = Job(id=0, operation=operation, fs_uuid=fs.uuid, started_by_uid=uid)
+        job = Job(id=self._new_id(), operation=operation, fs_uuid=fs.uuid, started_by_uid=uid)
         self._active[fs.uuid] = job  # claim before the first await: no double start
         try:
             found = await asyncio.to_thread(kernel_activity, fs)
@@ -200,7 +200,6 @@ class JobManager:
             if self._active.get(fs.uuid) is job:
                 del self._active[fs.uuid]
             raise
-        job.id = self._new_id()
         self._launch(job, runner)
         return job
 

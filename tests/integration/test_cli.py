@@ -133,3 +133,29 @@ def test_ctrl_c_stops_watching_not_the_job(world: World) -> None:
     while json.loads(ctl(world, "--json", "scrub", "status", str(world.mnt)).stdout)["running"]:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_quota_commands(world: World) -> None:
+    d = world.scratch()
+    sv = d / "q"
+    assert ctl(world, "subvolume", "create", str(sv)).returncode == 0
+    r = ctl(world, "quota", "set", str(sv), "30M")
+    assert r.returncode == 5 and "enable them first" in r.stderr, r.stderr
+    try:
+        r = ctl(world, "--json", "quota", "enable", str(world.mnt), "--force")
+        assert r.returncode == 0, r.stderr
+        assert ctl(world, "quota", "set", str(sv), "30M", "--exclusive", "10M").returncode == 0
+        shown = json.loads(ctl(world, "--json", "quota", "show", str(world.mnt), "--sync").stdout)
+        mine = [q for q in shown["qgroups"] if q["path"] == f"{d.name}/q"]
+        assert mine and mine[0]["max_referenced"] == 30 << 20
+        assert mine[0]["max_exclusive"] == 10 << 20
+        r = ctl(world, "quota", "show", str(world.mnt), user=TEST_USER)  # reading is allowed
+        assert r.returncode == 0 and f"{d.name}/q" in r.stdout
+        assert ctl(world, "quota", "set", str(sv), "-5G").returncode == 2
+        assert ctl(world, "quota", "set", str(sv), "lots").returncode == 2
+        assert ctl(world, "quota", "set", str(sv), "none").returncode == 0
+        shown = json.loads(ctl(world, "--json", "quota", "show", str(world.mnt)).stdout)
+        assert [q["max_referenced"] for q in shown["qgroups"] if q["path"] == f"{d.name}/q"
+                ] == [0]
+    finally:
+        assert ctl(world, "quota", "disable", str(world.mnt)).returncode == 0
