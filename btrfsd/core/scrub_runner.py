@@ -227,6 +227,11 @@ class ScrubRunner:
                     self._meter.reset()
                     job.update(state=JobState.RUNNING)
                     continue
+                if unfinished:  # stopped, but not by us: btrfs scrub cancel, or unmount
+                    job.finish(JobState.CANCELLED, "Scrub cancelled outside btrfsd (btrfs "
+                               "scrub cancel, or the filesystem was unmounted) after "
+                               f"{format_bytes(job.bytes_done)}.")
+                    return
                 break
             final, _ = await asyncio.to_thread(self._read_progress)
             if self._errors:

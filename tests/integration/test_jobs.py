@@ -375,3 +375,14 @@ def test_job_objects_are_in_object_manager(world: World, idle: LoopFs) -> None:
     assert JOB_IFACE in objects[path]
     assert objects[path][JOB_IFACE]["Filesystem"] == world.fs_path(idle)
     assert FS_IFACE in objects[world.fs_path(idle)]
+
+
+def test_scrub_cancelled_by_the_btrfs_cli_is_not_reported_as_completed(world: World,
+                                                                       idle: LoopFs) -> None:
+    path = slow_scrub(world, idle)
+    time.sleep(0.5)
+    subprocess.run(["btrfs", "scrub", "cancel", str(idle.mount_point)], check=True,
+                   capture_output=True)
+    final = wait_state(world, path, {"completed", "cancelled", "failed"})
+    assert final["State"] == "cancelled" and not final["Success"], final
+    assert "outside btrfsd" in final["Message"]
