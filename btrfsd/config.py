@@ -63,6 +63,8 @@ class Settings(BaseModel):
     refresh_interval: float = Field(default=10.0, gt=0, le=3600)
     # Where job results and interrupted-job records live (systemd: StateDirectory=btrfsd).
     state_dir: Path = Path("/var/lib/btrfsd")
+    # Where schedules are stored (schedules.json; systemd: ConfigurationDirectory=btrfsd).
+    config_dir: Path = Path("/etc/btrfsd")
     # How long finished jobs stay on the bus (seconds) before their objects are removed.
     job_retention: float = Field(default=600.0, ge=0, le=7 * 86400)
     # How often a running job's progress is read; also caps its PropertiesChanged rate.

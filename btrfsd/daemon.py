@@ -32,11 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--state-dir", type=Path, help="job state directory (/var/lib/btrfsd)")
+    parser.add_argument("--config-dir", type=Path, help="schedules directory (/etc/btrfsd)")
     parser.add_argument("--version", action="version", version=f"btrfsd {VERSION}")
     args = parser.parse_args(argv)
     try:
         settings = config.load(args.config, log_level=args.log_level, log_format=args.log_format,
-                               state_dir=args.state_dir)
+                               state_dir=args.state_dir, config_dir=args.config_dir)
     except config.ConfigError as e:
         print(f"btrfsd: bad configuration: {e}", file=sys.stderr)
         return 2

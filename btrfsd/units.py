@@ -33,3 +33,15 @@ def format_bytes(n: float) -> str:
         if n < 1024:
             return f"{n:.1f} {unit}"
     return f"{n / 1024:.1f} EiB"
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Parse "90s", "15m", "1h", "2d", "1w" or plain seconds. Raises ValueError."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (examples: 15m, 1h, 2d, 1w)")
+    return int(m.group(1)) * _SECONDS[m.group(2).lower()]

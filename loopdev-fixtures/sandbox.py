@@ -232,7 +232,8 @@ class Sandbox:
     def start_daemon(self) -> None:
         log_file = open(self.workdir / "btrfsd.log", "ab")  # noqa: SIM115
         # job state lives in the sandbox, never in the host's /var/lib/btrfsd
-        argv = [venv_bin("btrfsd"), "--state-dir", str(self.state_dir), *self.daemon_args]
+        argv = [venv_bin("btrfsd"), "--state-dir", str(self.state_dir),
+                "--config-dir", str(self.workdir / "etc"), *self.daemon_args]
         if self.config:
             conf = self.workdir / "btrfsd.toml"
             conf.write_text(self.config)

@@ -24,7 +24,7 @@ HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection
 
 
 # Interfaces only need the services when called; introspection never calls them.
-NO_SERVICES = Services(None, None, None, None, None)  # type: ignore[arg-type]
+NO_SERVICES = Services(None, None, None, None, None, None)  # type: ignore[arg-type]
 
 
 def interfaces() -> list[ServiceInterface]:

@@ -3,18 +3,46 @@
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime
 # and a postponed "None" return would become a bogus signature.
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
+from dbus_fast import Variant
 from dbus_fast.annotations import DBusSignature, DBusStr
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from ..constants import MANAGER_IFACE, VERSION, Action
+from ..core.schedules import RunResult, Schedule, parse_schedule
 from ..core.services import Services
 from .auth import authorized
-from .options import NoOptions, OptionsArg, parse_options
+from .options import (
+    CleanupOptions,
+    NoOptions,
+    OptionsArg,
+    SetScheduleOptions,
+    SnapshotInfo,
+    parse_options,
+)
 from .paths import filesystem_path
 from .polkit import Authority
+
+VariantDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+ScheduleDicts = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
+# path, uuid, created (µs), important, keep, reasons (comma-separated; '' = to delete),
+# description
+Explanation = Annotated[list[Any], DBusSignature("a(sstbbss)")]
+
+
+def schedule_dict(s: Schedule) -> dict[str, Variant]:
+    return {"subvolume": Variant("s", s.subvolume), "every": Variant("t", s.every),
+            "hourly": Variant("u", s.hourly), "daily": Variant("u", s.daily),
+            "weekly": Variant("u", s.weekly), "monthly": Variant("u", s.monthly),
+            "yearly": Variant("u", s.yearly), "keep_last": Variant("u", s.keep_last),
+            "min_age": Variant("t", s.min_age)}
+
+
+def result_dict(r: RunResult) -> dict[str, Variant]:
+    return {"snapshot": Variant("s", r.snapshot), "deleted": Variant("as", r.deleted),
+            "failed": Variant("a(ss)", [list(f) for f in r.failed])}
 
 
 class ManagerInterface(ServiceInterface):
@@ -26,6 +54,7 @@ class ManagerInterface(ServiceInterface):
         self._registry = services.registry
         self._subvolumes = services.subvolumes
         self._jobs = services.jobs
+        self._schedules = services.schedules
 
     @dbus_property(access=PropertyAccess.READ, name="Version")
     def version(self) -> DBusStr:
@@ -53,3 +82,53 @@ class ManagerInterface(ServiceInterface):
         parse_options(NoOptions, options)
         fs, subvolume = await asyncio.to_thread(self._subvolumes.resolve_filesystem, path)
         return [filesystem_path(fs.uuid), subvolume]  # type: ignore[return-value]
+
+    # -- schedules ------------------------------------------------------------------------
+    @dbus_method(name="SetSchedule")
+    @authorized(Action.SCHEDULE_MANAGE)
+    async def set_schedule(self, name: DBusStr, spec: OptionsArg, options: OptionsArg) -> None:
+        opts = parse_options(SetScheduleOptions, options)
+        schedule = parse_schedule(name, {k: v.value for k, v in spec.items()})
+        await self._schedules.set(schedule, replace=opts.replace)
+
+    @dbus_method(name="RemoveSchedule")
+    @authorized(Action.SCHEDULE_MANAGE)
+    async def remove_schedule(self, name: DBusStr, options: OptionsArg) -> None:
+        parse_options(NoOptions, options)
+        await self._schedules.remove(name)
+
+    @dbus_method(name="GetSchedules")
+    @authorized(Action.READ)
+    async def get_schedules(self, options: OptionsArg) -> ScheduleDicts:
+        parse_options(NoOptions, options)
+        return {s.name: schedule_dict(s) for s in self._schedules.all()}
+
+    @dbus_method(name="RunSchedule")
+    @authorized(Action.SCHEDULE_MANAGE)
+    async def run_schedule(self, name: DBusStr, options: OptionsArg) -> VariantDict:
+        parse_options(NoOptions, options)
+        return result_dict(await self._schedules.run(name))
+
+    @dbus_method(name="CleanupSchedule")
+    @authorized(Action.SCHEDULE_MANAGE)
+    async def cleanup_schedule(self, name: DBusStr, options: OptionsArg) -> VariantDict:
+        opts = parse_options(CleanupOptions, options)
+        return result_dict(await self._schedules.cleanup(name, dry_run=opts.dry_run))
+
+    @dbus_method(name="ExplainSchedule")
+    @authorized(Action.READ)
+    async def explain_schedule(self, name: DBusStr, options: OptionsArg) -> Explanation:
+        parse_options(NoOptions, options)
+        return [[p.path, p.uuid, int(p.record.created * 1_000_000), p.record.important,
+                 p.decision.keep, ",".join(p.decision.reasons), p.record.description]
+                for p in await self._schedules.plan(name)]
+
+    @dbus_method(name="SetSnapshotInfo")
+    @authorized(Action.SCHEDULE_MANAGE)
+    async def set_snapshot_info(self, path: DBusStr, info: OptionsArg,
+                                options: OptionsArg) -> None:
+        parse_options(NoOptions, options)
+        marks = parse_options(SnapshotInfo, info)
+        fs, _ = await asyncio.to_thread(self._subvolumes.resolve_filesystem, path)
+        await self._schedules.set_snapshot_info(fs, path, important=marks.important,
+                                                description=marks.description)

@@ -73,6 +73,19 @@ class QuotaUsageOptions(Options):
     sync: bool = False  # commit first so the numbers include the latest writes
 
 
+class SetScheduleOptions(Options):
+    replace: bool = False  # change an existing schedule instead of refusing the name
+
+
+class CleanupOptions(Options):
+    dry_run: bool = False
+
+
+class SnapshotInfo(Options):
+    important: bool | None = None
+    description: str | None = Field(default=None, max_length=1024)
+
+
 M = TypeVar("M", bound=Options)
 
 

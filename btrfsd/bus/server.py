@@ -20,8 +20,10 @@ from ..core.jobmanager import JobManager
 from ..core.jobs import Job
 from ..core.quota_alerts import QuotaAlert, QuotaWatcher
 from ..core.quotas import Quotas
+from ..core.schedules import Schedules
 from ..core.services import Services
 from ..core.subvolumes import Subvolumes
+from ..core.timer import ScheduleTimer
 from .auth import check_interface
 from .context import CallerAwareBus
 from .filesystem import FilesystemInterface
@@ -51,7 +53,10 @@ class Server:
                                poll_interval=settings.job_poll_interval)
         self.quotas = Quotas(self.subvolumes)
         self.services = Services(self.registry, self.subvolumes, self.jobs, self.quotas,
-                                 FastDelete(self.jobs, enabled=settings.quota_fast_delete))
+                                 FastDelete(self.jobs, enabled=settings.quota_fast_delete),
+                                 Schedules(self.subvolumes, settings.config_dir,
+                                           settings.state_dir))
+        self.timer = ScheduleTimer(self.services.schedules)
         self.watcher = QuotaWatcher(self.registry, self.quotas, settings.quota_alerts,
                                     settings.state_dir, self._on_quota_alert)
         self._fs_objects: dict[str, FilesystemInterface] = {}
@@ -130,17 +135,20 @@ class Server:
         self.jobs.add_listeners(self._on_job_added, self._on_job_removed)
         await self.registry.rescan()
         await self.jobs.start()
+        await self.services.schedules.load()
         self._serving = True
         self.registry.start_watching(loop)
         await self._acquire_name()
         log.info("serving name=%s filesystems=%d", BUS_NAME, len(self.registry.all()))
         refresher = loop.create_task(self._refresh_loop())
         watcher = loop.create_task(self.watcher.run())
+        await self.timer.start()
         disconnected = loop.create_task(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         stop = loop.create_task(self._stop.wait())
         await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
         refresher.cancel()
         watcher.cancel()
+        self.timer.shutdown()
         self.registry.stop_watching(loop)
         await self.services.fast_delete.shutdown()
         await self.jobs.shutdown()

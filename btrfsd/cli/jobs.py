@@ -13,8 +13,8 @@ from dbus_fast import Message, Variant
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from ..constants import JOB_IFACE, JOBS_PATH
-from ..units import format_bytes, parse_size
-from . import output
+from ..units import format_bytes
+from . import argtypes, output
 from .client import CallError, Client
 from .errors import EXIT_FAILED, EXIT_OK, EXPLANATIONS
 
@@ -169,13 +169,6 @@ async def _start(c: Client, a: argparse.Namespace, member: str,
     return {"object_path": job}
 
 
-def _speed(text: str) -> int:
-    try:
-        return parse_size(text.removesuffix("/s").removesuffix("/S"))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 async def scrub_start(c: Client, a: argparse.Namespace) -> Any:
     opts = {"readonly": Variant("b", a.readonly)}
     if a.limit:
@@ -279,7 +272,7 @@ def add_commands(sub: Any, cmd: Any) -> None:
     s.add_argument("path")
     s.add_argument("--wait", action="store_true", help="show progress until it ends")
     s.add_argument("--readonly", action="store_true", help="report errors, repair nothing")
-    s.add_argument("--limit", type=_speed, metavar="SPEED",
+    s.add_argument("--limit", type=argtypes.speed, metavar="SPEED",
                    help="I/O limit per device, e.g. 100M/s (put back afterwards)")
     cmd(sc, "status", scrub_status, "running scrub and the last result").add_argument("path")
     cmd(sc, "cancel", scrub_cancel, "cancel the running scrub").add_argument("path")
@@ -288,11 +281,12 @@ def add_commands(sub: Any, cmd: Any) -> None:
                         ).add_subparsers(dest="cmd", required=True)
     b = cmd(bc, "start", balance_start, "balance chunks matching the filters")
     b.add_argument("path")
-    b.add_argument("--data-usage", type=_percent, metavar="N",
+    b.add_argument("--data-usage", type=argtypes.percent, metavar="N",
                    help="data chunks at most N%% full")
-    b.add_argument("--metadata-usage", type=_percent, metavar="N",
+    b.add_argument("--metadata-usage", type=argtypes.percent, metavar="N",
                    help="metadata chunks at most N%% full")
-    b.add_argument("--limit", type=int, metavar="N", help="at most N chunks of each type")
+    b.add_argument("--limit", type=argtypes.count, metavar="N",
+                   help="at most N chunks of each type")
     b.add_argument("--full", action="store_true", help="every chunk (slow; no filters)")
     b.add_argument("--wait", action="store_true", help="show progress until it ends")
     for name, handler, text in (("status", balance_status, "running balance and last result"),
@@ -303,14 +297,4 @@ def add_commands(sub: Any, cmd: Any) -> None:
 
     j = cmd(sub, "jobs", jobs_list, "list scrub and balance jobs")
     j.add_argument("--follow", action="store_true", help="keep showing them, live")
-
-
-def _percent(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole percentage") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError("a usage filter is a percentage, 0 to 100")
-    return value
 

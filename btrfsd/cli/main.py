@@ -12,7 +12,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from ..constants import VERSION
-from . import jobs, output, quota
+from . import jobs, output, quota, schedule
 from .client import CallError, Client
 from .errors import EXIT_OK, EXIT_USAGE, explain
 
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs.add_commands(sub, cmd)
     quota.add_commands(sub, cmd)
+    schedule.add_commands(sub, cmd)
     return p
 
 

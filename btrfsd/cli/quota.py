@@ -10,8 +10,7 @@ from typing import Any
 from dbus_fast import Message, Variant
 
 from ..constants import FILESYSTEM_IFACE
-from ..units import parse_size
-from . import output
+from . import argtypes, output
 from .client import Client
 from .jobs import JobWatcher, wait_for
 
@@ -22,16 +21,6 @@ QGROUP_FIELDS = ("qgroupid", "path", "referenced", "exclusive", "max_referenced"
 async def _fs(c: Client, path: str) -> str:
     fs_path, _ = await c.resolve(os.path.abspath(path))
     return fs_path
-
-
-def size_or_none(text: str) -> int:
-    """A limit from the command line: a size (20G) or 'none' (0: no limit)."""
-    if text.lower() in ("none", "0"):
-        return 0
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def qgroup_name(qid: int) -> str:
@@ -154,8 +143,8 @@ def add_commands(sub: Any, cmd: Any) -> None:
     r.add_argument("--wait", action="store_true", help="show progress until it ends")
     s = cmd(q, "set", quota_set, "set a subvolume's limits (SIZE like 20G, or none)")
     s.add_argument("subvolume")
-    s.add_argument("limit", type=size_or_none, help="referenced limit, or none")
-    s.add_argument("--exclusive", type=size_or_none, default=0, metavar="SIZE",
+    s.add_argument("limit", type=argtypes.size_or_none, help="referenced limit, or none")
+    s.add_argument("--exclusive", type=argtypes.size_or_none, default=0, metavar="SIZE",
                    help="exclusive limit (default none)")
     sh = cmd(q, "show", quota_show, "usage and limits of every qgroup")
     sh.add_argument("path")

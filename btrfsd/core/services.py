@@ -8,6 +8,7 @@ from .fast_delete import FastDelete
 from .filesystems import Registry
 from .jobmanager import JobManager
 from .quotas import Quotas
+from .schedules import Schedules
 from .subvolumes import Subvolumes
 
 
@@ -18,3 +19,4 @@ class Services:
     jobs: JobManager
     quotas: Quotas
     fast_delete: FastDelete
+    schedules: Schedules

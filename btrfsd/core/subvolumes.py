@@ -148,9 +148,9 @@ class Subvolumes:
         log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
         return gone
 
-    def _default_destination(self, source: paths.Resolved) -> str:
+    def _default_destination(self, source: paths.Resolved, when: float | None) -> str:
         base = source.path.rstrip("/") + "/" + constants.DEFAULT_SNAPSHOT_DIR
-        stamp = time.strftime(constants.SNAPSHOT_NAME_FORMAT, time.gmtime())
+        stamp = time.strftime(constants.SNAPSHOT_NAME_FORMAT, time.gmtime(when))
         fd = source.open()
         try:
             os.mkdir(constants.DEFAULT_SNAPSHOT_DIR, 0o750, dir_fd=fd)
@@ -175,7 +175,7 @@ class Subvolumes:
             name = f"{stamp}-{n}"
 
     def _snapshot(self, fs: Filesystem, source: str, dest: str, read_only: bool,
-                  recursive: bool) -> str:
+                  recursive: bool, when: float | None = None) -> str:
         with paths.resolve(source) as src:
             _require_subvolume(src)
             src_fd = src.open()
@@ -187,7 +187,7 @@ class Subvolumes:
                         f"default place ({constants.DEFAULT_SNAPSHOT_DIR} inside the source) "
                         "would take in earlier snapshots."
                     )
-                dest = self._default_destination(src)
+                dest = self._default_destination(src, when)
             with paths.resolve(dest, must_exist=False) as dst:
                 _require_absent(dst)
                 self._parent_member(fs, dst)
@@ -203,12 +203,13 @@ class Subvolumes:
                 return dst.path
 
     async def snapshot(self, fs: Filesystem, source: str, dest: str = "", *,
-                       read_only: bool = True, recursive: bool = False) -> str:
+                       read_only: bool = True, recursive: bool = False,
+                       when: float | None = None) -> str:
         """Snapshot ``source`` to ``dest`` (default ``<source>/.snapshots/<UTC time>``).
 
         Returns the snapshot's path. Raises BtrfsdError.
         """
-        made = await self._run(self._snapshot, fs, source, dest, read_only, recursive)
+        made = await self._run(self._snapshot, fs, source, dest, read_only, recursive, when)
         log.info("snapshot created source=%s path=%s read_only=%s recursive=%s fs=%s",
                  source, made, read_only, recursive, fs.uuid)
         return made

@@ -1,0 +1,282 @@
+"""Scheduled snapshots: schedules (validated, stored atomically), which snapshot each
+schedule made (by UUID, so renames cannot confuse it), running a schedule, and cleanup by
+the retention rules in retention.py.
+
+Schedules live in ``<config_dir>/schedules.json``; snapshot records and last runs in
+``<state_dir>/snapshots.json``. The clock is injectable so tests can live through weeks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import AlreadyExists, BtrfsdError, InvalidArgument, NotFound
+from .filesystems import Filesystem
+from .retention import Candidate, Decision, Limits, decide
+from .state import write_atomic
+from .subvolumes import Subvolumes
+
+log = logging.getLogger(__name__)
+
+SCHEDULES_FILE = "schedules.json"
+RECORDS_FILE = "snapshots.json"
+MAX_COUNT = 10_000  # more periods than this is a typo, not a policy
+YEAR = 366 * 86400
+
+
+class Schedule(BaseModel):
+    """One timeline: snapshot ``subvolume`` every ``every`` seconds and keep per limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    subvolume: str = Field(pattern=r"^/")
+    every: int = Field(ge=60, le=YEAR)  # seconds; sub-hourly works
+    hourly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    daily: int = Field(default=0, ge=0, le=MAX_COUNT)
+    weekly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    monthly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    yearly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    keep_last: int = Field(default=0, ge=0, le=MAX_COUNT)
+    min_age: int = Field(default=0, ge=0, le=10 * YEAR)  # seconds
+
+    def limits(self) -> Limits:
+        return Limits(hourly=self.hourly, daily=self.daily, weekly=self.weekly,
+                      monthly=self.monthly, yearly=self.yearly, keep_last=self.keep_last,
+                      min_age=self.min_age)
+
+
+class ScheduleFile(BaseModel):
+    version: int = 1
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
+
+
+class SnapshotRecord(BaseModel):
+    """What btrfsd knows about a snapshot a schedule made (keyed by its UUID)."""
+
+    schedule: str
+    filesystem: str
+    created: float
+    important: bool = False
+    description: str = ""
+
+
+class RecordFile(BaseModel):
+    version: int = 1
+    snapshots: dict[str, SnapshotRecord] = Field(default_factory=dict)  # uuid -> record
+    last_run: dict[str, float] = Field(default_factory=dict)  # schedule -> time
+
+
+@dataclass
+class Planned:
+    """A snapshot of a schedule and what cleanup would do with it."""
+
+    uuid: str
+    path: str  # absolute, as found now ('' when it no longer exists)
+    record: SnapshotRecord
+    decision: Decision
+
+
+@dataclass
+class RunResult:
+    snapshot: str = ""
+    deleted: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # path, why
+
+
+def parse_schedule(name: str, spec: dict[str, object]) -> Schedule:
+    """Validate a schedule. Raises InvalidArgument naming each bad field."""
+    try:
+        return Schedule.model_validate({"name": name, **spec})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'schedule'}: "
+                             f"{err['msg'].lower()}" for err in e.errors())
+        raise InvalidArgument(f"Bad schedule {name!r}: {problems}.") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _load(path: Path, model: type[M]) -> M:
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return model()
+    except (OSError, ValidationError) as e:
+        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+        log.error("%s is unreadable (%s); moved to %s, starting empty", path, e, aside)
+        with contextlib.suppress(OSError):
+            path.replace(aside)
+        return model()
+
+
+class Schedules:
+    """Schedules, their snapshots, and cleanup. Kernel work goes through Subvolumes."""
+
+    def __init__(self, subvolumes: Subvolumes, config_dir: Path, state_dir: Path, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.subvolumes = subvolumes
+        self.schedules_path = config_dir / SCHEDULES_FILE
+        self.records_path = state_dir / RECORDS_FILE
+        self.clock = clock
+        self.file = ScheduleFile()
+        self.records = RecordFile()
+        self._lock = asyncio.Lock()  # one run/cleanup/change at a time
+        self.on_change: list[Callable[[], None]] = []  # the timer re-reads schedules
+
+    async def load(self) -> None:
+        self.file = await asyncio.to_thread(_load, self.schedules_path, ScheduleFile)
+        self.records = await asyncio.to_thread(_load, self.records_path, RecordFile)
+
+    async def _save_schedules(self) -> None:
+        text = self.file.model_dump_json(indent=1)
+        await asyncio.to_thread(write_atomic, self.schedules_path, text)
+
+    async def _save_records(self) -> None:
+        text = json.dumps(self.records.model_dump(mode="json"), indent=1, sort_keys=True)
+        await asyncio.to_thread(write_atomic, self.records_path, text)
+
+    # -- schedules -------------------------------------------------------------------------
+    def all(self) -> list[Schedule]:
+        return [self.file.schedules[n] for n in sorted(self.file.schedules)]
+
+    def get(self, name: str) -> Schedule:
+        """Raises NotFound."""
+        try:
+            return self.file.schedules[name]
+        except KeyError:
+            raise NotFound(f"There is no schedule {name!r} (btrfsctl schedule list).") from None
+
+    async def set(self, schedule: Schedule, *, replace: bool) -> None:
+        """Add (or with ``replace`` change) a schedule after checking its subvolume.
+
+        Raises AlreadyExists, InvalidArgument/NotFound/NotBtrfs for the subvolume.
+        """
+        async with self._lock:
+            if schedule.name in self.file.schedules and not replace:
+                raise AlreadyExists(f"A schedule named {schedule.name!r} exists; remove it "
+                                    "or change it (replace).")
+            await self._target(schedule)  # the subvolume must exist and be one
+            self.file.schedules[schedule.name] = schedule
+            await self._save_schedules()
+        log.info("schedule set name=%s subvolume=%s every=%ds", schedule.name,
+                 schedule.subvolume, schedule.every)
+        for listener in self.on_change:
+            listener()
+
+    async def remove(self, name: str) -> None:
+        """Remove a schedule (its snapshots stay, and stay marked as its). Raises NotFound."""
+        async with self._lock:
+            self.get(name)
+            del self.file.schedules[name]
+            await self._save_schedules()
+        log.info("schedule removed name=%s", name)
+        for listener in self.on_change:
+            listener()
+
+    async def _target(self, schedule: Schedule) -> Filesystem:
+        fs, _ = await asyncio.to_thread(self.subvolumes.resolve_filesystem, schedule.subvolume)
+        info = await self.subvolumes.info(fs, schedule.subvolume)  # raises if not a subvolume
+        del info
+        return fs
+
+    # -- running ------------------------------------------------------------------------------
+    def due(self, name: str) -> bool:
+        """True when the schedule has not run for at least its interval (a missed run)."""
+        last = self.records.last_run.get(name)
+        return last is None or self.clock() - last >= self.get(name).every
+
+    async def run(self, name: str) -> RunResult:
+        """Take a snapshot now and clean up. Raises BtrfsdError when no snapshot could be
+        taken; failed deletes are reported in the result, not raised."""
+        async with self._lock:
+            schedule = self.get(name)
+            now = self.clock()
+            fs = await self._target(schedule)
+            path = await self.subvolumes.snapshot(fs, schedule.subvolume, when=now)
+            info = await self.subvolumes.info(fs, path)
+            self.records.snapshots[info.uuid] = SnapshotRecord(
+                schedule=name, filesystem=fs.uuid, created=now)
+            self.records.last_run[name] = now
+            await self._save_records()
+            result = await self._cleanup(schedule, fs, dry_run=False)
+            result.snapshot = path
+        log.info("schedule ran name=%s snapshot=%s deleted=%d failed=%d", name, path,
+                 len(result.deleted), len(result.failed))
+        return result
+
+    async def plan(self, name: str) -> list[Planned]:
+        """Every snapshot of the schedule, youngest first, with the rule that keeps it (or
+        none: to be deleted). Raises NotFound."""
+        schedule = self.get(name)
+        fs = await self._target(schedule)
+        return await self._plan(schedule, fs)
+
+    async def _plan(self, schedule: Schedule, fs: Filesystem) -> list[Planned]:
+        mine = {u: r for u, r in self.records.snapshots.items()
+                if r.schedule == schedule.name and r.filesystem == fs.uuid}
+        where = {s.uuid: s.path for s in await self.subvolumes.list(fs) if s.uuid in mine}
+        mp = fs.primary_mount.mount_point.rstrip("/")
+        decisions = decide([Candidate(u, r.created, r.important) for u, r in mine.items()
+                            if u in where], schedule.limits(), self.clock())
+        # Records of snapshots deleted by hand are forgotten here; nothing to decide.
+        for gone in set(mine) - set(where):
+            del self.records.snapshots[gone]
+        return [Planned(d.candidate.key, f"{mp}/{where[d.candidate.key]}",
+                        mine[d.candidate.key], d) for d in decisions]
+
+    async def cleanup(self, name: str, *, dry_run: bool) -> RunResult:
+        """Delete what the rules do not keep (or with ``dry_run`` only say what). Keeps
+        going when a delete fails; failures are in the result and tried again next time."""
+        async with self._lock:
+            schedule = self.get(name)
+            fs = await self._target(schedule)
+            return await self._cleanup(schedule, fs, dry_run=dry_run)
+
+    async def _cleanup(self, schedule: Schedule, fs: Filesystem, *,
+                       dry_run: bool) -> RunResult:
+        result = RunResult()
+        for p in await self._plan(schedule, fs):
+            if p.decision.keep:
+                continue
+            if dry_run:
+                result.deleted.append(p.path)
+                continue
+            try:
+                await self.subvolumes.delete(fs, p.path)
+            except BtrfsdError as e:
+                log.warning("cleanup of schedule %s could not delete %s: %s", schedule.name,
+                            p.path, e.message)
+                result.failed.append((p.path, e.message))
+                continue
+            del self.records.snapshots[p.uuid]
+            result.deleted.append(p.path)
+        if not dry_run:
+            await self._save_records()
+        return result
+
+    async def set_snapshot_info(self, fs: Filesystem, path: str, *, important: bool | None,
+                                description: str | None) -> None:
+        """Mark a schedule's snapshot important (kept outside the limits) and/or describe
+        it. Raises InvalidArgument when no schedule made that snapshot."""
+        info = await self.subvolumes.info(fs, path)
+        async with self._lock:
+            rec = self.records.snapshots.get(info.uuid)
+            if rec is None:
+                raise InvalidArgument(f"{path} was not made by a schedule; only scheduled "
+                                      "snapshots carry these marks.")
+            if important is not None:
+                rec.important = important
+            if description is not None:
+                rec.description = description
+            await self._save_records()
