@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import AlreadyExists, BtrfsdError, InvalidArgument, NotFound
 from .filesystems import Filesystem
@@ -49,6 +50,14 @@ class Schedule(BaseModel):
     yearly: int = Field(default=0, ge=0, le=MAX_COUNT)
     keep_last: int = Field(default=0, ge=0, le=MAX_COUNT)
     min_age: int = Field(default=0, ge=0, le=10 * YEAR)  # seconds
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> Schedule:
+        if not (self.hourly or self.daily or self.weekly or self.monthly or self.yearly
+                or self.keep_last or self.min_age):
+            raise ValueError("it keeps nothing: give hourly/daily/weekly/monthly/yearly, "
+                             "keep_last or min_age (or every snapshot is deleted at once)")
+        return self
 
     def limits(self) -> Limits:
         return Limits(hourly=self.hourly, daily=self.daily, weekly=self.weekly,
@@ -100,7 +109,8 @@ def parse_schedule(name: str, spec: dict[str, object]) -> Schedule:
         return Schedule.model_validate({"name": name, **spec})
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'schedule'}: "
-                             f"{err['msg'].lower()}" for err in e.errors())
+                             f"{err['msg'].removeprefix('Value error, ').lower()}"
+                             for err in e.errors())
         raise InvalidArgument(f"Bad schedule {name!r}: {problems}.") from None
 
 
@@ -124,11 +134,12 @@ class Schedules:
     """Schedules, their snapshots, and cleanup. Kernel work goes through Subvolumes."""
 
     def __init__(self, subvolumes: Subvolumes, config_dir: Path, state_dir: Path, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
         self.subvolumes = subvolumes
         self.schedules_path = config_dir / SCHEDULES_FILE
         self.records_path = state_dir / RECORDS_FILE
         self.clock = clock
+        self.tz = tz  # where hours/days/weeks begin; None: the local time zone
         self.file = ScheduleFile()
         self.records = RecordFile()
         self._lock = asyncio.Lock()  # one run/cleanup/change at a time
@@ -228,7 +239,7 @@ class Schedules:
         where = {s.uuid: s.path for s in await self.subvolumes.list(fs) if s.uuid in mine}
         mp = fs.primary_mount.mount_point.rstrip("/")
         decisions = decide([Candidate(u, r.created, r.important) for u, r in mine.items()
-                            if u in where], schedule.limits(), self.clock())
+                            if u in where], schedule.limits(), self.clock(), self.tz)
         # Records of snapshots deleted by hand are forgotten here; nothing to decide.
         for gone in set(mine) - set(where):
             del self.records.snapshots[gone]

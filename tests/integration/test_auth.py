@@ -161,10 +161,99 @@ MUTATING.update({
 })
 
 
+def _schedule(w: World, d: Path, keep_last: int = 5, replace: bool = False) -> str:
+    """As root: a subvolume under d and a schedule for it; returns the schedule's name."""
+    sv = d / "sv"
+    if not sv.exists():
+        _subvol(d, "sv")
+    name = "s-" + d.name
+    r = w.manager_call(w.root, "SetSchedule", "sa{sv}a{sv}", name,
+                       {"subvolume": V("s", str(sv)), "every": V("t", 3600),
+                        "keep_last": V("u", keep_last)}, {"replace": V("b", replace)})
+    assert r["ok"], r
+    return name
+
+
+def _run_schedule(w: World, name: str) -> str:
+    r = w.manager_call(w.root, "RunSchedule", "sa{sv}", name, {})
+    assert r["ok"], r
+    return r["body"][0]["snapshot"]  # type: ignore[no-any-return]
+
+
+def _scheduled_twice_then_keep_one(w: World, d: Path) -> str:
+    name = _schedule(w, d)
+    _run_schedule(w, name)
+    time.sleep(1.05)  # snapshot names have one-second resolution
+    _run_schedule(w, name)
+    return _schedule(w, d, keep_last=1, replace=True)
+
+
+def _schedules(w: World) -> dict[str, Any]:
+    return w.manager_call(w.root, "GetSchedules", "a{sv}", {})["body"][0]  # type: ignore[no-any-return]
+
+
+def _drop_schedules(w: World) -> None:
+    for name in _schedules(w):
+        w.manager_call(w.root, "RemoveSchedule", "sa{sv}", name, {})
+
+
+def _explained(w: World, snapshot: str) -> list[Any]:
+    name = next(iter(_schedules(w)))
+    rows = w.manager_call(w.root, "ExplainSchedule", "sa{sv}", name, {})["body"][0]
+    return next(r for r in rows if r[0] == snapshot)  # type: ignore[no-any-return]
+
+
+MUTATING.update({
+    "SetSchedule": Case(
+        prepare=lambda w, d: _subvol(d, "sv"),
+        call=lambda w, c, d, p: w.manager_call(
+            c, "SetSchedule", "sa{sv}a{sv}", "new-" + d.name,
+            {"subvolume": V("s", str(p)), "every": V("t", 900), "hourly": V("u", 4)}, {}),
+        check=lambda w, d, p: ("new-" + d.name in _schedules(w)) or pytest.fail("not set"),
+        cleanup=_drop_schedules,
+    ),
+    "RemoveSchedule": Case(
+        prepare=lambda w, d: _schedule(w, d),
+        call=lambda w, c, d, name: w.manager_call(c, "RemoveSchedule", "sa{sv}", name, {}),
+        check=lambda w, d, name: (name not in _schedules(w)) or pytest.fail("still there"),
+        cleanup=_drop_schedules,
+    ),
+    "RunSchedule": Case(
+        prepare=lambda w, d: _schedule(w, d),
+        call=lambda w, c, d, name: w.manager_call(c, "RunSchedule", "sa{sv}", name, {}),
+        check=lambda w, d, name: (len(list((d / "sv" / ".snapshots").iterdir())) == 1)
+        or pytest.fail("no snapshot"),
+        cleanup=_drop_schedules,
+    ),
+    "CleanupSchedule": Case(
+        prepare=_scheduled_twice_then_keep_one,
+        call=lambda w, c, d, name: w.manager_call(c, "CleanupSchedule", "sa{sv}", name, {}),
+        check=lambda w, d, name: (len(list((d / "sv" / ".snapshots").iterdir())) == 1)
+        or pytest.fail("nothing cleaned up"),
+        cleanup=_drop_schedules,
+    ),
+    "SetSnapshotInfo": Case(
+        prepare=lambda w, d: _run_schedule(w, _schedule(w, d)),
+        call=lambda w, c, d, snap: w.manager_call(
+            c, "SetSnapshotInfo", "sa{sv}a{sv}", snap, {"important": V("b", True)}, {}),
+        check=lambda w, d, snap: _explained(w, snap)[3] or pytest.fail("not marked"),
+        cleanup=_drop_schedules,
+    ),
+})
+
+
 def _check_default(w: World, p: Path) -> None:
     sid = btrfs("inspect-internal", "rootid", str(p)).strip()
     assert f"ID {sid} " in btrfs("subvolume", "get-default", str(w.mnt))
     btrfs("subvolume", "set-default", "5", str(w.mnt))  # restore for other tests
+
+
+def _explain_as(w: World, c: Caller) -> dict[str, Any]:
+    d = w.scratch()
+    try:
+        return w.manager_call(c, "ExplainSchedule", "sa{sv}", _schedule(w, d), {})
+    finally:
+        _drop_schedules(w)
 
 
 READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
@@ -175,6 +264,8 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetJobs": lambda w, c: w.manager_call(c, "GetJobs", "a{sv}", {}),
     "GetLastResults": lambda w, c: w.fs_call(c, "GetLastResults", "a{sv}", {}),
     "GetQuotaUsage": lambda w, c: w.fs_call(c, "GetQuotaUsage", "a{sv}", {}),
+    "GetSchedules": lambda w, c: w.manager_call(c, "GetSchedules", "a{sv}", {}),
+    "ExplainSchedule": _explain_as,
 }
 
 
