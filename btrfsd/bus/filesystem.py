@@ -12,6 +12,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 
 from ..constants import FILESYSTEM_IFACE, Action
 from ..core.filesystems import Filesystem
+from ..core.schedules import parse_maintenance
 from ..core.services import Services
 from ..core.state import JobRecord
 from ..fs.balance import TypeFilter
@@ -273,6 +274,31 @@ class FilesystemInterface(ServiceInterface):
         return (r.mode, r.inconsistent,  # type: ignore[return-value]
                 [[q.qgroupid, path, q.referenced, q.exclusive, q.max_referenced,
                   q.max_exclusive] for q, path in r.qgroups])
+
+    # -- periodic maintenance -------------------------------------------------------------
+    @dbus_method(name="SetMaintenance")
+    @authorized(Action.SCHEDULE_MANAGE)
+    async def set_maintenance(self, spec: OptionsArg, options: OptionsArg) -> None:
+        parse_options(NoOptions, options)
+        plan = parse_maintenance(self.fs.uuid, {k: v.value for k, v in spec.items()})
+        await self._services.schedules.set_maintenance(plan)
+
+    @dbus_method(name="GetMaintenance")
+    @authorized(Action.READ)
+    async def get_maintenance(self, options: OptionsArg) -> VariantDict:
+        parse_options(NoOptions, options)
+        plan = self._services.schedules.file.maintenance.get(self.fs.uuid)
+        if plan is None:
+            return {}
+        return {"scrub": Variant("s", plan.scrub), "balance": Variant("s", plan.balance),
+                "data_usage": Variant("au", plan.data_usage),
+                "metadata_usage": Variant("au", plan.metadata_usage)}
+
+    @dbus_method(name="RemoveMaintenance")
+    @authorized(Action.SCHEDULE_MANAGE)
+    async def remove_maintenance(self, options: OptionsArg) -> None:
+        parse_options(NoOptions, options)
+        await self._services.schedules.remove_maintenance(self.fs.uuid)
 
     @dbus_method(name="GetLastResults")
     @authorized(Action.READ)

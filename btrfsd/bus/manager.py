@@ -37,7 +37,7 @@ def schedule_dict(s: Schedule) -> dict[str, Variant]:
             "hourly": Variant("u", s.hourly), "daily": Variant("u", s.daily),
             "weekly": Variant("u", s.weekly), "monthly": Variant("u", s.monthly),
             "yearly": Variant("u", s.yearly), "keep_last": Variant("u", s.keep_last),
-            "min_age": Variant("t", s.min_age)}
+            "min_age": Variant("t", s.min_age), "timer": Variant("s", s.timer)}
 
 
 def result_dict(r: RunResult) -> dict[str, Variant]:

@@ -18,6 +18,7 @@ from ..core.fast_delete import FastDelete
 from ..core.filesystems import Filesystem, Registry
 from ..core.jobmanager import JobManager
 from ..core.jobs import Job
+from ..core.maintenance import MaintenanceRunner
 from ..core.quota_alerts import QuotaAlert, QuotaWatcher
 from ..core.quotas import Quotas
 from ..core.schedules import Schedules
@@ -56,7 +57,8 @@ class Server:
                                  FastDelete(self.jobs, enabled=settings.quota_fast_delete),
                                  Schedules(self.subvolumes, settings.config_dir,
                                            settings.state_dir))
-        self.timer = ScheduleTimer(self.services.schedules)
+        self.timer = ScheduleTimer(self.services.schedules, MaintenanceRunner(
+            self.registry, self.jobs, self.services.schedules))
         self.watcher = QuotaWatcher(self.registry, self.quotas, settings.quota_alerts,
                                     settings.state_dir, self._on_quota_alert)
         self._fs_objects: dict[str, FilesystemInterface] = {}
@@ -148,7 +150,7 @@ class Server:
         await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
         refresher.cancel()
         watcher.cancel()
-        self.timer.shutdown()
+        await self.timer.shutdown()
         self.registry.stop_watching(loop)
         await self.services.fast_delete.shutdown()
         await self.jobs.shutdown()

@@ -24,7 +24,7 @@ def _fmt_duration(seconds: int) -> str:
 async def schedule_set(c: Client, a: argparse.Namespace) -> Any:
     spec = {"subvolume": Variant("s", os.path.abspath(a.subvolume)),
             "every": Variant("t", a.every), "keep_last": Variant("u", a.keep_last),
-            "min_age": Variant("t", a.min_age)}
+            "min_age": Variant("t", a.min_age), "timer": Variant("s", a.timer)}
     for p in PERIODS:
         spec[p] = Variant("u", getattr(a, p))
     await c.manager("SetSchedule", "sa{sv}a{sv}", a.name, spec,
@@ -134,6 +134,45 @@ async def schedule_mark(c: Client, a: argparse.Namespace) -> Any:
     return {"path": path, **Client.plain(info)}
 
 
+def _usages(text: str) -> list[int]:
+    values = [argtypes.percent(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give usage percentages like 5,10")
+    return values
+
+
+async def maintenance_set(c: Client, a: argparse.Namespace) -> Any:
+    fs, _ = await c.resolve(os.path.abspath(a.path))
+    spec = {"scrub": Variant("s", a.scrub), "balance": Variant("s", a.balance),
+            "data_usage": Variant("au", a.data_usage),
+            "metadata_usage": Variant("au", a.metadata_usage)}
+    await c.filesystem(fs, "SetMaintenance", "a{sv}a{sv}", spec, {})
+    if not a.json:
+        output.console.print(f"Maintenance of {a.path}: scrub {a.scrub}, balance {a.balance} "
+                             f"(data usage {a.data_usage}, metadata usage {a.metadata_usage})")
+    return Client.plain(spec)
+
+
+async def maintenance_show(c: Client, a: argparse.Namespace) -> Any:
+    fs, _ = await c.resolve(os.path.abspath(a.path))
+    (plan,) = await c.filesystem(fs, "GetMaintenance", "a{sv}", {})
+    plan = Client.plain(plan)
+    if not a.json:
+        if plan:
+            output.key_values(plan)
+        else:
+            output.console.print("No periodic maintenance (btrfsctl schedule set-maintenance).")
+    return plan
+
+
+async def maintenance_remove(c: Client, a: argparse.Namespace) -> Any:
+    fs, _ = await c.resolve(os.path.abspath(a.path))
+    await c.filesystem(fs, "RemoveMaintenance", "a{sv}", {})
+    if not a.json:
+        output.console.print("Periodic maintenance removed.")
+    return {"removed": True}
+
+
 def add_commands(sub: Any, cmd: Any) -> None:
     """Register schedule and cleanup with the top-level parser."""
     sc = sub.add_parser("schedule", help="timelines: snapshots on a timer, with retention"
@@ -151,6 +190,8 @@ def add_commands(sub: Any, cmd: Any) -> None:
     s.add_argument("--min-age", type=argtypes.duration, default=0, metavar="DURATION",
                    help="never delete snapshots younger than this")
     s.add_argument("--replace", action="store_true", help="change an existing schedule")
+    s.add_argument("--timer", choices=["btrfsd", "systemd"], default="btrfsd",
+                   help="who fires it: btrfsd's own timer, or btrfsd-schedule@NAME.timer")
     cmd(sc, "list", schedule_list, "list schedules")
     cmd(sc, "show", schedule_show, "show one schedule").add_argument("name")
     cmd(sc, "remove", schedule_remove, "remove a schedule (its snapshots stay)"
@@ -165,6 +206,20 @@ def add_commands(sub: Any, cmd: Any) -> None:
                    help="keep it outside the limits")
     m.add_argument("--not-important", dest="important", action="store_false")
     m.add_argument("--description")
+    periods = ["none", "daily", "weekly", "monthly"]
+    sm = cmd(sc, "set-maintenance", maintenance_set,
+             "periodic scrub and balance of the filesystem holding PATH (as Jobs)")
+    sm.add_argument("path")
+    sm.add_argument("--scrub", choices=periods, default="monthly")
+    sm.add_argument("--balance", choices=periods, default="weekly")
+    sm.add_argument("--data-usage", type=_usages, default=[5, 10], metavar="N,N",
+                    help="data usage filters, one balance each (default 5,10)")
+    sm.add_argument("--metadata-usage", type=_usages, default=[5], metavar="N,N",
+                    help="metadata usage filters (default 5)")
+    cmd(sc, "maintenance", maintenance_show, "show the periodic maintenance of PATH"
+        ).add_argument("path")
+    cmd(sc, "remove-maintenance", maintenance_remove, "stop periodic maintenance of PATH"
+        ).add_argument("path")
     cl = cmd(sub, "cleanup", cleanup, "delete a schedule's snapshots its rules do not keep")
     cl.add_argument("name")
     cl.add_argument("--dry-run", action="store_true", help="only say what would go")

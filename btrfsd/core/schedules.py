@@ -19,9 +19,17 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import AlreadyExists, BtrfsdError, InvalidArgument, NotFound
+from ..fs.balance import TypeFilter
 from .filesystems import Filesystem
 from .retention import Candidate, Decision, Limits, decide
 from .state import write_atomic
@@ -50,6 +58,9 @@ class Schedule(BaseModel):
     yearly: int = Field(default=0, ge=0, le=MAX_COUNT)
     keep_last: int = Field(default=0, ge=0, le=MAX_COUNT)
     min_age: int = Field(default=0, ge=0, le=10 * YEAR)  # seconds
+    # "btrfsd": the daemon's timer fires it; "systemd": only btrfsd-schedule@NAME.timer
+    # (RunSchedule) does, so the two never both take snapshots
+    timer: str = Field(default="btrfsd", pattern="^(btrfsd|systemd)$")
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Schedule:
@@ -65,9 +76,42 @@ class Schedule(BaseModel):
                       min_age=self.min_age)
 
 
+MAINTENANCE_PERIODS = {"none": 0, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
+
+
+class Maintenance(BaseModel):
+    """Which maintenance a filesystem gets, and how often."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    filesystem: str  # UUID
+    scrub: str = Field(default="monthly", pattern="^(none|daily|weekly|monthly)$")
+    balance: str = Field(default="weekly", pattern="^(none|daily|weekly|monthly)$")
+    data_usage: list[int] = Field(default_factory=lambda: [5, 10], max_length=10)
+    metadata_usage: list[int] = Field(default_factory=lambda: [5], max_length=10)
+
+    @field_validator("data_usage", "metadata_usage")
+    @classmethod
+    def _percentages(cls, values: list[int]) -> list[int]:
+        for v in values:
+            if not 0 <= v <= 100:
+                raise ValueError(f"usage filter {v} is not a percentage (0-100)")
+        return values
+
+    def balance_steps(self) -> list[tuple[TypeFilter | None, TypeFilter | None]]:
+        """One (data, metadata) balance per step, lowest usage first."""
+        data, meta = sorted(self.data_usage), sorted(self.metadata_usage)
+        steps = []
+        for i in range(max(len(data), len(meta))):
+            steps.append((TypeFilter(usage=data[i]) if i < len(data) else None,
+                          TypeFilter(usage=meta[i]) if i < len(meta) else None))
+        return steps
+
+
 class ScheduleFile(BaseModel):
     version: int = 1
     schedules: dict[str, Schedule] = Field(default_factory=dict)
+    maintenance: dict[str, Maintenance] = Field(default_factory=dict)  # by filesystem UUID
 
 
 class SnapshotRecord(BaseModel):
@@ -108,13 +152,25 @@ def parse_schedule(name: str, spec: dict[str, object]) -> Schedule:
     try:
         return Schedule.model_validate({"name": name, **spec})
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'schedule'}: "
-                             f"{err['msg'].removeprefix('Value error, ').lower()}"
-                             for err in e.errors())
-        raise InvalidArgument(f"Bad schedule {name!r}: {problems}.") from None
+        raise InvalidArgument(f"Bad schedule {name!r}: {_problems(e)}.") from None
+
+
+def _problems(e: ValidationError) -> str:
+    """Each validation error as "field: what is wrong", for a person."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
+                     f"{err['msg'].removeprefix('Value error, ').lower()}"
+                     for err in e.errors())
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def parse_maintenance(fs_uuid: str, spec: dict[str, object]) -> Maintenance:
+    """Validate a maintenance plan. Raises InvalidArgument naming each bad field."""
+    try:
+        return Maintenance.model_validate({"filesystem": fs_uuid, **spec})
+    except ValidationError as e:
+        raise InvalidArgument(f"Bad maintenance plan: {_problems(e)}.") from None
 
 
 def _load(path: Path, model: type[M]) -> M:
@@ -153,7 +209,7 @@ class Schedules:
         text = self.file.model_dump_json(indent=1)
         await asyncio.to_thread(write_atomic, self.schedules_path, text)
 
-    async def _save_records(self) -> None:
+    async def save_records(self) -> None:
         text = json.dumps(self.records.model_dump(mode="json"), indent=1, sort_keys=True)
         await asyncio.to_thread(write_atomic, self.records_path, text)
 
@@ -201,6 +257,29 @@ class Schedules:
         del info
         return fs
 
+    # -- periodic maintenance ----------------------------------------------------------------
+    async def set_maintenance(self, plan: Maintenance) -> None:
+        """Set (or replace) a filesystem's periodic scrub/balance. The first runs come one
+        period after the first time a plan is set."""
+        async with self._lock:
+            self.file.maintenance[plan.filesystem] = plan
+            await self._save_schedules()
+            # the first run comes one period from now, not at once
+            now = self.clock()
+            for op in ("scrub", "balance"):
+                self.records.last_run.setdefault(f"maintenance:{plan.filesystem}:{op}", now)
+            await self.save_records()
+        log.info("maintenance set fs=%s scrub=%s balance=%s data_usage=%s metadata_usage=%s",
+                 plan.filesystem, plan.scrub, plan.balance, plan.data_usage,
+                 plan.metadata_usage)
+
+    async def remove_maintenance(self, fs_uuid: str) -> None:
+        """Stop periodic maintenance of a filesystem. Raises NotFound."""
+        async with self._lock:
+            if self.file.maintenance.pop(fs_uuid, None) is None:
+                raise NotFound(f"Filesystem {fs_uuid} has no periodic maintenance.")
+            await self._save_schedules()
+
     # -- running ------------------------------------------------------------------------------
     def due(self, name: str) -> bool:
         """True when the schedule has not run for at least its interval (a missed run)."""
@@ -219,7 +298,7 @@ class Schedules:
             self.records.snapshots[info.uuid] = SnapshotRecord(
                 schedule=name, filesystem=fs.uuid, created=now)
             self.records.last_run[name] = now
-            await self._save_records()
+            await self.save_records()
             result = await self._cleanup(schedule, fs, dry_run=False)
             result.snapshot = path
         log.info("schedule ran name=%s snapshot=%s deleted=%d failed=%d", name, path,
@@ -273,7 +352,7 @@ class Schedules:
             del self.records.snapshots[p.uuid]
             result.deleted.append(p.path)
         if not dry_run:
-            await self._save_records()
+            await self.save_records()
         return result
 
     async def set_snapshot_info(self, fs: Filesystem, path: str, *, important: bool | None,
@@ -290,4 +369,4 @@ class Schedules:
                 rec.important = important
             if description is not None:
                 rec.description = description
-            await self._save_records()
+            await self.save_records()

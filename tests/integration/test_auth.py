@@ -242,6 +242,36 @@ MUTATING.update({
 })
 
 
+def _no_maintenance(w: World) -> None:
+    w.fs_call(w.root, "RemoveMaintenance", "a{sv}", {})
+
+
+def _set_maintenance(w: World) -> None:
+    r = w.fs_call(w.root, "SetMaintenance", "a{sv}a{sv}", {}, {})
+    assert r["ok"], r
+
+
+def _maintenance(w: World) -> dict[str, Any]:
+    return w.fs_call(w.root, "GetMaintenance", "a{sv}", {})["body"][0]  # type: ignore[no-any-return]
+
+
+MUTATING.update({
+    "SetMaintenance": Case(
+        prepare=lambda w, d: _no_maintenance(w),
+        call=lambda w, c, d, p: w.fs_call(c, "SetMaintenance", "a{sv}a{sv}",
+                                          {"scrub": V("s", "weekly")}, {}),
+        check=lambda w, d, p: _maintenance(w).get("scrub") == "weekly" or pytest.fail("unset"),
+        cleanup=_no_maintenance,
+    ),
+    "RemoveMaintenance": Case(
+        prepare=lambda w, d: _set_maintenance(w),
+        call=lambda w, c, d, p: w.fs_call(c, "RemoveMaintenance", "a{sv}", {}),
+        check=lambda w, d, p: _maintenance(w) == {} or pytest.fail("still set"),
+        cleanup=_no_maintenance,
+    ),
+})
+
+
 def _check_default(w: World, p: Path) -> None:
     sid = btrfs("inspect-internal", "rootid", str(p)).strip()
     assert f"ID {sid} " in btrfs("subvolume", "get-default", str(w.mnt))
@@ -265,6 +295,7 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetLastResults": lambda w, c: w.fs_call(c, "GetLastResults", "a{sv}", {}),
     "GetQuotaUsage": lambda w, c: w.fs_call(c, "GetQuotaUsage", "a{sv}", {}),
     "GetSchedules": lambda w, c: w.manager_call(c, "GetSchedules", "a{sv}", {}),
+    "GetMaintenance": lambda w, c: w.fs_call(c, "GetMaintenance", "a{sv}", {}),
     "ExplainSchedule": _explain_as,
 }
 

@@ -264,3 +264,62 @@ def test_dry_run_and_explain(world: World, home: Path) -> None:
     assert [(r[4], r[5]) for r in rows] == [(True, "keep-last"), (False, "")]
     r = ok(mcall(world, "CleanupSchedule", "sa{sv}", "d", {"dry_run": V("b", True)}))[0]
     assert len(r["deleted"]) == 1 and len(_snaps(home)) == 2  # nothing deleted
+
+
+# -- periodic maintenance ---------------------------------------------------------------------
+def fs_call(w: World, fs: LoopFs | None, member: str, sig: str, *body: Any) -> dict[str, Any]:
+    return w.fs_call(w.root, member, sig, *body, fs=fs)
+
+
+@pytest.mark.parametrize("spec,ok_", [
+    ({}, True),
+    ({"scrub": V("s", "weekly"), "balance": V("s", "none"),
+      "data_usage": V("au", [5, 10, 20])}, True),
+    ({"scrub": V("s", "hourly")}, False),
+    ({"data_usage": V("au", [150])}, False),
+    ({"data_usage": V("au", list(range(20)))}, False),
+    ({"bogus": V("b", True)}, False),
+])
+def test_maintenance_plans_are_validated(world: World, spec: dict[str, Any], ok_: bool) -> None:
+    fs_call(world, None, "RemoveMaintenance", "a{sv}", {})
+    r = fs_call(world, None, "SetMaintenance", "a{sv}a{sv}", spec, {})
+    try:
+        if not ok_:
+            assert not r["ok"] and r["error"] == "org.btrfsd1.Error.InvalidArgument", r
+            assert ok(fs_call(world, None, "GetMaintenance", "a{sv}", {}))[0] == {}
+            return
+        ok(r)
+        plan = ok(fs_call(world, None, "GetMaintenance", "a{sv}", {}))[0]
+        defaults = {"scrub": "monthly", "balance": "weekly", "data_usage": [5, 10],
+                    "metadata_usage": [5]}
+        assert plan == {**defaults, **{k: v["$v"][1] for k, v in spec.items()}}
+    finally:
+        fs_call(world, None, "RemoveMaintenance", "a{sv}", {})
+    r = fs_call(world, None, "RemoveMaintenance", "a{sv}", {})
+    assert not r["ok"] and r["error"] == "org.btrfsd1.Error.NotFound", r
+
+
+def test_due_maintenance_runs_as_jobs_after_downtime(world: World, sfs: LoopFs) -> None:
+    ok(fs_call(world, sfs, "SetMaintenance", "a{sv}a{sv}", {
+        "scrub": V("s", "daily"), "balance": V("s", "daily"), "data_usage": V("au", [0, 5]),
+        "metadata_usage": V("au", [0])}, {}))
+    assert ok(fs_call(world, sfs, "GetLastResults", "a{sv}", {}))[0] == {}  # not at once
+    world.sb.stop("btrfsd")
+    records = world.sb.state_dir / "snapshots.json"
+    data = json.loads(records.read_text())
+    for key in data["last_run"]:
+        if key.startswith(f"maintenance:{sfs.uuid}:"):
+            data["last_run"][key] -= 2 * 86400  # two days down: one run each, not two
+    records.write_text(json.dumps(data))
+    world.sb.start_daemon()
+    deadline = time.monotonic() + 30
+    while True:
+        last = ok(fs_call(world, sfs, "GetLastResults", "a{sv}", {}))[0]
+        if "balance" in last and last["balance"]["state"] == "completed" and (
+                last["balance"]["details"].get("data_usage") == 5):
+            break
+        assert time.monotonic() < deadline, last
+        time.sleep(0.2)
+    assert last["scrub"]["state"] == "completed" and last["scrub"]["started_by_uid"] == 0
+    runs = json.loads(records.read_text())["last_run"]
+    assert runs[f"maintenance:{sfs.uuid}:scrub"] > time.time() - 60
