@@ -1,0 +1,125 @@
+"""Benchmark: a schedule's cleanup deciding over N snapshots, and the deletes.
+
+N read-only snapshots (default 5,000: 52 days of a 15-minute timeline) are made with
+btrfsutil and recorded as the schedule's; then, through D-Bus: ExplainSchedule (list +
+decide), CleanupSchedule (decide + delete all but ~45). For comparison in the same run:
+the pure decision in-process, and deleting M snapshots by raw btrfsutil and by the btrfs
+CLI.
+
+Run as root: scripts/dev bench schedules [--snapshots 5000] [--compare 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import btrfsutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
+from sandbox import Sandbox
+
+from btrfsd.core.retention import Candidate, decide
+from btrfsd.core.schedules import parse_schedule
+
+STEP = 900
+LIMITS = {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 12}
+
+
+def busctl(sb: Sandbox, *args: str) -> str:
+    r = subprocess.run(["busctl", f"--address={sb.address}", "--json=short", "call",
+                        "org.btrfsd1", "/org/btrfsd1", "org.btrfsd1.Manager", *args],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return r.stdout
+
+
+def timed(fn: object) -> float:
+    t = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--snapshots", type=int, default=5000)
+    ap.add_argument("--compare", type=int, default=300)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 2
+    rows: list[tuple[str, float]] = []
+    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
+        fs = sb.add_filesystem("8G", "bench-sched")
+        src = fs.mount_point / "src"
+        btrfsutil.create_subvolume(str(src))
+        (src / "file").write_text("data")
+        snaps = src / ".snapshots"
+        snaps.mkdir()
+        start = time.time() - args.snapshots * STEP
+        print(f"  making {args.snapshots} snapshots", file=sys.stderr)
+        records = {}
+        for k in range(args.snapshots):
+            created = start + k * STEP
+            path = snaps / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
+            btrfsutil.create_snapshot(str(src), str(path), read_only=True)
+            uuid = btrfsutil.subvolume_info(str(path)).uuid.hex()
+            uuid = f"{uuid[:8]}-{uuid[8:12]}-{uuid[12:16]}-{uuid[16:20]}-{uuid[20:]}"
+            records[uuid] = {"schedule": "bench", "filesystem": fs.uuid, "created": created}
+        others = fs.mount_point / "others"
+        others.mkdir()
+        for k in range(2 * args.compare):
+            btrfsutil.create_snapshot(str(src), str(others / f"o{k}"), read_only=True)
+        sb.stop("btrfsd")  # hand the records to the daemon as if it had made them
+        sb.state_dir.mkdir(exist_ok=True)
+        (sb.state_dir / "snapshots.json").write_text(json.dumps(
+            {"version": 1, "snapshots": records, "last_run": {"bench": time.time()}}))
+        sb.start_daemon()
+        time.sleep(0.5)
+        spec = ["subvolume", "s", str(src), "every", "t", str(STEP),
+                *[x for k, v in LIMITS.items() for x in (k, "u", str(v))]]
+        busctl(sb, "SetSchedule", "sa{sv}a{sv}", "bench", str(len(spec) // 3), *spec, "0")
+
+        sched = parse_schedule("bench", {"subvolume": str(src), "every": STEP, **LIMITS})
+        cands = [Candidate(u, r["created"]) for u, r in records.items()]
+        rows.append((f"decide over {args.snapshots} (in-process, pure)",
+                     min(timed(lambda: decide(cands, sched.limits(), time.time()))
+                         for _ in range(5))))
+        explain = [timed(lambda: busctl(sb, "ExplainSchedule", "sa{sv}", "bench", "0"))
+                   for _ in range(5)]
+        rows.append((f"ExplainSchedule over {args.snapshots} (D-Bus: list + decide)",
+                     sorted(explain)[2]))
+        dry = timed(lambda: busctl(sb, "CleanupSchedule", "sa{sv}", "bench", "1", "dry_run",
+                                   "b", "true"))
+        rows.append((f"CleanupSchedule dry run over {args.snapshots} (D-Bus)", dry))
+        out: dict[str, str] = {}
+        real = timed(lambda: out.update(r=busctl(sb, "CleanupSchedule", "sa{sv}", "bench",
+                                                 "0")))
+        result = json.loads(out["r"])["data"][0]
+        deleted = len(result["deleted"]["data"])
+        rows.append((f"CleanupSchedule over {args.snapshots}: {deleted} deleted (D-Bus)", real))
+        kept = len(list(snaps.iterdir()))
+        m = args.compare
+        rows.append((f"delete {m} snapshots, raw btrfsutil", timed(lambda: [
+            btrfsutil.delete_subvolume(str(others / f"o{k}")) for k in range(m)])))
+        rows.append((f"delete {m} snapshots, btrfs subvolume delete (one call)", timed(
+            lambda: subprocess.run(["btrfs", "-q", "subvolume", "delete",
+                                    *[str(others / f"o{k}") for k in range(m, 2 * m)]],
+                                   check=True))))
+        print(f"{'measurement':<66} {'seconds':>9}  {'per snapshot ms':>15}")
+        for name, secs in rows:
+            n = deleted if "deleted" in name else (m if "delete " in name else args.snapshots)
+            print(f"{name:<66} {secs:>9.3f}  {secs / n * 1000:>15.3f}")
+        print(f"\nkept {kept} of {args.snapshots} (limits {LIMITS}); failed deletes: "
+              f"{len(result['failed']['data'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
