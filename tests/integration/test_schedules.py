@@ -323,3 +323,21 @@ def test_due_maintenance_runs_as_jobs_after_downtime(world: World, sfs: LoopFs) 
     assert last["scrub"]["state"] == "completed" and last["scrub"]["started_by_uid"] == 0
     runs = json.loads(records.read_text())["last_run"]
     assert runs[f"maintenance:{sfs.uuid}:scrub"] > time.time() - 60
+
+
+def test_renamed_snapshot_stays_the_schedules(world: World, home: Path) -> None:
+    ok(set_schedule(world, "r", home, keep_last=V("u", 5)))
+    made = Path(ok(mcall(world, "RunSchedule", "sa{sv}", "r", {}))[0]["snapshot"])
+    ok(mcall(world, "SetSnapshotInfo", "sa{sv}a{sv}", str(made),
+             {"description": V("s", "keep me")}, {}))
+    renamed = made.with_name("my-favourite")
+    made.rename(renamed)  # records follow the UUID, not the name
+    rows = ok(mcall(world, "ExplainSchedule", "sa{sv}", "r", {}))[0]
+    assert [(r[0], r[6]) for r in rows] == [(str(renamed), "keep me")]
+    # a snapshot the schedule did not make is never its
+    other = home.parent / "manual"
+    btrfsutil.create_snapshot(str(home), str(other), read_only=True)
+    r = mcall(world, "SetSnapshotInfo", "sa{sv}a{sv}", str(other),
+              {"important": V("b", True)}, {})
+    assert not r["ok"] and r["error"] == "org.btrfsd1.Error.InvalidArgument", r
+    assert len(ok(mcall(world, "ExplainSchedule", "sa{sv}", "r", {}))[0]) == 1
