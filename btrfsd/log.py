@@ -36,3 +36,5 @@ def setup(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # dbus-fast logs each failed call at error level; our own wrapper already logs them.
     logging.getLogger("dbus_fast").setLevel(logging.WARNING)
+    # apscheduler announces every job it adds or runs; btrfsd logs what the runs did.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

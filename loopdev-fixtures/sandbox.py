@@ -326,6 +326,13 @@ def demo() -> int:
             [ctl, "balance", "start", mnt, "--data-usage", "10", "--wait"],
             [ctl, "scrub", "status", mnt],
             [ctl, "jobs"],
+            [ctl, "quota", "enable", mnt],
+            [ctl, "quota", "set", f"{mnt}/home", "1G", "--exclusive", "512M"],
+            [ctl, "quota", "show", mnt, "--sync"],
+            [ctl, "schedule", "set", "home", f"{mnt}/home", "--every", "15m", "--hourly", "24",
+             "--daily", "7", "--weekly", "4", "--monthly", "12"],
+            [ctl, "schedule", "run", "home"],
+            [ctl, "schedule", "explain", "home"],
             [ctl, "subvolume", "create", f"{mnt}/../escape"],
         ]
         for argv in steps:
