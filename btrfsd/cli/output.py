@@ -21,9 +21,9 @@ console = Console(width=None if sys.stdout.isatty() else 250)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
 
 
-def subvolume_rows(rows: list[list[Any]]) -> list[dict[str, Any]]:
-    """ListSubvolumes' structs as dicts keyed like GetSubvolume's reply."""
-    return [dict(zip(SUBVOLUME_FIELDS, row, strict=True)) for row in rows]
+def subvolume_rows(columns: list[list[Any]]) -> list[dict[str, Any]]:
+    """ListSubvolumes' columns as one dict per subvolume, keyed like GetSubvolume's reply."""
+    return [dict(zip(SUBVOLUME_FIELDS, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def fmt_time(usec: int) -> str:

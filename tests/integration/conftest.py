@@ -134,6 +134,12 @@ class World:
             c.close()
 
 
+def subvolume_rows(reply: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """ListSubvolumes' reply (columns) as one tuple per subvolume."""
+    assert reply["ok"], reply
+    return list(zip(*reply["body"][0], strict=True))
+
+
 def btrfs(*args: str) -> str:
     """Run btrfs-progs (the independent check of what the daemon did)."""
     return subprocess.run(["btrfs", *args], check=True, capture_output=True, text=True).stdout

@@ -13,7 +13,7 @@ from typing import Any
 
 import btrfsutil
 import pytest
-from conftest import DENIED, Caller, V, World, qgroups
+from conftest import DENIED, Caller, V, World, qgroups, subvolume_rows
 from sandbox import TEST_USER, LoopFs
 from test_jobs import add_fs, ok, remove_fs, wait_state
 
@@ -118,8 +118,8 @@ def test_limits_set_and_cleared_as_btrfs_progs_sees_them(world: World, qfs: Loop
     assert line[3:5] == [str(40 * MiB), str(20 * MiB)]
     info = ok(call(world, qfs, "GetSubvolume", "sa{sv}", str(sv), {}))[0]
     assert info["max_referenced"] == 40 * MiB and info["max_exclusive"] == 20 * MiB
-    rows = ok(call(world, qfs, "ListSubvolumes", "a{sv}", {}))[0]
-    assert [r[13:15] for r in rows if r[0] == sid] == [[40 * MiB, 20 * MiB]]
+    rows = subvolume_rows(call(world, qfs, "ListSubvolumes", "a{sv}", {}))
+    assert [r[13:15] for r in rows if r[0] == sid] == [(40 * MiB, 20 * MiB)]
     ok(set_limit(world, qfs, sv, 0, 0))
     line = next(ln.split() for ln in qgroups(qfs.mount_point).splitlines()
                 if ln.startswith(f"0/{sid} "))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import V, World, btrfs
+from conftest import V, World, btrfs, subvolume_rows
 
 
 def _ro(p: Path) -> bool:
@@ -16,7 +16,7 @@ def test_list_matches_btrfs_progs(world: World) -> None:
     for n in ("a", "b"):
         assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / n), {})["ok"]
     r = world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})
-    ours = {(row[0], row[2]) for row in r["body"][0]}
+    ours = {(row[0], row[2]) for row in subvolume_rows(r)}
     theirs = set()
     for line in btrfs("subvolume", "list", str(world.mnt)).splitlines():
         parts = line.split()
@@ -49,7 +49,7 @@ def test_default_snapshot_place_and_name(world: World) -> None:
     assert _ro(p1) and _ro(p2)
     r = world.fs_call(world.root, "ListSubvolumes", "a{sv}",
                       {"snapshots_of": V("s", str(d / "home"))})
-    assert sorted(row[2] for row in r["body"][0]) == sorted(
+    assert sorted(row[2] for row in subvolume_rows(r)) == sorted(
         f"{d.name}/home/.snapshots/{p.name}" for p in (p1, p2))
 
 
@@ -129,7 +129,7 @@ def test_list_matches_libbtrfsutil(world: World) -> None:
         assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / p), {})["ok"]
     assert world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(d / "x/y/s1"),
                          str(d / "snap"), {})["ok"]
-    rows = world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})["body"][0]
+    rows = subvolume_rows(world.fs_call(world.root, "ListSubvolumes", "a{sv}", {}))
     ours = sorted((r[0], r[1], r[2], r[3], r[4], r[6], r[9]) for r in rows)
     fd = os.open(world.mnt, os.O_RDONLY)
     try:
