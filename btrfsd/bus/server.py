@@ -24,6 +24,7 @@ from ..core.quotas import Quotas
 from ..core.schedules import Schedules
 from ..core.services import Services
 from ..core.subvolumes import Subvolumes
+from ..core.threads import in_background
 from ..core.timer import ScheduleTimer
 from .auth import check_interface
 from .context import CallerAwareBus
@@ -80,7 +81,7 @@ class Server:
             self._export(filesystem_path(fs.uuid), iface)
             if self._serving:
                 # a newly mounted filesystem may already be scrubbing or balancing
-                asyncio.get_running_loop().create_task(self.jobs.detect(fs))
+                in_background(self.jobs.detect(fs))
         for iface in self._fs_objects.values():
             iface.emit_changes()
 

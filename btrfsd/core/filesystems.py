@@ -13,6 +13,7 @@ from ..errors import BtrfsdError, InvalidArgument, NotBtrfs, NotFound
 from ..fs import mounts as fs_mounts
 from ..fs import subvol, sysfs
 from ..fs.ioctl import fs_info
+from .threads import in_background
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class Registry:
         os.lseek(self._mountinfo_fd, 0, os.SEEK_SET)
         while os.read(self._mountinfo_fd, 65536):
             pass
-        loop.create_task(self.rescan())
+        in_background(self.rescan())
 
     def stop_watching(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._epoll is not None:

@@ -21,6 +21,7 @@ from .jobs import UNKNOWN_UID, Job, JobState, Operation, Runner
 from .rescan_runner import RescanRunner
 from .scrub_runner import ScrubRunner, open_mount
 from .state import JobRecord, PersistedState, StateStore
+from .threads import in_background
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class JobManager:
 
     # -- persistence --------------------------------------------------------------------
     def _save_soon(self) -> None:
-        asyncio.get_running_loop().create_task(self.store.save(self._state))
+        in_background(self.store.save(self._state))
 
     def _new_id(self) -> int:
         # Ids (and so object paths) are never reused, even across restarts.

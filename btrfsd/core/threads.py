@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -44,3 +44,15 @@ async def in_own_thread(name: str, fn: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=target, name=name, daemon=True).start()
     return await fut
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def in_background(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Start a fire-and-forget task and keep a reference until it ends: the event loop
+    holds only weak references to tasks, so an unreferenced one can vanish mid-way."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
