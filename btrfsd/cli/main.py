@@ -145,10 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"btrfsctl {VERSION}")
     p.add_argument("--no-ask", action="store_true",
                    help="never let PolicyKit ask for a password")
-    sub = p.add_subparsers(dest="group", required=True)
+    sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def cmd(parent: Any, name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
-        sp: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help_)
+        # hidden helper commands get no help entry at all (argparse would print SUPPRESS)
+        extra = {} if help_ == argparse.SUPPRESS else {"help": help_}
+        sp: argparse.ArgumentParser = parent.add_parser(name, parents=[common], **extra)
         sp.set_defaults(handler=handler)
         return sp
 
