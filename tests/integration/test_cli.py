@@ -114,6 +114,10 @@ def test_ctrl_c_stops_watching_not_the_job(world: World) -> None:
     import signal
     import time
 
+    # enough data that the throttled scrub lasts well past the Ctrl-C, whatever ran before
+    d = world.scratch()
+    (d / "data").write_bytes(b"\xa5" * (16 << 20))
+    subprocess.run(["sync", "-f", str(d)], check=True)
     proc = subprocess.Popen([CTL, "scrub", "start", str(world.mnt), "--wait", "--limit",
                              "1M/s"], env=world.sb.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
