@@ -190,9 +190,7 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.SUBVOLUME_DELETE)
     async def delete_subvolume(self, path: DBusStr, options: OptionsArg) -> None:
         opts = parse_options(DeleteOptions, options)
-        await self._services.fast_delete.before_delete(self.fs)
         await self._subvolumes.delete(self.fs, path, recursive=opts.recursive)
-        self._services.fast_delete.after_delete(self.fs)
 
     @dbus_method(name="CreateSnapshot")
     @authorized(Action.SNAPSHOT_CREATE)

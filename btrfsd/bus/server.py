@@ -58,6 +58,9 @@ class Server:
                                  FastDelete(self.jobs, enabled=settings.quota_fast_delete),
                                  Schedules(self.subvolumes, settings.config_dir,
                                            settings.state_dir))
+        # every delete (a caller's or a schedule cleanup's) takes the fast path with full
+        # qgroups
+        self.subvolumes.delete_hooks.append(self.services.fast_delete)
         self.timer = ScheduleTimer(self.services.schedules, MaintenanceRunner(
             self.registry, self.jobs, self.services.schedules))
         self.watcher = QuotaWatcher(self.registry, self.quotas, settings.quota_alerts,

@@ -60,7 +60,8 @@ class FastDelete:
             log.warning("cannot lower drop_subtree_threshold fs=%s: %s", fs.uuid, e)
 
     def after_delete(self, fs: Filesystem) -> None:
-        """Call after a delete: follow the cleaner, then rescan and restore (background)."""
+        """Call after a delete (also a failed one): follow the cleaner, then rescan and
+        restore the threshold (background)."""
         if fs.uuid not in self._saved or fs.uuid in self._followers:
             return
         task = asyncio.get_running_loop().create_task(self._follow(fs))

@@ -12,7 +12,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .. import constants
 from ..errors import AlreadyExists, Busy, InvalidArgument
@@ -35,11 +35,20 @@ def _require_absent(res: paths.Resolved) -> None:
         raise AlreadyExists(f"{res.path} already exists; choose another name.")
 
 
+class DeleteHook(Protocol):
+    """Told around every delete, whoever asks for it (a caller, a schedule's cleanup)."""
+
+    async def before_delete(self, fs: Filesystem) -> None: ...
+
+    def after_delete(self, fs: Filesystem) -> None: ...
+
+
 class Subvolumes:
     """Subvolume and snapshot operations on the filesystems of a registry."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        self.delete_hooks: list[DeleteHook] = []
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -144,7 +153,13 @@ class Subvolumes:
         Refuses the top level, mounted subvolumes and the default subvolume.
         Raises BtrfsdError.
         """
-        gone = await self._run(self._delete, fs, path, recursive)
+        for hook in self.delete_hooks:
+            await hook.before_delete(fs)
+        try:
+            gone = await self._run(self._delete, fs, path, recursive)
+        finally:
+            for hook in self.delete_hooks:
+                hook.after_delete(fs)
         log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
         return gone
 

@@ -256,3 +256,24 @@ def test_qgroup_of_a_missing_subvolume_is_removed(world: World, qfs: LoopFs) -> 
     while "0/999 " in qgroups(qfs.mount_point):  # the watcher's next passes remove it
         assert time.monotonic() < deadline, "leftover qgroup not removed"
         time.sleep(0.2)
+
+
+def test_schedule_cleanup_deletes_take_the_fast_path_too(world: World, qfs: LoopFs) -> None:
+    enable(world, qfs)
+    sv = qfs.mount_point / "sv"
+    btrfsutil.create_subvolume(str(sv))
+    threshold = Path(f"/sys/fs/btrfs/{qfs.uuid}/qgroups/drop_subtree_threshold")
+    original = threshold.read_text().strip()
+    spec = {"subvolume": V("s", str(sv)), "every": V("t", 3600), "keep_last": V("u", 1)}
+    ok(world.manager_call(world.root, "SetSchedule", "sa{sv}a{sv}", "fast", spec, {}))
+    try:
+        for _ in range(2):  # the second run's cleanup deletes the first snapshot
+            ok(world.manager_call(world.root, "RunSchedule", "sa{sv}", "fast", {}))
+            time.sleep(1.05)
+        assert f"for deletes fs={qfs.uuid}" in world.sb.daemon_log()
+        deadline = time.monotonic() + 60
+        while threshold.read_text().strip() != original:
+            assert time.monotonic() < deadline, "threshold never restored"
+            time.sleep(0.2)
+    finally:
+        world.manager_call(world.root, "RemoveSchedule", "sa{sv}", "fast", {})
