@@ -162,8 +162,9 @@ class FilesystemInterface(ServiceInterface):
         items = await self._subvolumes.list(self.fs, snapshots_of=opts.snapshots_of)
         if not self.fs.quota_enabled:
             return subvolume_columns(items)
-        usage = {q.subvolume_id: (q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
-                 for q, _ in (await self._quotas.report(self.fs)).qgroups if q.level == 0}
+        # sysfs only: report() would list every subvolume a second time for paths
+        usage = {sid: (q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
+                 for sid, q in (await self._quotas.usage_by_subvolume(self.fs)).items()}
         return subvolume_columns(items, usage)
 
     @dbus_method(name="GetSubvolume")

@@ -215,6 +215,12 @@ class Quotas:
             log.info("removed qgroups of deleted subvolumes fs=%s ids=%s", fs.uuid, removed)
         return removed
 
+    async def usage_by_subvolume(self, fs: Filesystem) -> dict[int, kquota.QgroupUsage]:
+        """Every subvolume's own (level 0) qgroup by subvolume id, from sysfs only: for
+        callers that already have the subvolume list. {} when quotas are off."""
+        usage = await asyncio.to_thread(kquota.read_usage, fs.uuid)
+        return {q.subvolume_id: q for q in usage if q.level == 0}
+
     def usage_of(self, fs: Filesystem, subvolume_id: int) -> kquota.QgroupUsage | None:
         """One subvolume's qgroup (blocking; None when quotas are off or it has none)."""
         return kquota.read_qgroup(fs.uuid, 0, subvolume_id)
