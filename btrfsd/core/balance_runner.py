@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 from ..errors import InvalidArgument
 from ..fs import balance as kbalance
-from .filesystems import Filesystem
+from .filesystems import Filesystem, open_mount
 from .jobs import Job, JobState, RateMeter
-from .scrub_runner import open_mount
 from .threads import in_own_thread
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,9 @@ import os
 from ..errors import AlreadyRunning, BtrfsdError
 from ..fs import quota as kquota
 from ..fs import subvol
-from .filesystems import Filesystem
+from .filesystems import Filesystem, open_mount
 from .jobmanager import JobManager
 from .jobs import JobState
-from .scrub_runner import open_mount
 
 log = logging.getLogger(__name__)
 

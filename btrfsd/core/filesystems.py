@@ -9,7 +9,7 @@ import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import BtrfsdError, InvalidArgument, NotBtrfs, NotFound
+from ..errors import BtrfsdError, InvalidArgument, NotBtrfs, NotFound, from_errno
 from ..fs import mounts as fs_mounts
 from ..fs import subvol, sysfs
 from ..fs.ioctl import fs_info
@@ -75,6 +75,15 @@ class Filesystem:
         except (OSError, BtrfsdError) as e:
             # A mount can vanish between mountinfo and here; the watcher will catch up.
             log.debug("refresh of %s at %s failed: %s", self.uuid, mp, e)
+
+
+def open_mount(fs: Filesystem) -> int:
+    """Open the filesystem's primary mount point for ioctls (blocking). Raises BtrfsdError."""
+    mp = fs.primary_mount.mount_point
+    try:
+        return os.open(mp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise from_errno(e.errno or 0, f"Cannot open {mp}: {e.strerror}.") from None
 
 
 def _fsid_for_mount(m: fs_mounts.MountEntry, by_device: dict[str, str]) -> str | None:

@@ -16,10 +16,10 @@ from ..fs import balance as kbalance
 from ..fs import scrub as kscrub
 from ..fs import sysfs
 from .balance_runner import BalanceRunner
-from .filesystems import Filesystem, Registry
+from .filesystems import Filesystem, Registry, open_mount
 from .jobs import UNKNOWN_UID, Job, JobState, Operation, Runner
 from .rescan_runner import RescanRunner
-from .scrub_runner import ScrubRunner, open_mount
+from .scrub_runner import ScrubRunner
 from .state import JobRecord, PersistedState, StateStore
 from .threads import in_background
 

@@ -13,8 +13,7 @@ from ..errors import BtrfsdError, Failed, InvalidArgument, NotFound, from_errno
 from ..fs import quota as kquota
 from ..fs import subvol
 from ..units import format_bytes
-from .filesystems import Filesystem
-from .scrub_runner import open_mount
+from .filesystems import Filesystem, open_mount
 from .subvolumes import Subvolumes
 
 log = logging.getLogger(__name__)

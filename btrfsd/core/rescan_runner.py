@@ -9,9 +9,8 @@ import os
 
 from ..errors import InvalidArgument, from_errno
 from ..fs import quota as kquota
-from .filesystems import Filesystem
+from .filesystems import Filesystem, open_mount
 from .jobs import Job, JobState
-from .scrub_runner import open_mount
 
 log = logging.getLogger(__name__)
 

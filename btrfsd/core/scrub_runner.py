@@ -12,11 +12,11 @@ import logging
 import os
 import time
 
-from ..errors import BtrfsdError, Failed, InvalidArgument, from_errno
+from ..errors import BtrfsdError, Failed, InvalidArgument
 from ..fs import ioctl, sysfs
 from ..fs import scrub as kscrub
 from ..units import format_bytes
-from .filesystems import Filesystem
+from .filesystems import Filesystem, open_mount
 from .jobs import Job, JobState, RateMeter
 from .threads import in_own_thread
 
@@ -25,15 +25,6 @@ log = logging.getLogger(__name__)
 # Counters shown in Job.Details (last_physical is a position, not a result).
 DETAIL_COUNTERS = tuple(c for c in kscrub.COUNTERS if c != "last_physical")
 ERROR_COUNTERS = ("read_errors", "csum_errors", "verify_errors", "super_errors")
-
-
-def open_mount(fs: Filesystem) -> int:
-    """Open the filesystem's primary mount point for ioctls (blocking). Raises BtrfsdError."""
-    mp = fs.primary_mount.mount_point
-    try:
-        return os.open(mp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise from_errno(e.errno or 0, f"Cannot open {mp}: {e.strerror}.") from None
 
 
 def summary(p: kscrub.ScrubProgress) -> str:

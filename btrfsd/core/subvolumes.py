@@ -18,7 +18,7 @@ from .. import constants
 from ..errors import AlreadyExists, Busy, InvalidArgument
 from ..fs import paths, subvol
 from ..fs.subvol import SubvolumeInfo
-from .filesystems import Filesystem, Registry
+from .filesystems import Filesystem, Registry, open_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,7 +75,7 @@ class Subvolumes:
             return fs, subvol.containing_subvolume(fd, res.path).path
 
     def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
-        fd = os.open(fs.primary_mount.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = open_mount(fs)
         try:
             return subvol.list_all(fd)
         finally:
