@@ -114,6 +114,15 @@ class BalanceRunner:
         job.update(state=JobState.RUNNING)
         return True
 
+    async def _stay_paused(self, job: Job) -> bool:
+        """Sit paused until resume (True) or cancel: then drop the kernel's paused balance
+        and finish the job as cancelled (False)."""
+        if await self._wait_while_paused(job):
+            return True
+        await asyncio.to_thread(kbalance.balance_control, self._fd, kbalance.CTL_CANCEL)
+        job.finish(JobState.CANCELLED, "Balance cancelled while paused.")
+        return False
+
     async def run(self, job: Job) -> None:
         """Run the balance to its end (see Runner.run)."""
         if self._fd < 0:
@@ -140,9 +149,7 @@ class BalanceRunner:
                                success=True)
                 return
             self._base_completed += self.adopt.completed
-            if not await self._wait_while_paused(job):
-                await asyncio.to_thread(kbalance.balance_control, fd, kbalance.CTL_CANCEL)
-                job.finish(JobState.CANCELLED, "Balance cancelled while paused.")
+            if not await self._stay_paused(job):
                 return
             call = functools.partial(kbalance.balance_resume, fd)
         while True:
@@ -154,9 +161,7 @@ class BalanceRunner:
                                f"{_chunks(job.details.get('chunks_completed', 0))} moved.")
                     return
                 self._base_completed += e.status.completed
-                if not await self._wait_while_paused(job):
-                    await asyncio.to_thread(kbalance.balance_control, fd, kbalance.CTL_CANCEL)
-                    job.finish(JobState.CANCELLED, "Balance cancelled while paused.")
+                if not await self._stay_paused(job):
                     return
                 call = functools.partial(kbalance.balance_resume, fd)
                 continue
