@@ -154,8 +154,10 @@ async def _fs(c: Client, path: str) -> str:
     return fs_path
 
 
-async def _start(c: Client, a: argparse.Namespace, member: str,
+async def start_job(c: Client, a: argparse.Namespace, member: str,
                  options: dict[str, Variant]) -> Any:
+    """Call ``member`` (a Start... method returning a job) on the filesystem of a.path;
+    with a.wait follow the job to its end (a.exit_code from its result)."""
     fs = await _fs(c, a.path)
     watcher = JobWatcher(c)
     if a.wait:
@@ -173,7 +175,7 @@ async def scrub_start(c: Client, a: argparse.Namespace) -> Any:
     opts = {"readonly": Variant("b", a.readonly)}
     if a.limit:
         opts["limit"] = Variant("t", a.limit)
-    return await _start(c, a, "StartScrub", opts)
+    return await start_job(c, a, "StartScrub", opts)
 
 
 async def balance_start(c: Client, a: argparse.Namespace) -> Any:
@@ -186,7 +188,7 @@ async def balance_start(c: Client, a: argparse.Namespace) -> Any:
         opts["limit"] = Variant("u", a.limit)
     if a.full:
         opts["full"] = Variant("b", True)
-    return await _start(c, a, "StartBalance", opts)
+    return await start_job(c, a, "StartBalance", opts)
 
 
 async def _status(c: Client, a: argparse.Namespace, operation: str) -> Any:

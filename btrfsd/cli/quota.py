@@ -12,7 +12,7 @@ from dbus_fast import Message, Variant
 from ..constants import FILESYSTEM_IFACE
 from . import argtypes, output
 from .client import Client
-from .jobs import JobWatcher, wait_for
+from .jobs import start_job
 
 QGROUP_FIELDS = ("qgroupid", "path", "referenced", "exclusive", "max_referenced",
                  "max_exclusive")
@@ -46,17 +46,7 @@ async def quota_disable(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def quota_rescan(c: Client, a: argparse.Namespace) -> Any:
-    fs = await _fs(c, a.path)
-    watcher = JobWatcher(c)
-    if a.wait:
-        await watcher.start()
-    (job,) = await c.filesystem(fs, "RescanQuota", "a{sv}", {})
-    if a.wait:
-        a.exit_code = await wait_for(watcher, job, a)
-        return a.result
-    if not a.json:
-        output.console.print(f"Started {job}")
-    return {"object_path": job}
+    return await start_job(c, a, "RescanQuota", {})
 
 
 async def quota_set(c: Client, a: argparse.Namespace) -> Any:
