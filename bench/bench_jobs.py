@@ -23,7 +23,8 @@ from dbus_fast.aio import MessageBus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_subvolumes import Bench, pct
+from bench_subvolumes import Bench
+from common import is_root, pct, wall
 from sandbox import Sandbox
 
 from btrfsd.fs import balance as kbalance
@@ -93,12 +94,6 @@ def sb_wait_idle(b: Bench) -> None:
         time.sleep(0.1)
 
 
-def wall(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def raw_scrub(mnt: Path, fsid: str) -> None:
     fd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -143,8 +138,7 @@ def main() -> int:
     ap.add_argument("--limit-mib", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not is_root():
         return 2
     with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sb.address

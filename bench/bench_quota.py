@@ -24,7 +24,8 @@ import btrfsutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_subvolumes import Bench, pct
+from bench_subvolumes import Bench
+from common import is_root, pct, wall
 from sandbox import LoopFs, Sandbox
 
 from btrfsd.config import QuotaAlertSettings
@@ -117,8 +118,7 @@ def main() -> int:
     ap.add_argument("--deletes", type=int, default=100)
     ap.add_argument("--slow-deletes", type=int, default=3)
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not is_root():
         return 2
     with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sb.address
@@ -146,7 +146,7 @@ def main() -> int:
             b.add(f"GetQuotaUsage at {n}+ qgroups (full), D-Bus", b.dbus_on(
                 objs["full"], "quota", 10))
             b.add(f"btrfs qgroup show at {n}+ qgroups (full)", [
-                _timed(lambda: subprocess.run(["btrfs", "qgroup", "show", str(
+                wall(lambda: subprocess.run(["btrfs", "qgroup", "show", str(
                     fss["full"].mount_point)], check=True, stdout=subprocess.DEVNULL))
                 for _ in range(10)])
             full = fss["full"]
@@ -184,12 +184,6 @@ def main() -> int:
               f"snapshots: {simple:.2f} vs {off:.2f} ms -> "
               f"{'met' if simple <= 2 * off else 'NOT met'}")
     return 0
-
-
-def _timed(fn: object) -> float:
-    t = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

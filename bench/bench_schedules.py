@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ import btrfsutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
 from sandbox import Sandbox
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import is_root, wall
 
 from btrfsd.core.retention import Candidate, decide
 from btrfsd.core.schedules import parse_schedule
@@ -40,19 +42,12 @@ def busctl(sb: Sandbox, *args: str) -> str:
     return r.stdout
 
 
-def timed(fn: object) -> float:
-    t = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return time.perf_counter() - t
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--snapshots", type=int, default=5000)
     ap.add_argument("--compare", type=int, default=300)
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not is_root():
         return 2
     rows: list[tuple[str, float]] = []
     with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
@@ -89,26 +84,26 @@ def main() -> int:
         sched = parse_schedule("bench", {"subvolume": str(src), "every": STEP, **LIMITS})
         cands = [Candidate(u, r["created"]) for u, r in records.items()]
         rows.append((f"decide over {args.snapshots} (in-process, pure)",
-                     min(timed(lambda: decide(cands, sched.limits(), time.time()))
+                     min(wall(lambda: decide(cands, sched.limits(), time.time()))
                          for _ in range(5))))
-        explain = [timed(lambda: busctl(sb, "ExplainSchedule", "sa{sv}", "bench", "0"))
+        explain = [wall(lambda: busctl(sb, "ExplainSchedule", "sa{sv}", "bench", "0"))
                    for _ in range(5)]
         rows.append((f"ExplainSchedule over {args.snapshots} (D-Bus: list + decide)",
                      sorted(explain)[2]))
-        dry = timed(lambda: busctl(sb, "CleanupSchedule", "sa{sv}", "bench", "1", "dry_run",
+        dry = wall(lambda: busctl(sb, "CleanupSchedule", "sa{sv}", "bench", "1", "dry_run",
                                    "b", "true"))
         rows.append((f"CleanupSchedule dry run over {args.snapshots} (D-Bus)", dry))
         out: dict[str, str] = {}
-        real = timed(lambda: out.update(r=busctl(sb, "CleanupSchedule", "sa{sv}", "bench",
+        real = wall(lambda: out.update(r=busctl(sb, "CleanupSchedule", "sa{sv}", "bench",
                                                  "0")))
         result = json.loads(out["r"])["data"][0]
         deleted = len(result["deleted"]["data"])
         rows.append((f"CleanupSchedule over {args.snapshots}: {deleted} deleted (D-Bus)", real))
         kept = len(list(snaps.iterdir()))
         m = args.compare
-        rows.append((f"delete {m} snapshots, raw btrfsutil", timed(lambda: [
+        rows.append((f"delete {m} snapshots, raw btrfsutil", wall(lambda: [
             btrfsutil.delete_subvolume(str(others / f"o{k}")) for k in range(m)])))
-        rows.append((f"delete {m} snapshots, btrfs subvolume delete (one call)", timed(
+        rows.append((f"delete {m} snapshots, btrfs subvolume delete (one call)", wall(
             lambda: subprocess.run(["btrfs", "-q", "subvolume", "delete",
                                     *[str(others / f"o{k}") for k in range(m, 2 * m)]],
                                    check=True))))

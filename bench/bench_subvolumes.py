@@ -22,28 +22,10 @@ import btrfsutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
 from sandbox import TEST_ADMIN, Sandbox
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import is_root, pct, rss_kib, timed
+
 CLIENT = Path(__file__).with_name("_client.py")
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] * 1000
-
-
-def timed(n: int, fn: Callable[[int], object]) -> list[float]:
-    out = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(i)
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Bench:
@@ -178,8 +160,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--list-sizes", default="1000,10000")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not is_root():
         return 2
     with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
         sb.filesystems[0].destroy()

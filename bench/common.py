@@ -1,0 +1,42 @@
+"""Helpers every benchmark script shares: timing, percentiles, RSS, the root check."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def pct(samples: list[float], p: float) -> float:
+    """The p-th percentile of seconds, in milliseconds."""
+    s = sorted(samples)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] * 1000
+
+
+def timed(n: int, fn: Callable[[int], object]) -> list[float]:
+    """Seconds of each of n calls fn(0) .. fn(n-1)."""
+    return [wall(lambda i=i: fn(i)) for i in range(n)]
+
+
+def wall(fn: Callable[[], object]) -> float:
+    """Seconds one call of fn takes."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def is_root() -> bool:
+    """True as root; otherwise says so on stderr (benchmarks need loop devices)."""
+    if os.geteuid() == 0:
+        return True
+    print("run as root", file=sys.stderr)
+    return False
