@@ -24,8 +24,7 @@ from dbus_fast.aio import MessageBus
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_subvolumes import Bench
-from common import is_root, pct, wall
-from sandbox import Sandbox
+from common import bench_sandbox, is_root, pct, wall
 
 from btrfsd.fs import balance as kbalance
 from btrfsd.fs import scrub as kscrub
@@ -140,10 +139,7 @@ def main() -> int:
     args = ap.parse_args()
     if not is_root():
         return 2
-    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
-        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sb.address
-        sb.filesystems[0].destroy()
-        sb.filesystems.clear()
+    with bench_sandbox() as sb:
         fs = sb.add_filesystem("4G", "btrfsd-bench-jobs")
         subprocess.run(["dd", "if=/dev/zero", f"of={fs.mount_point}/data", "bs=1M",
                         f"count={args.data_mib}", "status=none"], check=True)

@@ -25,8 +25,8 @@ import btrfsutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_subvolumes import Bench
-from common import is_root, pct, wall
-from sandbox import LoopFs, Sandbox
+from common import bench_sandbox, is_root, pct, wall
+from sandbox import LoopFs
 
 from btrfsd.config import QuotaAlertSettings
 from btrfsd.core.filesystems import Registry
@@ -120,10 +120,7 @@ def main() -> int:
     args = ap.parse_args()
     if not is_root():
         return 2
-    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
-        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sb.address
-        sb.filesystems[0].destroy()
-        sb.filesystems.clear()
+    with bench_sandbox() as sb:
         modes = {"off": "", "simple": "squota", "full": "qgroup"}
         fss = {name: sb.add_filesystem("3G", f"bench-{name}") for name in modes}
         srcs = {}

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixture
 from sandbox import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import is_root, wall
+from common import bench_sandbox, is_root, wall
 
 from btrfsd.core.retention import Candidate, decide
 from btrfsd.core.schedules import parse_schedule
@@ -50,7 +50,7 @@ def main() -> int:
     if not is_root():
         return 2
     rows: list[tuple[str, float]] = []
-    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
+    with bench_sandbox() as sb:
         fs = sb.add_filesystem("8G", "bench-sched")
         src = fs.mount_point / "src"
         btrfsutil.create_subvolume(str(src))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixture
 from sandbox import TEST_ADMIN, Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import is_root, pct, rss_kib, timed
+from common import bench_sandbox, is_root, pct, rss_kib, timed
 
 CLIENT = Path(__file__).with_name("_client.py")
 
@@ -162,9 +162,7 @@ def main() -> int:
     args = ap.parse_args()
     if not is_root():
         return 2
-    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
-        sb.filesystems[0].destroy()
-        sb.filesystems.clear()
+    with bench_sandbox() as sb:
         sb.add_filesystem("8G", "btrfsd-bench")
         sb.wait_for_name("org.btrfsd1")
         time.sleep(0.5)  # let the daemon see the new mount

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
+from sandbox import Sandbox
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -40,3 +44,14 @@ def is_root() -> bool:
         return True
     print("run as root", file=sys.stderr)
     return False
+
+
+@contextlib.contextmanager
+def bench_sandbox() -> Iterator[Sandbox]:
+    """A quiet sandbox without its default filesystem (each benchmark makes its own);
+    this process's D-Bus clients talk to the sandbox's bus."""
+    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sb.address
+        sb.filesystems[0].destroy()
+        sb.filesystems.clear()
+        yield sb
