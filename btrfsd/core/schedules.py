@@ -9,7 +9,6 @@ Schedules live in ``<config_dir>/schedules.json``; snapshot records and last run
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
-from typing import TypeVar
 
 from pydantic import (
     BaseModel,
@@ -32,7 +30,7 @@ from ..errors import AlreadyExists, BtrfsdError, InvalidArgument, NotFound
 from ..fs.balance import TypeFilter
 from .filesystems import Filesystem
 from .retention import Candidate, Decision, Limits, decide
-from .state import write_atomic
+from .state import load_model, write_atomic
 from .subvolumes import Subvolumes
 
 log = logging.getLogger(__name__)
@@ -162,28 +160,12 @@ def _problems(e: ValidationError) -> str:
                      for err in e.errors())
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
 def parse_maintenance(fs_uuid: str, spec: dict[str, object]) -> Maintenance:
     """Validate a maintenance plan. Raises InvalidArgument naming each bad field."""
     try:
         return Maintenance.model_validate({"filesystem": fs_uuid, **spec})
     except ValidationError as e:
         raise InvalidArgument(f"Bad maintenance plan: {_problems(e)}.") from None
-
-
-def _load(path: Path, model: type[M]) -> M:
-    try:
-        return model.model_validate_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return model()
-    except (OSError, ValidationError) as e:
-        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
-        log.error("%s is unreadable (%s); moved to %s, starting empty", path, e, aside)
-        with contextlib.suppress(OSError):
-            path.replace(aside)
-        return model()
 
 
 class Schedules:
@@ -202,8 +184,10 @@ class Schedules:
         self.on_change: list[Callable[[], None]] = []  # the timer re-reads schedules
 
     async def load(self) -> None:
-        self.file = await asyncio.to_thread(_load, self.schedules_path, ScheduleFile)
-        self.records = await asyncio.to_thread(_load, self.records_path, RecordFile)
+        self.file = await asyncio.to_thread(load_model, self.schedules_path, ScheduleFile,
+                                            "schedules")
+        self.records = await asyncio.to_thread(load_model, self.records_path, RecordFile,
+                                               "snapshot records")
 
     async def _save_schedules(self) -> None:
         text = self.file.model_dump_json(indent=1)

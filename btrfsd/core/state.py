@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -40,6 +41,31 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: Path, model: type[M], what: str) -> M:
+    """Read a JSON file into ``model`` (blocking). A missing file gives an empty model; an
+    unreadable one is logged and an empty model returned; an invalid one is moved aside
+    (``<name>.invalid-<time>``, logged) so nothing is lost, and an empty model returned."""
+    try:
+        data = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return model()
+    except OSError as e:
+        log.error("cannot read %s %s: %s; starting with an empty one", what, path, e)
+        return model()
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as e:
+        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+        log.error("%s %s is invalid (%s); moved it to %s and starting empty", what, path,
+                  e.errors()[0].get("msg", e), aside)
+        with contextlib.suppress(OSError):
+            os.replace(path, aside)
+        return model()
 
 
 class JobRecord(BaseModel):
@@ -82,24 +108,8 @@ class StateStore:
         self._lock = asyncio.Lock()
 
     def load(self) -> PersistedState:
-        """Read the state file (blocking). A missing file gives an empty state; an
-        unreadable or invalid one is moved aside (logged) and an empty state returned."""
-        try:
-            data = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return PersistedState()
-        except OSError as e:
-            log.error("cannot read job state %s: %s; starting with an empty one", self.path, e)
-            return PersistedState()
-        try:
-            return PersistedState.model_validate_json(data)
-        except ValidationError as e:
-            aside = self.path.with_name(f"{STATE_FILE}.invalid-{int(time.time())}")
-            log.error("job state %s is invalid (%s); moved it to %s and starting empty",
-                      self.path, e.errors()[0].get("msg", e), aside)
-            with contextlib.suppress(OSError):
-                os.replace(self.path, aside)
-            return PersistedState()
+        """Read the state file (blocking); see load_model."""
+        return load_model(self.path, PersistedState, "job state")
 
     async def save(self, state: PersistedState) -> None:
         """Write ``state`` atomically in a thread. Failures are logged, not raised: a job
