@@ -37,8 +37,11 @@ class Filesystem:
     devices: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     default_subvolume_id: int = 5
-    quota_enabled: bool = False
     quota_mode: str = ""  # 'qgroup' (full), 'squota' (simple), '' off
+
+    @property
+    def quota_enabled(self) -> bool:
+        return bool(self.quota_mode)
 
     @property
     def mount_points(self) -> list[str]:
@@ -58,7 +61,6 @@ class Filesystem:
         self.label = sysfs.read_label(self.uuid)
         self.devices = ["/dev/" + d for d in sysfs.device_names(self.uuid)]
         self.quota_mode = sysfs.quota_mode(self.uuid)
-        self.quota_enabled = bool(self.quota_mode)
         mp = self.primary_mount.mount_point
         try:
             st = os.statvfs(mp)
@@ -163,8 +165,7 @@ class Registry:
                     # keep the object that bus adapters hold; update it in place
                     cur = old[u]
                     cur.mounts, cur.label, cur.devices = fs.mounts, fs.label, fs.devices
-                    cur.usage, cur.quota_enabled = fs.usage, fs.quota_enabled
-                    cur.quota_mode = fs.quota_mode
+                    cur.usage, cur.quota_mode = fs.usage, fs.quota_mode
                     cur.default_subvolume_id = fs.default_subvolume_id
                     found[u] = cur
             self._filesystems = found

@@ -103,7 +103,7 @@ class Quotas:
         Raises InvalidArgument (other mode on, unsupported, many snapshots without force).
         """
         note = await asyncio.to_thread(self._enable, fs, simple, force)
-        fs.quota_enabled, fs.quota_mode = True, "squota" if simple else "qgroup"
+        fs.quota_mode = "squota" if simple else "qgroup"
         log.info("quotas enabled fs=%s mode=%s", fs.uuid, "squota" if simple else "qgroup")
         return note
 
@@ -121,7 +121,7 @@ class Quotas:
     async def disable(self, fs: Filesystem) -> None:
         """Turn quotas off (limits are forgotten). Raises BtrfsdError."""
         await asyncio.to_thread(self._disable, fs)
-        fs.quota_enabled, fs.quota_mode = False, ""
+        fs.quota_mode = ""
         log.info("quotas disabled fs=%s", fs.uuid)
 
     # -- limits ---------------------------------------------------------------------------
