@@ -16,7 +16,7 @@ from ..errors import AlreadyRunning, BtrfsdError
 from .filesystems import Filesystem, Registry
 from .jobmanager import JobManager
 from .jobs import Job
-from .schedules import MAINTENANCE_PERIODS, Maintenance, Schedules
+from .schedules import MAINTENANCE_PERIODS, Maintenance, Schedules, maintenance_key
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,11 @@ class MaintenanceRunner:
         self.clock = clock or schedules.clock
         self._running: dict[str, asyncio.Task[None]] = {}
 
-    def _key(self, fs_uuid: str, op: str) -> str:
-        return f"maintenance:{fs_uuid}:{op}"
-
     def due(self, plan: Maintenance, op: str) -> bool:
         period = MAINTENANCE_PERIODS[getattr(plan, op)]
         if not period:
             return False
-        last = self.schedules.records.last_run.get(self._key(plan.filesystem, op))
+        last = self.schedules.records.last_run.get(maintenance_key(plan.filesystem, op))
         return last is None or self.clock() - last >= period
 
     async def tick(self) -> None:
@@ -83,7 +80,7 @@ class MaintenanceRunner:
                 except BtrfsdError as e:
                     log.error("maintenance %s of %s failed to start: %s", op, fs.uuid,
                               e.message)
-                self.schedules.records.last_run[self._key(fs.uuid, op)] = self.clock()
+                self.schedules.records.last_run[maintenance_key(fs.uuid, op)] = self.clock()
                 await self.schedules.save_records()
         finally:
             self._running.pop(fs.uuid, None)

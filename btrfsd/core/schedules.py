@@ -160,6 +160,11 @@ def _problems(e: ValidationError) -> str:
                      for err in e.errors())
 
 
+def maintenance_key(fs_uuid: str, op: str) -> str:
+    """The last_run key of a filesystem's periodic scrub or balance."""
+    return f"maintenance:{fs_uuid}:{op}"
+
+
 def parse_maintenance(fs_uuid: str, spec: dict[str, object]) -> Maintenance:
     """Validate a maintenance plan. Raises InvalidArgument naming each bad field."""
     try:
@@ -251,7 +256,7 @@ class Schedules:
             # the first run comes one period from now, not at once
             now = self.clock()
             for op in ("scrub", "balance"):
-                self.records.last_run.setdefault(f"maintenance:{plan.filesystem}:{op}", now)
+                self.records.last_run.setdefault(maintenance_key(plan.filesystem, op), now)
             await self.save_records()
         log.info("maintenance set fs=%s scrub=%s balance=%s data_usage=%s metadata_usage=%s",
                  plan.filesystem, plan.scrub, plan.balance, plan.data_usage,
