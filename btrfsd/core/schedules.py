@@ -242,8 +242,7 @@ class Schedules:
 
     async def _target(self, schedule: Schedule) -> Filesystem:
         fs, _ = await asyncio.to_thread(self.subvolumes.resolve_filesystem, schedule.subvolume)
-        info = await self.subvolumes.info(fs, schedule.subvolume)  # raises if not a subvolume
-        del info
+        await self.subvolumes.info(fs, schedule.subvolume)  # raises unless a subvolume
         return fs
 
     # -- periodic maintenance ----------------------------------------------------------------

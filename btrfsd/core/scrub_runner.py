@@ -76,13 +76,11 @@ class ScrubRunner:
                     job.restore_speed_limits[devid] = kscrub.read_speed_limit(self.fs.uuid,
                                                                                devid)
                     kscrub.write_speed_limit(self.fs.uuid, devid, self.limit)
-        except OSError as e:
-            self._restore_blocking(job)
+        except (OSError, BtrfsdError) as e:
+            self._restore_blocking(job)  # limits set before the failure go back
             self._close()
-            raise Failed(f"Cannot prepare the scrub of {self.fs.uuid}: {e}.") from None
-        except BtrfsdError:
-            self._restore_blocking(job)
-            self._close()
+            if isinstance(e, OSError):
+                raise Failed(f"Cannot prepare the scrub of {self.fs.uuid}: {e}.") from None
             raise
         job.bytes_total = total
         job.details.update({"readonly": self.readonly, "limit": self.limit,
