@@ -54,7 +54,9 @@ class Authority:
         self._uids: OrderedDict[str, int] = OrderedDict()
 
     async def _call(self, msg: Message, timeout: float) -> Message:
-        reply = await asyncio.wait_for(self._bus.call(msg), timeout)
+        # asyncio.timeout, not wait_for: no extra Task per call on this hot path.
+        async with asyncio.timeout(timeout):
+            reply = await self._bus.call(msg)
         assert reply is not None
         return reply
 

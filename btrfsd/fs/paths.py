@@ -71,6 +71,7 @@ class Resolved:
     name: str
     st: os.stat_result | None
     _fds: list[int] = field(default_factory=list)
+    _parent_rd: int | None = None
 
     def __enter__(self) -> Resolved:
         return self
@@ -80,23 +81,13 @@ class Resolved:
 
     def close(self) -> None:
         """Close every descriptor this resolution holds."""
+        self._parent_rd = None
         while self._fds:
             os.close(self._fds.pop())
 
     @property
     def exists(self) -> bool:
         return self.st is not None
-
-    @property
-    def proc_path(self) -> str:
-        """A path through /proc/self/fd that names exactly the checked parent directory.
-
-        libbtrfsutil takes paths; this hands it the already-opened directory, so a rename
-        or symlink swap after the check cannot redirect the call.
-        """
-        if self.parent_fd is None:
-            return "/"
-        return f"/proc/self/fd/{self.parent_fd}/{self.name}"
 
     def open(self, flags: int = os.O_RDONLY) -> int:
         """Open the object itself (never following a link); the fd is closed with this.
@@ -117,17 +108,24 @@ class Resolved:
 
 
     def open_parent(self) -> int:
-        """Open the containing directory for ioctls; the fd is closed with this.
+        """Open the checked containing directory for ioctls (once; later calls return the
+        same fd, closed with this). Calls given this fd and ``name`` act on what was
+        checked: a rename or symlink swap after the check cannot redirect them.
 
         Raises NotFound, InvalidArgument.
         """
+        if self._parent_rd is not None:
+            return self._parent_rd
         if self.parent_fd is None:
-            return self.open()
-        try:
-            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.parent_fd)
-        except OSError as e:
-            raise _walk_error(e, self.path) from e
-        self._fds.append(fd)
+            fd = self.open()
+        else:
+            try:
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                             dir_fd=self.parent_fd)
+            except OSError as e:
+                raise _walk_error(e, self.path) from e
+            self._fds.append(fd)
+        self._parent_rd = fd
         return fd
 
 

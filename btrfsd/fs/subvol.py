@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 import btrfsutil
 
 from ..errors import BtrfsdError, NotBtrfs, from_errno
-from . import treesearch
+from . import libbtrfsutil, treesearch
 from .ioctl import fs_info
 from .paths import Resolved
 from .treesearch import format_uuid
@@ -96,7 +96,7 @@ def pending_deletions(fd: int) -> list[int]:
 
 def sync(fd: int) -> None:
     """Commit the filesystem's current transaction (BTRFS_IOC_SYNC). Raises OSError."""
-    btrfsutil.sync(fd)
+    libbtrfsutil.sync(fd)
 
 
 def is_subvolume(st: os.stat_result) -> bool:
@@ -154,16 +154,15 @@ def list_all(fd: int) -> list[SubvolumeInfo]:
 
 def create_subvolume(target: Resolved) -> None:
     """Create a subvolume at a resolved, non-existing path. Raises BtrfsdError."""
-    kernel_call(
-        f"Cannot create subvolume {target.path}", btrfsutil.create_subvolume, target.proc_path
-    )
+    kernel_call(f"Cannot create subvolume {target.path}", libbtrfsutil.create_subvolume,
+                target.open_parent(), target.name)
 
 
 def set_read_only(fd: int, path: str, read_only: bool) -> None:
     """Set or clear the read-only flag of the subvolume open as ``fd``. Raises BtrfsdError."""
     kernel_call(
         f"Cannot change the read-only flag of {path}",
-        btrfsutil.set_subvolume_read_only,
+        libbtrfsutil.set_read_only,
         fd,
         read_only,
     )
@@ -179,12 +178,12 @@ def create_snapshot(source_fd: int, source_path: str, dest: Resolved, *, read_on
     """
     what = f"Cannot snapshot {source_path} to {dest.path}"
     if not recursive:
-        kernel_call(
-            what, btrfsutil.create_snapshot, source_fd, dest.proc_path, read_only=read_only
-        )
+        kernel_call(what, libbtrfsutil.create_snapshot, source_fd, dest.open_parent(),
+                    dest.name, read_only=read_only)
         return
     try:
-        kernel_call(what, btrfsutil.create_snapshot, source_fd, dest.proc_path, recursive=True)
+        kernel_call(what, libbtrfsutil.create_snapshot, source_fd, dest.open_parent(),
+                    dest.name, recursive=True)
         if read_only:
             fd = dest.open()
             for nested in list(iter_subvolumes(fd, post_order=True)):
@@ -236,8 +235,9 @@ def delete_subvolume(target: Resolved, *, recursive: bool) -> None:
                     os.close(nfd)
     kernel_call(
         f"Cannot delete subvolume {target.path}",
-        btrfsutil.delete_subvolume,
-        target.proc_path,
+        libbtrfsutil.delete_subvolume,
+        target.open_parent(),
+        target.name,
         recursive=recursive,
     )
 
@@ -252,5 +252,5 @@ def default_subvolume_id(fd: int) -> int:
 def set_default_subvolume(fd: int, path: str) -> None:
     """Make the subvolume open as ``fd`` the filesystem's default. Raises BtrfsdError."""
     kernel_call(
-        f"Cannot make {path} the default subvolume", btrfsutil.set_default_subvolume, fd
+        f"Cannot make {path} the default subvolume", libbtrfsutil.set_default_subvolume, fd
     )

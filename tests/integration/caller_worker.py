@@ -6,13 +6,15 @@ or {"subscribe": match_rule} (reply {"results": []}) to start collecting signals
 "member", "body"}, ...]}) and clear them.
 All calls of one request are sent at once (concurrently); the reply is one JSON line:
 {"results": [{"ok": true, "body": [...]} | {"ok": false, "error": name, "message": text}]}
-In "body", {"$v": [signature, value]} stands for a Variant.
+In "body", {"$v": [signature, value]} stands for a Variant. A call with "timed": true
+also gets "sent" and "done" (time.monotonic() when it was sent and answered).
 Only the standard library and dbus-fast: it runs from the sandbox, not the repo.
 """
 
 import asyncio
 import json
 import sys
+import time
 
 from dbus_fast import BusType, Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -42,6 +44,14 @@ def encode(v):
 
 
 async def one(bus, c):
+    sent = time.monotonic()
+    result = await _one(bus, c)
+    if c.get("timed"):  # CLOCK_MONOTONIC: comparable between caller processes
+        result.update(sent=sent, done=time.monotonic())
+    return result
+
+
+async def _one(bus, c):
     flags = MessageFlag.NONE
     if c.get("interactive"):
         flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION

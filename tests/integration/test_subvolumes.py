@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
 
-from conftest import V, World, btrfs, subvolume_rows
+import pytest
+from conftest import FS_IFACE, V, World, btrfs, subvolume_rows
 
 
 def _ro(p: Path) -> bool:
@@ -141,3 +145,38 @@ def test_list_matches_libbtrfsutil(world: World) -> None:
     finally:
         os.close(fd)
     assert ours == theirs
+
+
+def _call(world: World, member: str, sig: str, *body: object) -> dict[str, Any]:
+    return {"path": world.fs_path(), "iface": FS_IFACE, "member": member, "sig": sig,
+            "body": list(body), "timed": True}
+
+
+def test_other_callers_are_answered_while_a_snapshot_flushes(world: World) -> None:
+    """A snapshot first flushes the source's dirty data (hundreds of ms here). That kernel
+    call must not hold up the daemon: libbtrfsutil's Python binding keeps the GIL, which
+    froze the event loop for the whole call. Checked by order, not by time: another
+    caller's reply must come back while the snapshot is still in flight."""
+    d = world.scratch()
+    src = d / "src"
+    assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(src), {})["ok"]
+    try:
+        for attempt, mib in enumerate((128, 256, 384)):
+            with open(src / "big", "wb") as f:  # dirty pages, no fsync: the snapshot flushes
+                for _ in range(mib):
+                    f.write(os.urandom(1 << 20))
+            world.root.send([_call(world, "CreateSnapshot", "ssa{sv}", str(src),
+                                   str(d / f"snap{attempt}"), {})])
+            time.sleep(0.05)  # let the snapshot reach its kernel call
+            other = world.user.batch([_call(world, "ListSubvolumes", "a{sv}", {})])[0]
+            snap = world.root.receive()[0]
+            assert snap["ok"] and other["ok"], (snap, other)
+            if snap["done"] < other["sent"]:
+                continue  # the flush was over before the other call went out: more data
+            late = other["done"] - snap["done"]
+            assert late < 0, f"ListSubvolumes waited for the snapshot (answered {late:.3f} s after)"
+            return
+        pytest.fail("every snapshot finished within 50 ms; the check could not be made")
+    finally:  # give the space back: the image is shared by the whole session
+        for sub in [*d.glob("snap*"), src]:
+            assert world.fs_call(world.root, "DeleteSubvolume", "sa{sv}", str(sub), {})["ok"]

@@ -48,14 +48,18 @@ def test_resolve_missing(tmp_path: Path) -> None:
         assert not res.exists and res.name == "new"
 
 
-def test_proc_path_pins_the_checked_directory(tmp_path: Path) -> None:
+def test_open_parent_pins_the_checked_directory(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     with resolve(str(tmp_path / "d" / "x"), must_exist=False) as res:
         # swap the directory for a symlink after the check: the fd still names the old one
         os.rename(tmp_path / "d", tmp_path / "moved")
         os.symlink("/etc", tmp_path / "d")
-        Path(res.proc_path).write_text("here")
-    assert (tmp_path / "moved" / "x").read_text() == "here"
+        fd = os.open(res.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600,
+                     dir_fd=res.open_parent())
+        os.close(fd)
+        assert res.open_parent() == res.open_parent()  # one descriptor, reused
+    assert (tmp_path / "moved" / "x").exists()
+    assert not os.path.exists("/etc/x")
 
 
 def test_fds_are_closed(tmp_path: Path) -> None:
