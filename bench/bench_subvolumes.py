@@ -8,6 +8,7 @@ Absolute numbers drift between runs on shared machines; compare rows of the same
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixture
 from sandbox import TEST_ADMIN, Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_sandbox, is_root, pct, rss_kib, timed
+from common import bench_sandbox, is_root, pct, rss_kib, timed, wall
 
 CLIENT = Path(__file__).with_name("_client.py")
 
@@ -38,6 +39,7 @@ class Bench:
         shutil.copyfile(CLIENT, self.client)
         os.chmod(self.client, 0o644)
         self.rows: list[tuple[str, list[float]]] = []
+        self.stalls: list[tuple[str, float, float]] = []
 
     @staticmethod
     def fresh_dir(path: Path) -> Path:
@@ -143,6 +145,52 @@ class Bench:
             self.add(f"list {total} subvolumes, D-Bus ListSubvolumes",
                      self.dbus("list", reps))
 
+    def reader(self, seconds: float) -> subprocess.Popen[str]:
+        """A client calling GetFilesystems back to back for ``seconds``, once connected."""
+        proc = subprocess.Popen([sys.executable, str(self.client), "getfs_for", str(seconds),
+                                 self.fs_obj], env=self.sb.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=self.sb.workdir)
+        assert proc.stderr is not None
+        proc.stderr.readline()  # "ready"
+        return proc
+
+    @staticmethod
+    def collect(proc: subprocess.Popen[str]) -> list[float]:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(err)
+        return json.loads(out)  # type: ignore[no-any-return]
+
+    def run_stall(self, rounds: int = 3, mib: int = 256) -> None:
+        """Read calls from another client while a snapshot flushes ``mib`` MiB of dirty
+        data: through btrfsd, and while a separate process does the same snapshot with
+        raw btrfsutil (the kernel's own share of the delay)."""
+        src = self.mnt / "flushed"
+        btrfsutil.create_subvolume(str(src))
+        d = self.dir("stall")
+        self.add("read call (GetFilesystems), idle", self.collect(self.reader(1.0)))
+        dirty = os.urandom(1 << 20)
+        results: dict[str, list[float]] = {}
+        walls: dict[str, list[float]] = {}
+        for r in range(rounds):
+            for how in ("D-Bus", "raw btrfsutil"):
+                with open(src / "big", "wb") as f:
+                    for _ in range(mib):
+                        f.write(dirty)
+                reader = self.reader(2.0)
+                time.sleep(0.2)
+                if how == "D-Bus":
+                    wall_s = self.dbus("snapshot", 1, str(src),
+                                       str(self.fresh_dir(d / f"dbus{r}")))[0]
+                else:  # in this process: its GIL does not hold up the reader
+                    wall_s = wall(functools.partial(btrfsutil.create_snapshot, str(src),
+                                                    str(d / f"raw{r}"), read_only=True))
+                walls.setdefault(how, []).append(wall_s)
+                results.setdefault(how, []).extend(self.collect(reader))
+        for how, samples in results.items():
+            self.add(f"read call while a {how} snapshot flushes {mib} MiB", samples)
+            self.stalls.append((how, max(samples), sorted(walls[how])[len(walls[how]) // 2]))
+
     def table(self, rss: dict[str, int]) -> str:
         width = max(len(n) for n, _ in self.rows)
         lines = [f"{'measurement':<{width}}  {'n':>5}  {'p50 ms':>8}  {'p99 ms':>8}",
@@ -150,6 +198,9 @@ class Bench:
         for name, s in self.rows:
             lines.append(f"{name:<{width}}  {len(s):>5}  {pct(s, 50):>8.2f}  {pct(s, 99):>8.2f}")
         lines.append("")
+        for how, worst, wall_s in self.stalls:
+            lines.append(f"longest read call while a {how} snapshot flushed: "
+                         f"{worst * 1000:.1f} ms (the snapshot took {wall_s * 1000:.0f} ms)")
         for k, v in rss.items():
             lines.append(f"btrfsd RSS {k}: {v / 1024:.1f} MiB")
         return "\n".join(lines)
@@ -159,6 +210,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--list-sizes", default="1000,10000")
+    ap.add_argument("--stall", action=argparse.BooleanOptionalAction, default=True,
+                    help="read calls while a snapshot flushes dirty data")
     args = ap.parse_args()
     if not is_root():
         return 2
@@ -170,6 +223,8 @@ def main() -> int:
         b = Bench(sb, args.n)
         rss = {"idle": rss_kib(pid)}
         try:
+            if args.stall:
+                b.run_stall()
             b.run_create_and_snapshot()
             b.run_list([int(x) for x in args.list_sizes.split(",")])
         except Exception:
