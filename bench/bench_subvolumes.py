@@ -203,7 +203,36 @@ class Bench:
                          f"{worst * 1000:.1f} ms (the snapshot took {wall_s * 1000:.0f} ms)")
         for k, v in rss.items():
             lines.append(f"btrfsd RSS {k}: {v / 1024:.1f} MiB")
+        lines.extend(self.targets())
         return "\n".join(lines)
+
+    def p50(self, prefix: str) -> float | None:
+        found = [pct(s, 50) for n, s in self.rows if n.startswith(prefix)]
+        return found[-1] if found else None
+
+    def targets(self) -> list[str]:
+        """Issue 2's targets, judged on this run's own rows."""
+        out = [""]
+        raw = self.p50("snapshot create (ro), raw btrfsutil")
+        for who, polkit_row in (("root", "polkit CheckAuthorization, root"),
+                                ("non-root", "polkit CheckAuthorization, non-root")):
+            dbus = self.p50(f"snapshot create (ro), D-Bus {who}")
+            polkit = self.p50(polkit_row)
+            if raw is None or dbus is None or polkit is None:
+                continue
+            limit = raw + polkit + 1.0
+            out.append(f"target: snapshot p50 over D-Bus ({who}) <= raw + polkit + 1 ms: "
+                       f"{dbus:.2f} vs {limit:.2f} -> "
+                       f"{'met' if dbus <= limit else f'over by {dbus - limit:.2f} ms'}")
+        lists = [n for n, _ in self.rows if n.endswith("D-Bus ListSubvolumes")]
+        for name in lists:
+            size = name.split()[1]
+            cli = self.p50(f"list {size} subvolumes, btrfs subvolume list")
+            dbus = self.p50(name)
+            if cli and dbus:
+                out.append(f"target: list {size} over D-Bus within 2x the CLI: "
+                           f"{dbus / cli:.2f}x -> {'met' if dbus <= 2 * cli else 'not met'}")
+        return out
 
 
 def main() -> int:
