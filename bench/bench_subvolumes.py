@@ -227,6 +227,8 @@ class Bench:
         lists = [n for n, _ in self.rows if n.endswith("D-Bus ListSubvolumes")]
         for name in lists:
             size = name.split()[1]
+            if int(size) < 10_000:
+                continue  # the issue sets this target for 10,000 snapshots
             cli = self.p50(f"list {size} subvolumes, btrfs subvolume list")
             dbus = self.p50(name)
             if cli and dbus:
