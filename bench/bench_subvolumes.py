@@ -39,7 +39,7 @@ class Bench:
         shutil.copyfile(CLIENT, self.client)
         os.chmod(self.client, 0o644)
         self.rows: list[tuple[str, list[float]]] = []
-        self.stalls: list[tuple[str, float, float]] = []
+        self.stalls: list[tuple[str, float, float]] = []  # how, longest call, wall (ms)
 
     @staticmethod
     def fresh_dir(path: Path) -> Path:
@@ -57,13 +57,23 @@ class Bench:
     def dbus_on(self, fs_obj: str, kind: str, n: int, *args: str,
                 user: str | None = None) -> list[float]:
         """Per-call seconds of n calls of ``kind`` from a separate client process."""
+        return self.collect(self.spawn(fs_obj, kind, str(n), *args, user=user))
+
+    def spawn(self, fs_obj: str, kind: str, n: str, *args: str,
+              user: str | None = None) -> subprocess.Popen[str]:
+        """Start the timing client (see _client.py); ``collect`` gets its samples."""
         prefix = self.sb.as_user(user) if user else []
-        out = subprocess.run([*prefix, sys.executable, str(self.client), kind, str(n),
-                              fs_obj, *args], env=self.sb.env, capture_output=True,
-                             text=True, cwd=self.sb.workdir)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr)
-        return json.loads(out.stdout)  # type: ignore[no-any-return]
+        return subprocess.Popen([*prefix, sys.executable, str(self.client), kind, n, fs_obj,
+                                 *args], env=self.sb.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=self.sb.workdir)
+
+    @staticmethod
+    def collect(proc: subprocess.Popen[str]) -> list[float]:
+        """Wait for a timing client; its per-call seconds. Raises RuntimeError if it failed."""
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(err)
+        return json.loads(out)  # type: ignore[no-any-return]
 
     def add(self, name: str, samples: list[float]) -> None:
         self.rows.append((name, samples))
@@ -147,19 +157,10 @@ class Bench:
 
     def reader(self, seconds: float) -> subprocess.Popen[str]:
         """A client calling GetFilesystems back to back for ``seconds``, once connected."""
-        proc = subprocess.Popen([sys.executable, str(self.client), "getfs_for", str(seconds),
-                                 self.fs_obj], env=self.sb.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=self.sb.workdir)
+        proc = self.spawn(self.fs_obj, "getfs_for", str(seconds))
         assert proc.stderr is not None
         proc.stderr.readline()  # "ready"
         return proc
-
-    @staticmethod
-    def collect(proc: subprocess.Popen[str]) -> list[float]:
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(err)
-        return json.loads(out)  # type: ignore[no-any-return]
 
     def run_stall(self, rounds: int = 3, mib: int = 256) -> None:
         """Read calls from another client while a snapshot flushes ``mib`` MiB of dirty
@@ -189,7 +190,7 @@ class Bench:
                 results.setdefault(how, []).extend(self.collect(reader))
         for how, samples in results.items():
             self.add(f"read call while a {how} snapshot flushes {mib} MiB", samples)
-            self.stalls.append((how, max(samples), sorted(walls[how])[len(walls[how]) // 2]))
+            self.stalls.append((how, pct(samples, 100), pct(walls[how], 50)))
 
     def table(self, rss: dict[str, int]) -> str:
         width = max(len(n) for n, _ in self.rows)
@@ -198,9 +199,9 @@ class Bench:
         for name, s in self.rows:
             lines.append(f"{name:<{width}}  {len(s):>5}  {pct(s, 50):>8.2f}  {pct(s, 99):>8.2f}")
         lines.append("")
-        for how, worst, wall_s in self.stalls:
+        for how, worst, wall_ms in self.stalls:
             lines.append(f"longest read call while a {how} snapshot flushed: "
-                         f"{worst * 1000:.1f} ms (the snapshot took {wall_s * 1000:.0f} ms)")
+                         f"{worst:.1f} ms (the snapshot took {wall_ms:.0f} ms)")
         for k, v in rss.items():
             lines.append(f"btrfsd RSS {k}: {v / 1024:.1f} MiB")
         lines.extend(self.targets())
