@@ -36,6 +36,14 @@ def V(sig: str, value: Any) -> dict[str, Any]:
     return {"$v": [sig, value]}
 
 
+def request(path: str, iface: str, member: str, sig: str = "", body: list[Any] | None = None,
+            interactive: bool = False, dest: str = "org.btrfsd1",
+            timed: bool = False) -> dict[str, Any]:
+    """One call in the caller worker's JSON form (see caller_worker.py)."""
+    return {"path": path, "iface": iface, "member": member, "sig": sig, "body": body or [],
+            "interactive": interactive, "dest": dest, "timed": timed}
+
+
 class Caller:
     """A long-lived D-Bus client process running as one user."""
 
@@ -73,8 +81,7 @@ class Caller:
 
     def call(self, path: str, iface: str, member: str, sig: str = "", body: list[Any] | None = None,
              interactive: bool = False, dest: str = "org.btrfsd1") -> dict[str, Any]:
-        return self.batch([{"path": path, "iface": iface, "member": member, "sig": sig,
-                            "body": body or [], "interactive": interactive, "dest": dest}])[0]
+        return self.batch([request(path, iface, member, sig, body, interactive, dest)])[0]
 
     def subscribe(self, rule: str) -> None:
         """Start collecting signals matching a D-Bus match rule."""
@@ -119,6 +126,11 @@ class World:
     def fs_call(self, caller: Caller, member: str, sig: str, *body: Any,
                 fs: LoopFs | None = None, interactive: bool = False) -> dict[str, Any]:
         return caller.call(self.fs_path(fs), FS_IFACE, member, sig, list(body), interactive)
+
+    def fs_request(self, member: str, sig: str, *body: Any, timed: bool = False
+                   ) -> dict[str, Any]:
+        """A Filesystem call on the test filesystem for Caller.send/batch."""
+        return request(self.fs_path(), FS_IFACE, member, sig, list(body), timed=timed)
 
     def manager_call(self, caller: Caller, member: str, sig: str, *body: Any) -> dict[str, Any]:
         return caller.call("/org/btrfsd1", MANAGER_IFACE, member, sig, list(body))

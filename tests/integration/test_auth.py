@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from conftest import (
     DENIED,
-    FS_IFACE,
     MANAGER_IFACE,
     Caller,
     V,
@@ -407,8 +406,8 @@ def test_concurrent_callers_get_their_own_decisions(world: World) -> None:
     n = 40
 
     def calls(prefix: str) -> list[dict[str, Any]]:
-        return [{"path": world.fs_path(), "iface": FS_IFACE, "member": "CreateSubvolume",
-                 "sig": "sa{sv}", "body": [str(d / f"{prefix}{i}"), {}]} for i in range(n)]
+        return [world.fs_request("CreateSubvolume", "sa{sv}", str(d / f"{prefix}{i}"), {})
+                for i in range(n)]
 
     world.user.send(calls("u"))
     world.root.send(calls("r"))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import FS_IFACE, V, World, btrfs, subvolume_rows
+from conftest import V, World, btrfs, subvolume_rows
 
 
 def _ro(p: Path) -> bool:
@@ -147,11 +146,6 @@ def test_list_matches_libbtrfsutil(world: World) -> None:
     assert ours == theirs
 
 
-def _call(world: World, member: str, sig: str, *body: object) -> dict[str, Any]:
-    return {"path": world.fs_path(), "iface": FS_IFACE, "member": member, "sig": sig,
-            "body": list(body), "timed": True}
-
-
 def test_other_callers_are_answered_while_a_snapshot_flushes(world: World) -> None:
     """A snapshot first flushes the source's dirty data (hundreds of ms here). That kernel
     call must not hold up the daemon: libbtrfsutil's Python binding keeps the GIL, which
@@ -165,10 +159,11 @@ def test_other_callers_are_answered_while_a_snapshot_flushes(world: World) -> No
             with open(src / "big", "wb") as f:  # dirty pages, no fsync: the snapshot flushes
                 for _ in range(mib):
                     f.write(os.urandom(1 << 20))
-            world.root.send([_call(world, "CreateSnapshot", "ssa{sv}", str(src),
-                                   str(d / f"snap{attempt}"), {})])
+            world.root.send([world.fs_request("CreateSnapshot", "ssa{sv}", str(src),
+                                              str(d / f"snap{attempt}"), {}, timed=True)])
             time.sleep(0.05)  # let the snapshot reach its kernel call
-            other = world.user.batch([_call(world, "ListSubvolumes", "a{sv}", {})])[0]
+            other = world.user.batch([world.fs_request("ListSubvolumes", "a{sv}", {},
+                                                       timed=True)])[0]
             snap = world.root.receive()[0]
             assert snap["ok"] and other["ok"], (snap, other)
             if snap["done"] < other["sent"]:
