@@ -62,16 +62,12 @@ def _call(fn: Callable[..., int], *args: object) -> None:
     raise OSError(code, os.strerror(code))
 
 
-def _name(name: str) -> bytes:
-    return os.fsencode(name)
-
-
 def create_subvolume(parent_fd: int, name: str) -> None:
     """Create an empty subvolume ``name`` in the directory open as ``parent_fd``.
 
     Raises OSError.
     """
-    _call(_lib.btrfs_util_create_subvolume_fd, parent_fd, _name(name), 0, None, None)
+    _call(_lib.btrfs_util_create_subvolume_fd, parent_fd, os.fsencode(name), 0, None, None)
 
 
 def create_snapshot(source_fd: int, parent_fd: int, name: str, *, read_only: bool = False,
@@ -82,7 +78,7 @@ def create_snapshot(source_fd: int, parent_fd: int, name: str, *, read_only: boo
     """
     flags = (CREATE_SNAPSHOT_READ_ONLY if read_only else 0) | (
         CREATE_SNAPSHOT_RECURSIVE if recursive else 0)
-    _call(_lib.btrfs_util_create_snapshot_fd2, source_fd, parent_fd, _name(name), flags,
+    _call(_lib.btrfs_util_create_snapshot_fd2, source_fd, parent_fd, os.fsencode(name), flags,
           None, None)
 
 
@@ -92,7 +88,7 @@ def delete_subvolume(parent_fd: int, name: str, *, recursive: bool = False) -> N
     Raises OSError.
     """
     flags = DELETE_SUBVOLUME_RECURSIVE if recursive else 0
-    _call(_lib.btrfs_util_delete_subvolume_fd, parent_fd, _name(name), flags)
+    _call(_lib.btrfs_util_delete_subvolume_fd, parent_fd, os.fsencode(name), flags)
 
 
 def set_read_only(fd: int, read_only: bool) -> None:
