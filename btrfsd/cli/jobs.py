@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from dbus_fast import Message, Variant
@@ -17,6 +18,7 @@ from ..units import format_bytes
 from . import argtypes, output
 from .client import CallError, Client
 from .errors import EXIT_FAILED, EXIT_OK, EXPLANATIONS
+from .output import Outcome
 
 ACTIVE = ("running", "paused")
 EXIT_CANCELLED = EXPLANATIONS["org.btrfsd1.Error.Cancelled"].exit_code
@@ -90,12 +92,36 @@ def _line(props: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-async def wait_for(watcher: JobWatcher, path: str, a: argparse.Namespace) -> int:
-    """Show a progress bar until the job ends; return the exit code for its result."""
-    a.watching = path
+@contextlib.contextmanager
+def watching() -> Iterator[None]:
+    """Around code that only watches jobs: on Ctrl-C, say that the jobs go on.
+
+    asyncio.run turns the first Ctrl-C into a cancellation of the main task, so the
+    interruption arrives here as CancelledError (re-raised; main() still exits 130).
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        output.err_console.print("\nStopped watching; the job keeps running "
+                                 "(cancel it with btrfsctl scrub|balance cancel PATH).")
+        raise
+
+
+async def wait_for(watcher: JobWatcher, path: str, as_json: bool) -> Outcome:
+    """Show a progress bar (unless ``as_json``) until the job ends; return the job's
+    properties with the exit code for its result. Raises CallError."""
+    with watching():
+        props = await _follow(watcher, path, show=not as_json)
+    success, message = watcher.completed.get(path, (props["Success"], props["Message"]))
+    if not as_json:
+        output.console.print(message or props["State"], markup=False, highlight=False)
+    return Outcome(_job_json(path, props), job_exit_code(props["State"], success))
+
+
+async def _follow(watcher: JobWatcher, path: str, show: bool) -> dict[str, Any]:
+    """Draw the progress bar until the job ends; return its final properties."""
     props = await watcher.current(path)
     label = f"{props['Operation']} {path.rsplit('/', 1)[-1]}"
-    show = not a.json
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                   TextColumn("{task.fields[line]}"), console=output.err_console,
                   disable=not show, transient=False) as bar:
@@ -106,12 +132,7 @@ async def wait_for(watcher: JobWatcher, path: str, a: argparse.Namespace) -> int
             props = {**props, **watcher.props.get(path, {})}
         props = await watcher.current(path)
         bar.update(task, completed=props.get("Progress", 0.0), line=_line(props))
-    a.watching = None
-    success, message = watcher.completed.get(path, (props["Success"], props["Message"]))
-    if show:
-        output.console.print(message or props["State"], markup=False, highlight=False)
-    a.result = _job_json(path, props)
-    return job_exit_code(props["State"], success)
+    return props
 
 
 def _job_json(path: str, props: dict[str, Any]) -> dict[str, Any]:
@@ -157,15 +178,15 @@ async def _fs(c: Client, path: str) -> str:
 async def start_job(c: Client, a: argparse.Namespace, member: str,
                  options: dict[str, Variant]) -> Any:
     """Call ``member`` (a Start... method returning a job) on the filesystem of a.path;
-    with a.wait follow the job to its end (a.exit_code from its result)."""
+    with a.wait follow the job to its end (the Outcome's exit code from its result).
+    Raises CallError."""
     fs = await _fs(c, a.path)
     watcher = JobWatcher(c)
     if a.wait:
         await watcher.start()
     (job,) = await c.filesystem(fs, member, "a{sv}", options)
     if a.wait:
-        a.exit_code = await wait_for(watcher, job, a)
-        return a.result
+        return await wait_for(watcher, job, a.json)
     if not a.json:
         output.console.print(f"Started {job} (follow it: btrfsctl jobs --follow)")
     return {"object_path": job}
@@ -254,10 +275,15 @@ async def jobs_list(c: Client, a: argparse.Namespace) -> Any:
         return jobs
     watcher = JobWatcher(c)
     await watcher.start()
-    a.watching = "all"
-    while True:  # until Ctrl-C
+    with watching():
+        await _follow_all(c, watcher, a.json)
+
+
+async def _follow_all(c: Client, watcher: JobWatcher, as_json: bool) -> None:
+    """Redraw the job table (or print one JSON array) on every change, until Ctrl-C."""
+    while True:
         jobs = await all_jobs(c)
-        if a.json:
+        if as_json:
             output.emit_json(jobs)
         else:
             output.console.clear()

@@ -14,8 +14,10 @@ from dbus_fast import Variant
 from ..constants import VERSION
 from . import jobs, output, quota, schedule
 from .client import CallError, Client
-from .errors import EXIT_OK, EXIT_USAGE, explain
+from .errors import EXIT_USAGE, explain
+from .output import Outcome
 
+# A handler returns its JSON-able data, or an Outcome when its exit code is not 0.
 Handler = Callable[[Client, argparse.Namespace], Awaitable[Any]]
 
 
@@ -216,9 +218,10 @@ async def _run(args: argparse.Namespace) -> int:
         output.err_console.print(f"btrfsctl: {ex.sentence}: {e.text}", markup=False,
                                  highlight=False)
         return ex.exit_code
+    outcome = data if isinstance(data, Outcome) else Outcome(data)
     if args.json:
-        output.emit_json(data)
-    return getattr(args, "exit_code", EXIT_OK)
+        output.emit_json(outcome.data)
+    return outcome.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,10 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json = False
     try:
         return asyncio.run(_run(args))
-    except KeyboardInterrupt:
-        if getattr(args, "watching", None):
-            output.err_console.print("\nStopped watching; the job keeps running "
-                                     "(cancel it with btrfsctl scrub|balance cancel PATH).")
+    except KeyboardInterrupt:  # commands that watch a job have said it keeps running
         return 130
     except SystemExit as e:  # argparse inside handlers
         return int(e.code or EXIT_USAGE)

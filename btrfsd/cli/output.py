@@ -5,16 +5,27 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from ..units import format_bytes
+from .errors import EXIT_OK
 
 SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_uuid",
                     "generation", "ctime", "otime", "read_only", "is_snapshot",
                     "referenced", "exclusive", "max_referenced", "max_exclusive")
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler returns when its exit code is not 0: the JSON-able ``data`` and the
+    ``exit_code`` (a handler with nothing special to say returns its data alone)."""
+
+    data: Any
+    exit_code: int = EXIT_OK
+
 
 # Piped output must not be folded at 80 columns: scripts grep for UUIDs and paths.
 console = Console(width=None if sys.stdout.isatty() else 250)

@@ -10,6 +10,8 @@ from dbus_fast import Variant
 
 from . import argtypes, output
 from .client import CallError, Client
+from .errors import EXIT_FAILED
+from .output import Outcome
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -90,9 +92,8 @@ async def schedule_run(c: Client, a: argparse.Namespace) -> Any:
     r = Client.plain(r)
     if not a.json:
         _print_result(r)
-    if r["failed"]:
-        a.exit_code = 1
-    return r
+    # A failed delete is reported and retried next time, but scripts must notice it.
+    return Outcome(r, EXIT_FAILED) if r["failed"] else r
 
 
 async def cleanup(c: Client, a: argparse.Namespace) -> Any:
@@ -103,9 +104,8 @@ async def cleanup(c: Client, a: argparse.Namespace) -> Any:
         _print_result(r, dry_run=a.dry_run)
         if not r["deleted"] and not r["failed"]:
             output.console.print("Nothing to delete.")
-    if r["failed"]:
-        a.exit_code = 1
-    return r
+    # A failed delete is reported and retried next time, but scripts must notice it.
+    return Outcome(r, EXIT_FAILED) if r["failed"] else r
 
 
 async def schedule_explain(c: Client, a: argparse.Namespace) -> Any:
