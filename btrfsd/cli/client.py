@@ -13,6 +13,15 @@ from dbus_fast.aio import MessageBus
 from ..constants import BUS_NAME, FILESYSTEM_IFACE, MANAGER_IFACE, ROOT_PATH
 
 
+def absolute(path: str) -> str:
+    """``path`` made absolute against the working directory, lexically only.
+
+    Symlinks are left alone on purpose: the daemon walks the path itself and refuses
+    them, and resolving them here would hide that refusal.
+    """
+    return os.path.abspath(path)
+
+
 class CallError(Exception):
     """A call failed; ``name`` is the D-Bus error name, ``text`` the daemon's message."""
 
@@ -88,10 +97,11 @@ class Client:
                          *args: Any) -> list[Any]:
         return await self.call(fs_path, FILESYSTEM_IFACE, member, signature, list(args))
 
-    async def resolve(self, path: str) -> tuple[str, str]:
-        """Return (filesystem object path, subvolume path) for an absolute path."""
-        fs_path, subvol = await self.manager("ResolvePath", "sa{sv}", path, {})
-        return fs_path, subvol
+    async def filesystem_of(self, path: str) -> str:
+        """Object path of the filesystem holding ``path`` (absolute, or relative to the
+        working directory). Raises CallError (NotFound, NotBtrfs, ...) from ResolvePath."""
+        fs_path, _subvolume = await self.manager("ResolvePath", "sa{sv}", absolute(path), {})
+        return str(fs_path)
 
     async def properties(self, path: str, interface: str) -> dict[str, Any]:
         (props,) = await self.call(path, "org.freedesktop.DBus.Properties", "GetAll", "s",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -170,17 +169,12 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
 
 
 # -- handlers ---------------------------------------------------------------------------
-async def _fs(c: Client, path: str) -> str:
-    fs_path, _ = await c.resolve(os.path.abspath(path))
-    return fs_path
-
-
 async def start_job(c: Client, a: argparse.Namespace, member: str,
                  options: dict[str, Variant]) -> Any:
     """Call ``member`` (a Start... method returning a job) on the filesystem of a.path;
     with a.wait follow the job to its end (the Outcome's exit code from its result).
     Raises CallError."""
-    fs = await _fs(c, a.path)
+    fs = await c.filesystem_of(a.path)
     watcher = JobWatcher(c)
     if a.wait:
         await watcher.start()
@@ -213,7 +207,7 @@ async def balance_start(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def _status(c: Client, a: argparse.Namespace, operation: str) -> Any:
-    fs = await _fs(c, a.path)
+    fs = await c.filesystem_of(a.path)
     running = [j for j in await all_jobs(c) if j["Filesystem"] == fs
                and j["Operation"] == operation and j["State"] in ACTIVE]
     (last,) = await c.filesystem(fs, "GetLastResults", "a{sv}", {})
@@ -243,7 +237,7 @@ async def balance_status(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def _control(c: Client, a: argparse.Namespace, operation: str, member: str) -> Any:
-    job = await _active_job(c, await _fs(c, a.path), operation)
+    job = await _active_job(c, await c.filesystem_of(a.path), operation)
     await c.call(job["object_path"], JOB_IFACE, member, "a{sv}", [{}])
     if not a.json:
         verb = {"Cancel": "Cancel requested for", "Pause": "Paused", "Resume": "Resumed"}[member]

@@ -13,22 +13,12 @@ from dbus_fast import Variant
 
 from ..constants import VERSION
 from . import jobs, output, quota, schedule
-from .client import CallError, Client
+from .client import CallError, Client, absolute
 from .errors import EXIT_USAGE, explain
 from .output import Outcome
 
 # A handler returns its JSON-able data, or an Outcome when its exit code is not 0.
 Handler = Callable[[Client, argparse.Namespace], Awaitable[Any]]
-
-
-def _abs(path: str) -> str:
-    # Lexical only: the daemon walks the path itself and refuses symlinks.
-    return os.path.abspath(path)
-
-
-async def _fs_of(c: Client, path: str) -> str:
-    fs_path, _ = await c.resolve(_abs(path))
-    return fs_path
 
 
 # -- handlers: each returns JSON-able data and prints the human form itself -------------
@@ -49,8 +39,8 @@ async def fs_list(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_create(c: Client, a: argparse.Namespace) -> Any:
-    path = _abs(a.path)
-    fs = await _fs_of(c, os.path.dirname(path))
+    path = absolute(a.path)
+    fs = await c.filesystem_of(os.path.dirname(path))
     (made,) = await c.filesystem(fs, "CreateSubvolume", "sa{sv}", path, {})
     if not a.json:
         output.console.print(f"Created subvolume {made}")
@@ -58,8 +48,8 @@ async def subvolume_create(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_delete(c: Client, a: argparse.Namespace) -> Any:
-    path = _abs(a.path)
-    fs = await _fs_of(c, path)
+    path = absolute(a.path)
+    fs = await c.filesystem_of(path)
     await c.filesystem(fs, "DeleteSubvolume", "sa{sv}", path,
                        {"recursive": Variant("b", a.recursive)})
     if not a.json:
@@ -68,7 +58,7 @@ async def subvolume_delete(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_list(c: Client, a: argparse.Namespace) -> Any:
-    fs = await _fs_of(c, a.path)
+    fs = await c.filesystem_of(a.path)
     (rows,) = await c.filesystem(fs, "ListSubvolumes", "a{sv}", {})
     items = output.subvolume_rows(rows)
     if not a.json:
@@ -77,8 +67,8 @@ async def subvolume_list(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_show(c: Client, a: argparse.Namespace) -> Any:
-    path = _abs(a.path)
-    fs = await _fs_of(c, path)
+    path = absolute(a.path)
+    fs = await c.filesystem_of(path)
     (info,) = await c.filesystem(fs, "GetSubvolume", "sa{sv}", path, {})
     data = {"mount_path": path, **Client.plain(info)}
     if not a.json:
@@ -87,8 +77,8 @@ async def subvolume_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_readonly(c: Client, a: argparse.Namespace) -> Any:
-    path = _abs(a.path)
-    fs = await _fs_of(c, path)
+    path = absolute(a.path)
+    fs = await c.filesystem_of(path)
     value = a.state == "on"
     await c.filesystem(fs, "SetReadOnly", "sba{sv}", path, value, {})
     if not a.json:
@@ -97,8 +87,8 @@ async def subvolume_readonly(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_set_default(c: Client, a: argparse.Namespace) -> Any:
-    path = _abs(a.path)
-    fs = await _fs_of(c, path)
+    path = absolute(a.path)
+    fs = await c.filesystem_of(path)
     (sid,) = await c.filesystem(fs, "SetDefaultSubvolume", "sa{sv}", path, {})
     if not a.json:
         output.console.print(f"Default subvolume is now {path} (id {sid})")
@@ -106,7 +96,7 @@ async def subvolume_set_default(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_get_default(c: Client, a: argparse.Namespace) -> Any:
-    fs = await _fs_of(c, a.path)
+    fs = await c.filesystem_of(a.path)
     props = await c.properties(fs, "org.btrfsd1.Filesystem")
     sid = props["DefaultSubvolumeId"]
     if not a.json:
@@ -115,9 +105,9 @@ async def subvolume_get_default(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def snapshot_create(c: Client, a: argparse.Namespace) -> Any:
-    source = _abs(a.source)
-    fs = await _fs_of(c, source)
-    dest = _abs(a.dest) if a.dest else ""
+    source = absolute(a.source)
+    fs = await c.filesystem_of(source)
+    dest = absolute(a.dest) if a.dest else ""
     (made,) = await c.filesystem(fs, "CreateSnapshot", "ssa{sv}", source, dest, {
         "read_only": Variant("b", not a.writable), "recursive": Variant("b", a.recursive)})
     if not a.json:
@@ -127,8 +117,8 @@ async def snapshot_create(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def snapshot_list(c: Client, a: argparse.Namespace) -> Any:
-    source = _abs(a.source)
-    fs = await _fs_of(c, source)
+    source = absolute(a.source)
+    fs = await c.filesystem_of(source)
     (rows,) = await c.filesystem(fs, "ListSubvolumes", "a{sv}",
                                  {"snapshots_of": Variant("s", source)})
     items = output.subvolume_rows(rows)

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from typing import Any
 
 from dbus_fast import Message, Variant
 
 from ..constants import FILESYSTEM_IFACE
 from . import argtypes, output
-from .client import Client
+from .client import Client, absolute
 from .jobs import start_job
 
 QGROUP_FIELDS = ("qgroupid", "path", "referenced", "exclusive", "max_referenced",
                  "max_exclusive")
-
-
-async def _fs(c: Client, path: str) -> str:
-    fs_path, _ = await c.resolve(os.path.abspath(path))
-    return fs_path
 
 
 def qgroup_name(qid: int) -> str:
@@ -28,7 +22,7 @@ def qgroup_name(qid: int) -> str:
 
 
 async def quota_enable(c: Client, a: argparse.Namespace) -> Any:
-    fs = await _fs(c, a.path)
+    fs = await c.filesystem_of(a.path)
     (note,) = await c.filesystem(fs, "EnableQuota", "a{sv}", {
         "simple": Variant("b", a.simple), "force": Variant("b", a.force)})
     if not a.json:
@@ -39,7 +33,7 @@ async def quota_enable(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def quota_disable(c: Client, a: argparse.Namespace) -> Any:
-    await c.filesystem(await _fs(c, a.path), "DisableQuota", "a{sv}", {})
+    await c.filesystem(await c.filesystem_of(a.path), "DisableQuota", "a{sv}", {})
     if not a.json:
         output.console.print("Quotas are off; their limits are gone.")
     return {"mode": ""}
@@ -50,8 +44,8 @@ async def quota_rescan(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def quota_set(c: Client, a: argparse.Namespace) -> Any:
-    path = os.path.abspath(a.subvolume)
-    fs = await _fs(c, path)
+    path = absolute(a.subvolume)
+    fs = await c.filesystem_of(path)
     await c.filesystem(fs, "SetQuotaLimit", "stta{sv}", path, a.limit, a.exclusive, {})
     if not a.json:
         ref = output.fmt_bytes(a.limit) if a.limit else "none"
@@ -71,7 +65,7 @@ def _fullest(q: dict[str, Any]) -> str:
 
 
 async def quota_show(c: Client, a: argparse.Namespace) -> Any:
-    fs = await _fs(c, a.path)
+    fs = await c.filesystem_of(a.path)
     mode, inconsistent, rows = await c.filesystem(fs, "GetQuotaUsage", "a{sv}",
                                                   {"sync": Variant("b", a.sync)})
     items = [dict(zip(QGROUP_FIELDS, r, strict=True)) for r in rows]
@@ -95,7 +89,7 @@ async def quota_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def quota_watch(c: Client, a: argparse.Namespace) -> Any:
-    fs = await _fs(c, a.path)
+    fs = await c.filesystem_of(a.path)
     alerts: asyncio.Queue[list[Any]] = asyncio.Queue()
 
     def on_signal(msg: Message) -> None:

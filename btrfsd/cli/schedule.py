@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from dbus_fast import Variant
 
 from . import argtypes, output
-from .client import CallError, Client
+from .client import CallError, Client, absolute
 from .errors import EXIT_FAILED
 from .output import Outcome
 
@@ -24,7 +23,7 @@ def _fmt_duration(seconds: int) -> str:
 
 
 async def schedule_set(c: Client, a: argparse.Namespace) -> Any:
-    spec = {"subvolume": Variant("s", os.path.abspath(a.subvolume)),
+    spec = {"subvolume": Variant("s", absolute(a.subvolume)),
             "every": Variant("t", a.every), "keep_last": Variant("u", a.keep_last),
             "min_age": Variant("t", a.min_age), "timer": Variant("s", a.timer)}
     for p in PERIODS:
@@ -127,7 +126,7 @@ async def schedule_mark(c: Client, a: argparse.Namespace) -> Any:
         info["important"] = Variant("b", a.important)
     if a.description is not None:
         info["description"] = Variant("s", a.description)
-    path = os.path.abspath(a.path)
+    path = absolute(a.path)
     await c.manager("SetSnapshotInfo", "sa{sv}a{sv}", path, info, {})
     if not a.json:
         output.console.print(f"Updated {path}")
@@ -142,7 +141,7 @@ def _usages(text: str) -> list[int]:
 
 
 async def maintenance_set(c: Client, a: argparse.Namespace) -> Any:
-    fs, _ = await c.resolve(os.path.abspath(a.path))
+    fs = await c.filesystem_of(a.path)
     spec = {"scrub": Variant("s", a.scrub), "balance": Variant("s", a.balance),
             "data_usage": Variant("au", a.data_usage),
             "metadata_usage": Variant("au", a.metadata_usage)}
@@ -154,7 +153,7 @@ async def maintenance_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def maintenance_show(c: Client, a: argparse.Namespace) -> Any:
-    fs, _ = await c.resolve(os.path.abspath(a.path))
+    fs = await c.filesystem_of(a.path)
     (plan,) = await c.filesystem(fs, "GetMaintenance", "a{sv}", {})
     plan = Client.plain(plan)
     if not a.json:
@@ -166,7 +165,7 @@ async def maintenance_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def maintenance_remove(c: Client, a: argparse.Namespace) -> Any:
-    fs, _ = await c.resolve(os.path.abspath(a.path))
+    fs = await c.filesystem_of(a.path)
     await c.filesystem(fs, "RemoveMaintenance", "a{sv}", {})
     if not a.json:
         output.console.print("Periodic maintenance removed.")
