@@ -23,12 +23,30 @@ def absolute(path: str) -> str:
 
 
 class CallError(Exception):
-    """A call failed; ``name`` is the D-Bus error name, ``text`` the daemon's message."""
+    """A call failed.
 
-    def __init__(self, name: str, text: str) -> None:
+    ``name`` is the D-Bus error name and ``text`` the reply's sentence for a person.
+    ``details`` is the reply's optional second argument (a{sv}, unwrapped; ``{}`` when the
+    daemon sent none, as older daemons do): ``message``, the core's sentence without
+    front-end advice; ``hint``, a kind of advice each front end words itself; other keys
+    are facts (errors.advice words the hints for btrfsctl).
+    """
+
+    def __init__(self, name: str, text: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{name}: {text}")
         self.name = name
         self.text = text
+        self.details: dict[str, Any] = details or {}
+
+    @classmethod
+    def from_reply(cls, reply: Message) -> CallError:
+        """The error an ERROR reply stands for (body ``s`` or ``s a{sv}``). Raises nothing:
+        a missing or malformed part becomes "" or ``{}``."""
+        body = list(reply.body or [])
+        text = str(body[0]) if body else ""
+        details = _unwrap(body[1]) if len(body) > 1 else {}
+        return cls(reply.error_name or "unknown", text,
+                   details if isinstance(details, dict) else {})
 
 
 def _unwrap(value: Any) -> Any:
@@ -76,8 +94,7 @@ class Client:
         ))
         assert reply is not None
         if reply.message_type == MessageType.ERROR:
-            text = reply.body[0] if reply.body else ""
-            raise CallError(reply.error_name or "unknown", str(text))
+            raise CallError.from_reply(reply)
         return list(reply.body)
 
     async def subscribe(self, rule: str, handler: Callable[[Message], None]) -> None:
@@ -88,7 +105,7 @@ class Client:
             destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
             interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[rule]))
         if reply is not None and reply.message_type == MessageType.ERROR:
-            raise CallError(reply.error_name or "unknown", str(reply.body[0] if reply.body else ""))
+            raise CallError.from_reply(reply)
 
     async def manager(self, member: str, signature: str = "", *args: Any) -> list[Any]:
         return await self.call(ROOT_PATH, MANAGER_IFACE, member, signature, list(args))
