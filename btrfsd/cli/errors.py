@@ -1,10 +1,14 @@
-"""D-Bus error names -> a plain sentence and a distinct exit code (see docs/cli.md)."""
+"""D-Bus error names -> a plain sentence and a distinct exit code; the daemon's structured
+hints -> btrfsctl's own advice (see docs/cli.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..constants import ERROR_PREFIX
+from .client import CallError
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,81 @@ EXPLANATIONS: dict[str, Explained] = {
 def explain(error_name: str) -> Explained:
     """Return the sentence and exit code for a D-Bus error name (a generic one if unknown)."""
     return EXPLANATIONS.get(error_name, Explained(f"Error {error_name}", EXIT_FAILED))
+
+
+# -- hints: the daemon names the situation, btrfsctl words the advice -------------------
+# Keys of an error's details that are not facts (see CallError).
+_NOT_FACTS = ("message", "hint")
+# Operations that btrfsctl can cancel by filesystem path.
+_CANCELABLE = ("scrub", "balance")
+
+
+def _enable_quota(details: Mapping[str, Any]) -> str:
+    return "Quotas must be on: enable them first with btrfsctl quota enable PATH."
+
+
+def _job_running(details: Mapping[str, Any]) -> str:
+    operation = details.get("operation")
+    if operation in _CANCELABLE:
+        return (f"Wait for it (btrfsctl jobs --follow) or cancel it "
+                f"(btrfsctl {operation} cancel PATH).")
+    return "Wait for it (btrfsctl jobs --follow)."
+
+
+def _other_filesystem(details: Mapping[str, Any]) -> str:
+    path = details.get("path")
+    where = path if isinstance(path, str) and path else "That path"
+    return f"{where} is on another filesystem; give a path on the filesystem you mean."
+
+
+def _list_schedules(details: Mapping[str, Any]) -> str:
+    return "btrfsctl schedule list shows the schedules."
+
+
+ADVICE: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "enable-quota": _enable_quota,
+    "job-running": _job_running,
+    "other-filesystem": _other_filesystem,
+    "list-schedules": _list_schedules,
+}
+
+
+def advice(details: Mapping[str, Any]) -> str | None:
+    """btrfsctl's one-sentence advice for ``details["hint"]``; None when there is no hint
+    or it is one this btrfsctl does not know. Raises nothing."""
+    hint = details.get("hint")
+    word = ADVICE.get(hint) if isinstance(hint, str) else None
+    return word(details) if word is not None else None
+
+
+def reason(error: CallError) -> str:
+    """What went wrong, as printed after the explanation. Raises nothing.
+
+    With structured details it is the core's message plus btrfsctl's advice; without them,
+    or with a hint this btrfsctl cannot word, it is the reply's full text, whose generic
+    advice is better than none.
+    """
+    message = error.details.get("message")
+    if not isinstance(message, str) or not message:
+        return error.text
+    tip = advice(error.details)
+    if tip is not None:
+        return f"{message} {tip}"
+    return error.text if "hint" in error.details else message
+
+
+def error_line(error: CallError) -> str:
+    """The one line btrfsctl prints on stderr for ``error``. Raises nothing."""
+    return f"btrfsctl: {explain(error.name).sentence}: {reason(error)}"
+
+
+def error_json(error: CallError) -> dict[str, Any]:
+    """The JSON object btrfsctl --json prints for ``error``: ``error`` (the D-Bus name),
+    ``message`` (the reply's full text), and when the daemon sent them ``hint`` and the
+    facts. Raises nothing."""
+    facts = {k: v for k, v in error.details.items() if k not in _NOT_FACTS}
+    data = {**facts, "error": error.name, "message": error.text}
+    hint = error.details.get("hint")
+    if isinstance(hint, str):
+        data["hint"] = hint
+    return data

@@ -14,7 +14,7 @@ from dbus_fast import Variant
 from ..constants import VERSION
 from . import jobs, output, quota, schedule
 from .client import CallError, Client, absolute
-from .errors import EXIT_USAGE, explain
+from .errors import EXIT_USAGE, error_json, error_line, explain
 from .output import Outcome
 
 # A handler returns its JSON-able data, or an Outcome when its exit code is not 0.
@@ -202,12 +202,10 @@ async def _run(args: argparse.Namespace) -> int:
         async with Client(interactive=False if args.no_ask else None) as c:
             data = await args.handler(c, args)
     except CallError as e:
-        ex = explain(e.name)
         if args.json:
-            output.emit_json({"error": e.name, "message": e.text})
-        output.err_console.print(f"btrfsctl: {ex.sentence}: {e.text}", markup=False,
-                                 highlight=False)
-        return ex.exit_code
+            output.emit_json(error_json(e))
+        output.err_console.print(error_line(e), markup=False, highlight=False)
+        return explain(e.name).exit_code
     outcome = data if isinstance(data, Outcome) else Outcome(data)
     if args.json:
         output.emit_json(outcome.data)
