@@ -50,3 +50,9 @@ DEFAULT_SNAPSHOT_DIR: Final = ".snapshots"
 SNAPSHOT_NAME_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 
 TOP_LEVEL_SUBVOLUME_ID: Final = 5
+
+ROOT_UID: Final = 0  # jobs btrfsd's own timer starts belong to root
+
+# The uid of work btrfsd did not start (StartedByUid of an adopted job): (uint32)-1, as
+# the kernel's "no uid".
+NO_UID: Final = 2**32 - 1

@@ -1,26 +1,55 @@
 """Errors the core raises; each maps to one D-Bus error name ``org.btrfsd1.Error.<name>``.
 
-The set of names is part of the public API and frozen by tests/unit/test_errors.py.
+The set of names is part of the public API and frozen by tests/unit/test_contracts.py.
+An error says what happened in words no front end owns; what a person can do about it
+travels as a structured ``Hint`` that each front end words in its own terms (a D-Bus
+method name, a btrfsctl command, a button).
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar
+
+FactValue = bool | int | str
+
+
+class HintKind(StrEnum):
+    """What a caller can do next; the names are public (the error details' "hint")."""
+
+    # quotas are off on the filesystem (facts: filesystem = UUID)
+    ENABLE_QUOTA = "enable-quota"
+    # a job holds the filesystem (facts: job_id, operation)
+    JOB_RUNNING = "job-running"
+    # the path is on another filesystem than the one asked (facts: filesystem, path)
+    OTHER_FILESYSTEM = "other-filesystem"
+    # no schedule by that name (facts: name)
+    LIST_SCHEDULES = "list-schedules"
+
+
+@dataclass(frozen=True)
+class Hint:
+    kind: HintKind
+    facts: Mapping[str, FactValue] = field(default_factory=dict)
 
 
 class BtrfsdError(Exception):
     """Base of every error btrfsd reports to a caller.
 
-    ``message`` is a full sentence meant for a person: what went wrong and, where
-    possible, what to do about it.
+    ``message`` is a full sentence meant for a person: what went wrong, in terms of
+    filesystems, paths and jobs (never of one front end). ``hint``, when given, names
+    what to do about it.
     """
 
     name: ClassVar[str] = "Failed"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, hint: Hint | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.hint = hint
 
 
 class NotFound(BtrfsdError):

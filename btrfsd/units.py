@@ -45,3 +45,23 @@ def parse_duration(text: str) -> int:
     if not m:
         raise ValueError(f"{text!r} is not a duration (examples: 15m, 1h, 2d, 1w)")
     return int(m.group(1)) * _SECONDS[m.group(2).lower()]
+
+
+# A qgroup id holds the level in its top 16 bits and the subvolume id below them.
+QGROUP_LEVEL_SHIFT = 48
+
+
+def qgroupid(level: int, subvolume_id: int) -> int:
+    """The id of a qgroup: level in the top 16 bits (0 for a subvolume's own qgroup)."""
+    return (level << QGROUP_LEVEL_SHIFT) | subvolume_id
+
+
+def split_qgroupid(qid: int) -> tuple[int, int]:
+    """(level, subvolume id) of a qgroup id."""
+    return qid >> QGROUP_LEVEL_SHIFT, qid & ((1 << QGROUP_LEVEL_SHIFT) - 1)
+
+
+def format_qgroupid(qid: int) -> str:
+    """A qgroup id as btrfs-progs writes it: level/id."""
+    level, sid = split_qgroupid(qid)
+    return f"{level}/{sid}"

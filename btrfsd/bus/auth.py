@@ -19,6 +19,7 @@ from dbus_fast.service import ServiceInterface
 from ..constants import ALL_ACTIONS, ERROR_PREFIX
 from ..errors import BtrfsdError
 from .context import current_message
+from .errors import to_dbus_error
 from .polkit import ACCESS_DENIED, INTERACTIVE_REQUIRED, Authority, Caller, PolkitUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,6 @@ def current_caller() -> Caller:
     if caller is None:
         raise RuntimeError("no authorized call in this context")
     return caller
-
-
-def to_dbus_error(err: BtrfsdError) -> DBusError:
-    """Translate a core error into its ``org.btrfsd1.Error.<name>`` D-Bus error."""
-    return DBusError(ERROR_PREFIX + err.name, err.message)
 
 
 async def authorize(authority: Authority, msg: Message,

@@ -2,7 +2,6 @@
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime
 # and a postponed "None" return would become a bogus signature.
-import asyncio
 from typing import Annotated, Any
 
 from dbus_fast import Variant
@@ -11,12 +10,17 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from ..constants import FILESYSTEM_IFACE, Action
+from ..core.balance_runner import OPERATION as BALANCE
+from ..core.balance_runner import BalanceParams
 from ..core.filesystems import Filesystem
-from ..core.schedules import parse_maintenance
-from ..core.services import Services
-from ..core.state import JobRecord
-from ..fs.balance import TypeFilter
-from ..fs.subvol import SubvolumeInfo
+from ..core.inventory import Listing
+from ..core.jobs import JobRecord
+from ..core.maintenance import parse_plan
+from ..core.rescan_runner import OPERATION as RESCAN
+from ..core.scrub_runner import OPERATION as SCRUB
+from ..core.scrub_runner import ScrubParams
+from ..core.service import Service
+from ..core.subvolumes import SubvolumeInfo
 from .auth import authorized, current_caller
 from .job import VariantDict
 from .options import (
@@ -31,6 +35,7 @@ from .options import (
     SnapshotOptions,
     parse_options,
 )
+from .paths import job_path
 from .polkit import Authority
 from .variants import to_vardict, usec
 
@@ -50,18 +55,19 @@ QuotaUsage = Annotated[tuple[str, bool, list[Any]], DBusSignature("sba(tstttt)")
 _NO_USAGE = (0, 0, 0, 0)
 
 
-def subvolume_columns(items: list[SubvolumeInfo],
-                      usage: dict[int, tuple[int, int, int, int]] | None = None
-                      ) -> list[list[Any]]:
-    """ListSubvolumes' reply: the fields of ``items`` as columns."""
-    if not items:
+def subvolume_columns(listing: Listing) -> list[list[Any]]:
+    """ListSubvolumes' reply: the fields of the listing as columns."""
+    if not listing.items:
         return [[] for _ in range(15)]
     ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = (
-        list(c) for c in zip(*items, strict=True))
-    quota = ([usage.get(i, _NO_USAGE) for i in ids] if usage
-             else [_NO_USAGE] * len(ids))
+        list(c) for c in zip(*listing.items, strict=True))
+    if listing.usage:
+        quota = [(q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
+                 if (q := listing.usage.get(i)) is not None else _NO_USAGE for i in ids]
+    else:
+        quota = [_NO_USAGE] * len(ids)
     return [ids, parents, paths, uuids, puuids, ruuids, gens,
-            [int(t * 1_000_000) for t in ctimes], [int(t * 1_000_000) for t in otimes],
+            [usec(t) for t in ctimes], [usec(t) for t in otimes],
             ro, [p != "" for p in puuids], *(list(c) for c in zip(*quota, strict=True))]
 
 
@@ -84,14 +90,11 @@ def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
 class FilesystemInterface(ServiceInterface):
     """Properties of one filesystem and the subvolume/snapshot methods on it."""
 
-    def __init__(self, authority: Authority, fs: Filesystem, services: Services) -> None:
+    def __init__(self, authority: Authority, fs: Filesystem, service: Service) -> None:
         super().__init__(FILESYSTEM_IFACE)
         self.authority = authority
         self.fs = fs
-        self._services = services
-        self._subvolumes = services.subvolumes
-        self._jobs = services.jobs
-        self._quotas = services.quotas
+        self._service = service
         self._last: dict[str, Any] = self.snapshot_properties()
 
     # -- properties (read-level data only: a Get carries no caller to authorize) --------
@@ -159,21 +162,15 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.READ)
     async def list_subvolumes(self, options: OptionsArg) -> SubvolumeColumns:
         opts = parse_options(ListOptions, options)
-        items = await self._subvolumes.list(self.fs, snapshots_of=opts.snapshots_of)
-        if not self.fs.quota_enabled:
-            return subvolume_columns(items)
-        # sysfs only: report() would list every subvolume a second time for paths
-        usage = {sid: (q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
-                 for sid, q in (await self._quotas.usage_by_subvolume(self.fs)).items()}
-        return subvolume_columns(items, usage)
+        listing = await self._service.inventory.list(self.fs, snapshots_of=opts.snapshots_of)
+        return subvolume_columns(listing)
 
     @dbus_method(name="GetSubvolume")
     @authorized(Action.READ)
     async def get_subvolume(self, path: DBusStr, options: OptionsArg) -> VariantDict:
         parse_options(NoOptions, options)
-        info = await self._subvolumes.info(self.fs, path)
+        info, q = await self._service.inventory.get(self.fs, path)
         result = subvolume_dict(info)
-        q = await asyncio.to_thread(self._quotas.usage_of, self.fs, info.id)
         if q is not None:
             result.update({"referenced": Variant("t", q.referenced),
                            "exclusive": Variant("t", q.exclusive),
@@ -185,13 +182,13 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.SUBVOLUME_CREATE)
     async def create_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusStr:
         parse_options(NoOptions, options)
-        return await self._subvolumes.create(self.fs, path)
+        return await self._service.subvolumes.create(self.fs, path)
 
     @dbus_method(name="DeleteSubvolume")
     @authorized(Action.SUBVOLUME_DELETE)
     async def delete_subvolume(self, path: DBusStr, options: OptionsArg) -> None:
         opts = parse_options(DeleteOptions, options)
-        await self._subvolumes.delete(self.fs, path, recursive=opts.recursive)
+        await self._service.subvolumes.delete(self.fs, path, recursive=opts.recursive)
 
     @dbus_method(name="CreateSnapshot")
     @authorized(Action.SNAPSHOT_CREATE)
@@ -199,7 +196,7 @@ class FilesystemInterface(ServiceInterface):
         self, source: DBusStr, destination: DBusStr, options: OptionsArg
     ) -> DBusStr:
         opts = parse_options(SnapshotOptions, options)
-        return await self._subvolumes.snapshot(
+        return await self._service.subvolumes.snapshot(
             self.fs, source, destination, read_only=opts.read_only, recursive=opts.recursive
         )
 
@@ -207,13 +204,13 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.SUBVOLUME_MODIFY)
     async def set_read_only(self, path: DBusStr, read_only: DBusBool, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        await self._subvolumes.set_read_only(self.fs, path, read_only)
+        await self._service.subvolumes.set_read_only(self.fs, path, read_only)
 
     @dbus_method(name="SetDefaultSubvolume")
     @authorized(Action.SUBVOLUME_MODIFY)
     async def set_default_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusUInt64:
         parse_options(NoOptions, options)
-        sid = await self._subvolumes.set_default(self.fs, path)
+        sid = await self._service.subvolumes.set_default(self.fs, path)
         self.emit_changes()
         return sid
 
@@ -221,24 +218,19 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.MAINTENANCE)
     async def start_scrub(self, options: OptionsArg) -> DBusObjectPath:
         opts = parse_options(ScrubOptions, options)
-        job = await self._jobs.start_scrub(self.fs, current_caller().uid,
-                                           readonly=opts.readonly, limit=opts.limit)
-        return job.path
+        job = await self._service.jobs.start(self.fs, current_caller().uid, SCRUB,
+                                             ScrubParams(opts.readonly, opts.limit))
+        return job_path(job.id)
 
     @dbus_method(name="StartBalance")
     @authorized(Action.MAINTENANCE)
     async def start_balance(self, options: OptionsArg) -> DBusObjectPath:
         opts = parse_options(BalanceOptions, options)
-        data = meta = None
-        if opts.full:
-            data = meta = TypeFilter(limit=opts.limit)
-        if opts.data_usage is not None:
-            data = TypeFilter(usage=opts.data_usage, limit=opts.limit)
-        if opts.metadata_usage is not None:
-            meta = TypeFilter(usage=opts.metadata_usage, limit=opts.limit)
-        job = await self._jobs.start_balance(self.fs, current_caller().uid, data=data,
-                                             metadata=meta)
-        return job.path
+        params = BalanceParams.filtered(data_usage=opts.data_usage,
+                                        metadata_usage=opts.metadata_usage, limit=opts.limit,
+                                        full=opts.full)
+        job = await self._service.jobs.start(self.fs, current_caller().uid, BALANCE, params)
+        return job_path(job.id)
 
     # -- quotas -------------------------------------------------------------------------
     @dbus_signal(name="QuotaWarning")
@@ -250,7 +242,7 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.QUOTA_MANAGE)
     async def enable_quota(self, options: OptionsArg) -> DBusStr:
         opts = parse_options(EnableQuotaOptions, options)
-        note = await self._quotas.enable(self.fs, simple=opts.simple, force=opts.force)
+        note = await self._service.quotas.enable(self.fs, simple=opts.simple, force=opts.force)
         self.emit_changes()
         return note
 
@@ -258,28 +250,29 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.QUOTA_MANAGE)
     async def disable_quota(self, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        await self._quotas.disable(self.fs)
+        await self._service.quotas.disable(self.fs)
         self.emit_changes()
 
     @dbus_method(name="RescanQuota")
     @authorized(Action.QUOTA_MANAGE)
     async def rescan_quota(self, options: OptionsArg) -> DBusObjectPath:
         parse_options(NoOptions, options)
-        job = await self._jobs.start_quota_rescan(self.fs, current_caller().uid)
-        return job.path
+        job = await self._service.jobs.start(self.fs, current_caller().uid, RESCAN)
+        return job_path(job.id)
 
     @dbus_method(name="SetQuotaLimit")
     @authorized(Action.QUOTA_MANAGE)
     async def set_quota_limit(self, path: DBusStr, referenced: DBusUInt64,
                               exclusive: DBusUInt64, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        await self._quotas.set_limit(self.fs, path, referenced=referenced, exclusive=exclusive)
+        await self._service.quotas.set_limit(self.fs, path, referenced=referenced,
+                                             exclusive=exclusive)
 
     @dbus_method(name="GetQuotaUsage")
     @authorized(Action.READ)
     async def get_quota_usage(self, options: OptionsArg) -> QuotaUsage:
         opts = parse_options(QuotaUsageOptions, options)
-        r = await self._quotas.report(self.fs, sync=opts.sync)
+        r = await self._service.quotas.report(self.fs, sync=opts.sync)
         return (r.mode, r.inconsistent,  # type: ignore[return-value]
                 [[q.qgroupid, path, q.referenced, q.exclusive, q.max_referenced,
                   q.max_exclusive] for q, path in r.qgroups])
@@ -289,14 +282,14 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.SCHEDULE_MANAGE)
     async def set_maintenance(self, spec: OptionsArg, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        plan = parse_maintenance(self.fs.uuid, {k: v.value for k, v in spec.items()})
-        await self._services.schedules.set_maintenance(plan)
+        plan = parse_plan(self.fs.uuid, {k: v.value for k, v in spec.items()})
+        await self._service.maintenance.set(plan)
 
     @dbus_method(name="GetMaintenance")
     @authorized(Action.READ)
     async def get_maintenance(self, options: OptionsArg) -> VariantDict:
         parse_options(NoOptions, options)
-        plan = self._services.schedules.file.maintenance.get(self.fs.uuid)
+        plan = self._service.maintenance.get(self.fs.uuid)
         if plan is None:
             return {}
         return {"scrub": Variant("s", plan.scrub), "balance": Variant("s", plan.balance),
@@ -307,16 +300,17 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.SCHEDULE_MANAGE)
     async def remove_maintenance(self, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        await self._services.schedules.remove_maintenance(self.fs.uuid)
+        await self._service.maintenance.remove(self.fs.uuid)
 
     @dbus_method(name="GetLastResults")
     @authorized(Action.READ)
     async def get_last_results(self, options: OptionsArg) -> ResultsDict:
         parse_options(NoOptions, options)
-        return {op: result_dict(rec) for op, rec in self._jobs.last_results(self.fs.uuid).items()}
+        return {op: job_result_dict(rec)
+                for op, rec in self._service.jobs.last_results(self.fs.uuid).items()}
 
 
-def result_dict(rec: JobRecord) -> dict[str, Variant]:
+def job_result_dict(rec: JobRecord) -> dict[str, Variant]:
     """A finished job's record as a{sv} (times in µs since the epoch)."""
     return {
         "job_id": Variant("t", rec.id),

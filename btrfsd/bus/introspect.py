@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 from dbus_fast.service import ServiceInterface
 
 from ..core.filesystems import Filesystem
-from ..core.jobs import Job, Operation
-from ..core.services import Services
+from ..core.jobs import Job
+from ..core.service import Service
 from .filesystem import FilesystemInterface
 from .job import JobInterface
 from .manager import ManagerInterface
@@ -23,17 +24,18 @@ HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection
           ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
 
 
-# Interfaces only need the services when called; introspection never calls them.
-NO_SERVICES = Services(None, None, None, None, None, None)  # type: ignore[arg-type]
+# Interfaces only need the service when called; introspection never calls them.
+NO_SERVICE = cast(Service, None)
 
 
 def interfaces() -> list[ServiceInterface]:
     """One instance of each exported interface, built without a bus or filesystems."""
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
+    job = Job(id=0, operation="scrub", filesystem=fs.uuid, started_by_uid=0)
     return [
-        ManagerInterface(None, NO_SERVICES),  # type: ignore[arg-type]
-        FilesystemInterface(None, fs, NO_SERVICES),  # type: ignore[arg-type]
-        JobInterface(None, Job(0, Operation.SCRUB, fs.uuid, 0), None),  # type: ignore[arg-type]
+        ManagerInterface(None, NO_SERVICE),  # type: ignore[arg-type]
+        FilesystemInterface(None, fs, NO_SERVICE),  # type: ignore[arg-type]
+        JobInterface(None, job, None),  # type: ignore[arg-type]
     ]
 
 

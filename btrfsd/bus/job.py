@@ -1,4 +1,5 @@
-"""org.btrfsd1.Job: one object per scrub or balance under /org/btrfsd1/jobs/<n>."""
+"""org.btrfsd1.Job: one object per job (scrub, balance, quota rescan, ...) under
+/org/btrfsd1/jobs/<n>."""
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime.
 from typing import Annotated, Any
@@ -52,15 +53,11 @@ class JobInterface(ServiceInterface):
         self.authority = authority
         self.job = job
         self._jobs = jobs
-        job.on_change.append(self._changed)
-        job.on_end.append(self._ended)
+        job.listen(self._changed, self._ended)
 
     def detach(self) -> None:
         """Stop following the job (its object is being removed)."""
-        if self._changed in self.job.on_change:
-            self.job.on_change.remove(self._changed)
-        if self._ended in self.job.on_end:
-            self.job.on_end.remove(self._ended)
+        self.job.unlisten(self._changed, self._ended)
 
     @property
     def owner_uid(self) -> int:
@@ -93,7 +90,7 @@ class JobInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ, name="Filesystem")
     def filesystem(self) -> DBusObjectPath:
-        return filesystem_path(self.job.fs_uuid)
+        return filesystem_path(self.job.filesystem)
 
     @dbus_property(access=PropertyAccess.READ, name="State")
     def state(self) -> DBusStr:

@@ -2,7 +2,6 @@
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime
 # and a postponed "None" return would become a bogus signature.
-import asyncio
 from typing import Annotated, Any
 
 from dbus_fast import Variant
@@ -12,7 +11,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from ..constants import MANAGER_IFACE, VERSION, Action
 from ..core.schedules import RunResult, Schedule, parse_schedule
-from ..core.services import Services
+from ..core.service import Service
 from .auth import authorized
 from .options import (
     CleanupOptions,
@@ -22,8 +21,9 @@ from .options import (
     SnapshotInfo,
     parse_options,
 )
-from .paths import filesystem_path
+from .paths import filesystem_path, job_path
 from .polkit import Authority
+from .variants import usec
 
 VariantDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 ScheduleDicts = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
@@ -40,7 +40,7 @@ def schedule_dict(s: Schedule) -> dict[str, Variant]:
             "min_age": Variant("t", s.min_age), "timer": Variant("s", s.timer)}
 
 
-def result_dict(r: RunResult) -> dict[str, Variant]:
+def run_result_dict(r: RunResult) -> dict[str, Variant]:
     return {"snapshot": Variant("s", r.snapshot), "deleted": Variant("as", r.deleted),
             "failed": Variant("a(ss)", [list(f) for f in r.failed])}
 
@@ -48,13 +48,10 @@ def result_dict(r: RunResult) -> dict[str, Variant]:
 class ManagerInterface(ServiceInterface):
     """Entry point: version, the filesystem objects, and path resolution."""
 
-    def __init__(self, authority: Authority, services: Services) -> None:
+    def __init__(self, authority: Authority, service: Service) -> None:
         super().__init__(MANAGER_IFACE)
         self.authority = authority
-        self._registry = services.registry
-        self._subvolumes = services.subvolumes
-        self._jobs = services.jobs
-        self._schedules = services.schedules
+        self._service = service
 
     @dbus_property(access=PropertyAccess.READ, name="Version")
     def version(self) -> DBusStr:
@@ -66,13 +63,13 @@ class ManagerInterface(ServiceInterface):
         self, options: OptionsArg
     ) -> Annotated[list[str], DBusSignature("ao")]:
         parse_options(NoOptions, options)
-        return [filesystem_path(fs.uuid) for fs in self._registry.all()]
+        return [filesystem_path(fs.uuid) for fs in self._service.registry.all()]
 
     @dbus_method(name="GetJobs")
     @authorized(Action.READ)
     async def get_jobs(self, options: OptionsArg) -> Annotated[list[str], DBusSignature("ao")]:
         parse_options(NoOptions, options)
-        return [job.path for job in self._jobs.jobs()]
+        return [job_path(job.id) for job in self._service.jobs.jobs()]
 
     @dbus_method(name="ResolvePath")
     @authorized(Action.READ)
@@ -80,7 +77,7 @@ class ManagerInterface(ServiceInterface):
         self, path: DBusStr, options: OptionsArg
     ) -> Annotated[tuple[str, str], DBusSignature("os")]:
         parse_options(NoOptions, options)
-        fs, subvolume = await asyncio.to_thread(self._subvolumes.resolve_filesystem, path)
+        fs, subvolume = await self._service.subvolumes.resolve(path)
         return [filesystem_path(fs.uuid), subvolume]  # type: ignore[return-value]
 
     # -- schedules ------------------------------------------------------------------------
@@ -89,39 +86,39 @@ class ManagerInterface(ServiceInterface):
     async def set_schedule(self, name: DBusStr, spec: OptionsArg, options: OptionsArg) -> None:
         opts = parse_options(SetScheduleOptions, options)
         schedule = parse_schedule(name, {k: v.value for k, v in spec.items()})
-        await self._schedules.set(schedule, replace=opts.replace)
+        await self._service.schedules.set(schedule, replace=opts.replace)
 
     @dbus_method(name="RemoveSchedule")
     @authorized(Action.SCHEDULE_MANAGE)
     async def remove_schedule(self, name: DBusStr, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        await self._schedules.remove(name)
+        await self._service.schedules.remove(name)
 
     @dbus_method(name="GetSchedules")
     @authorized(Action.READ)
     async def get_schedules(self, options: OptionsArg) -> ScheduleDicts:
         parse_options(NoOptions, options)
-        return {s.name: schedule_dict(s) for s in self._schedules.all()}
+        return {s.name: schedule_dict(s) for s in self._service.schedules.all()}
 
     @dbus_method(name="RunSchedule")
     @authorized(Action.SCHEDULE_MANAGE)
     async def run_schedule(self, name: DBusStr, options: OptionsArg) -> VariantDict:
         parse_options(NoOptions, options)
-        return result_dict(await self._schedules.run(name))
+        return run_result_dict(await self._service.schedules.run(name))
 
     @dbus_method(name="CleanupSchedule")
     @authorized(Action.SCHEDULE_MANAGE)
     async def cleanup_schedule(self, name: DBusStr, options: OptionsArg) -> VariantDict:
         opts = parse_options(CleanupOptions, options)
-        return result_dict(await self._schedules.cleanup(name, dry_run=opts.dry_run))
+        return run_result_dict(await self._service.schedules.cleanup(name, dry_run=opts.dry_run))
 
     @dbus_method(name="ExplainSchedule")
     @authorized(Action.READ)
     async def explain_schedule(self, name: DBusStr, options: OptionsArg) -> Explanation:
         parse_options(NoOptions, options)
-        return [[p.path, p.uuid, int(p.record.created * 1_000_000), p.record.important,
+        return [[p.path, p.uuid, usec(p.record.created), p.record.important,
                  p.decision.keep, ",".join(p.decision.reasons), p.record.description]
-                for p in await self._schedules.plan(name)]
+                for p in await self._service.schedules.plan(name)]
 
     @dbus_method(name="SetSnapshotInfo")
     @authorized(Action.SCHEDULE_MANAGE)
@@ -129,6 +126,5 @@ class ManagerInterface(ServiceInterface):
                                 options: OptionsArg) -> None:
         parse_options(NoOptions, options)
         marks = parse_options(SnapshotInfo, info)
-        fs, _ = await asyncio.to_thread(self._subvolumes.resolve_filesystem, path)
-        await self._schedules.set_snapshot_info(fs, path, important=marks.important,
-                                                description=marks.description)
+        await self._service.schedules.set_snapshot_info(path, important=marks.important,
+                                                        description=marks.description)

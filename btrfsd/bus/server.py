@@ -14,24 +14,16 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from ..config import Settings
 from ..constants import BUS_NAME, ROOT_PATH
-from ..core.fast_delete import FastDelete
-from ..core.filesystems import Filesystem, Registry
-from ..core.jobmanager import JobManager
+from ..core.filesystems import Filesystem
 from ..core.jobs import Job
-from ..core.maintenance import MaintenanceRunner
-from ..core.quota_alerts import QuotaAlert, QuotaWatcher
-from ..core.quotas import Quotas
-from ..core.schedules import Schedules
-from ..core.services import Services
-from ..core.subvolumes import Subvolumes
-from ..core.threads import in_background
-from ..core.timer import ScheduleTimer
+from ..core.quota_alerts import QuotaAlert
+from ..core.service import Service
 from .auth import check_interface
 from .context import CallerAwareBus
 from .filesystem import FilesystemInterface
 from .job import JobInterface
 from .manager import ManagerInterface
-from .paths import filesystem_path
+from .paths import filesystem_path, job_path
 from .polkit import Authority
 
 log = logging.getLogger(__name__)
@@ -42,33 +34,17 @@ class NameTaken(Exception):
 
 
 class Server:
-    """Owns the bus connection and keeps exported objects in line with the registry."""
+    """The D-Bus front end: owns the bus connection and keeps exported objects in line
+    with the core's filesystems and jobs."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bus = CallerAwareBus(bus_type=BusType.SYSTEM)
-        self.registry = Registry()
-        self.subvolumes = Subvolumes(self.registry)
+        self.service = Service(settings)
         self.authority = Authority(self.bus)
-        self.jobs = JobManager(self.registry, settings.state_dir,
-                               retention=settings.job_retention,
-                               poll_interval=settings.job_poll_interval)
-        self.quotas = Quotas(self.subvolumes)
-        self.services = Services(self.registry, self.subvolumes, self.jobs, self.quotas,
-                                 FastDelete(self.jobs, enabled=settings.quota_fast_delete),
-                                 Schedules(self.subvolumes, settings.config_dir,
-                                           settings.state_dir))
-        # every delete (a caller's or a schedule cleanup's) takes the fast path with full
-        # qgroups
-        self.subvolumes.delete_hooks.append(self.services.fast_delete)
-        self.timer = ScheduleTimer(self.services.schedules, MaintenanceRunner(
-            self.registry, self.jobs, self.services.schedules))
-        self.watcher = QuotaWatcher(self.registry, self.quotas, settings.quota_alerts,
-                                    settings.state_dir, self._on_quota_alert)
         self._fs_objects: dict[str, FilesystemInterface] = {}
         self._job_objects: dict[int, JobInterface] = {}
         self._stop = asyncio.Event()
-        self._serving = False
 
     def _export(self, path: str, interface: ServiceInterface) -> None:
         check_interface(interface)  # fail closed: no method without a polkit action
@@ -79,12 +55,9 @@ class Server:
             if self._fs_objects.pop(fs.uuid, None) is not None:
                 self.bus.unexport(filesystem_path(fs.uuid))
         for fs in added:
-            iface = FilesystemInterface(self.authority, fs, self.services)
+            iface = FilesystemInterface(self.authority, fs, self.service)
             self._fs_objects[fs.uuid] = iface
             self._export(filesystem_path(fs.uuid), iface)
-            if self._serving:
-                # a newly mounted filesystem may already be scrubbing or balancing
-                in_background(self.jobs.detect(fs))
         for iface in self._fs_objects.values():
             iface.emit_changes()
 
@@ -95,15 +68,15 @@ class Server:
                                 alert.level)
 
     def _on_job_added(self, job: Job) -> None:
-        iface = JobInterface(self.authority, job, self.jobs)
+        iface = JobInterface(self.authority, job, self.service.jobs)
         self._job_objects[job.id] = iface
-        self._export(job.path, iface)
+        self._export(job_path(job.id), iface)
 
     def _on_job_removed(self, job: Job) -> None:
         iface = self._job_objects.pop(job.id, None)
         if iface is not None:
             iface.detach()
-            self.bus.unexport(job.path)
+            self.bus.unexport(job_path(job.id))
 
     async def _acquire_name(self) -> None:
         async for attempt in AsyncRetrying(
@@ -117,16 +90,6 @@ class Server:
                 if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
                     raise NameTaken(f"{BUS_NAME} is owned by another process ({reply.name})")
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.refresh_interval)
-            try:
-                await self.registry.rescan()
-                # scrubs/balances started by other tools show up as jobs
-                await self.jobs.detect_all()
-            except Exception:  # keep serving; the next pass may succeed
-                log.exception("periodic refresh failed")
-
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or the bus goes away.
 
@@ -136,28 +99,20 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await self.bus.connect()
-        self._export(ROOT_PATH, ManagerInterface(self.authority, self.services))
-        self.registry.add_listener(self._on_filesystems_changed)
-        self.jobs.add_listeners(self._on_job_added, self._on_job_removed)
-        await self.registry.rescan()
-        await self.jobs.start()
-        await self.services.schedules.load()
-        self._serving = True
-        self.registry.start_watching(loop)
+        self._export(ROOT_PATH, ManagerInterface(self.authority, self.service))
+        # listeners before the core opens: the filesystems and jobs it finds get objects
+        self.service.registry.add_listener(self._on_filesystems_changed)
+        self.service.jobs.add_listeners(self._on_job_added, self._on_job_removed)
+        self.service.add_quota_alert_listener(self._on_quota_alert)
+        await self.service.open()
         await self._acquire_name()
-        log.info("serving name=%s filesystems=%d", BUS_NAME, len(self.registry.all()))
-        refresher = loop.create_task(self._refresh_loop())
-        watcher = loop.create_task(self.watcher.run())
-        await self.timer.start()
+        log.info("serving name=%s filesystems=%d", BUS_NAME,
+                 len(self.service.registry.all()))
+        await self.service.run_background()
         disconnected = loop.create_task(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         stop = loop.create_task(self._stop.wait())
         await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
-        refresher.cancel()
-        watcher.cancel()
-        await self.timer.shutdown()
-        self.registry.stop_watching(loop)
-        await self.services.fast_delete.shutdown()
-        await self.jobs.shutdown()
+        await self.service.close()
         if disconnected.done():
             log.error("lost the bus connection; exiting")
         else:

@@ -9,16 +9,13 @@ from typing import Any
 from dbus_fast import Message, Variant
 
 from ..constants import FILESYSTEM_IFACE
+from ..units import format_qgroupid
 from . import argtypes, output
 from .client import Client, absolute
 from .jobs import start_job
 
 QGROUP_FIELDS = ("qgroupid", "path", "referenced", "exclusive", "max_referenced",
                  "max_exclusive")
-
-
-def qgroup_name(qid: int) -> str:
-    return f"{qid >> 48}/{qid & (2**48 - 1)}"
 
 
 async def quota_enable(c: Client, a: argparse.Namespace) -> Any:
@@ -79,7 +76,7 @@ async def quota_show(c: Client, a: argparse.Namespace) -> Any:
             output.table(f"Quotas ({'simple' if mode == 'squota' else 'full'})",
                          ["Qgroup", "Subvolume", "Referenced", "Exclusive", "Ref. limit",
                           "Excl. limit", "Used"], [
-                [qgroup_name(q["qgroupid"]), q["path"] or "-",
+                [format_qgroupid(q["qgroupid"]), q["path"] or "-",
                  output.fmt_bytes(q["referenced"]), output.fmt_bytes(q["exclusive"]),
                  output.fmt_bytes(q["max_referenced"]) if q["max_referenced"] else "none",
                  output.fmt_bytes(q["max_exclusive"]) if q["max_exclusive"] else "none",
@@ -106,7 +103,7 @@ async def quota_watch(c: Client, a: argparse.Namespace) -> Any:
             output.emit_json({"path": path, "qgroupid": qid, "used": used, "limit": limit,
                               "level": level})
         else:
-            output.console.print(f"{level.upper()}: {path or qgroup_name(qid)} uses "
+            output.console.print(f"{level.upper()}: {path or format_qgroupid(qid)} uses "
                                  f"{output.fmt_bytes(used)} of {output.fmt_bytes(limit)} "
                                  f"({_pct(used, limit)})", markup=False, highlight=False)
 

@@ -15,12 +15,14 @@ import contextlib
 import logging
 import os
 
+from ..constants import ROOT_UID
 from ..errors import AlreadyRunning, BtrfsdError
 from ..fs import quota as kquota
 from ..fs import subvol
 from .filesystems import Filesystem, open_mount
 from .jobmanager import JobManager
 from .jobs import JobState
+from .rescan_runner import OPERATION as RESCAN
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class FastDelete:
                 await asyncio.sleep(POLL)
             while kquota.inconsistent(fs.uuid) and kquota.quota_mode(fs.uuid) == "qgroup":
                 try:
-                    job = await self.jobs.start_quota_rescan(fs, 0)
+                    job = await self.jobs.start(fs, ROOT_UID, RESCAN)
                 except AlreadyRunning:
                     await asyncio.sleep(POLL * 5)  # a scrub or balance first; try again
                     continue
@@ -88,7 +90,8 @@ class FastDelete:
                     await asyncio.sleep(POLL)
                 break
         except (BtrfsdError, OSError) as e:
-            log.warning("after deletes on fs=%s: %s (run btrfsctl quota rescan)", fs.uuid, e)
+            log.warning("after deletes on fs=%s: %s (usage stays inconsistent until a quota "
+                        "rescan)", fs.uuid, e)
         finally:
             self._followers.pop(fs.uuid, None)
             saved = self._saved.pop(fs.uuid, None)

@@ -9,7 +9,8 @@ import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import BtrfsdError, InvalidArgument, NotBtrfs, NotFound, from_errno
+from .. import constants
+from ..errors import BtrfsdError, Hint, HintKind, InvalidArgument, NotBtrfs, NotFound, from_errno
 from ..fs import mounts as fs_mounts
 from ..fs import subvol, sysfs
 from ..fs.ioctl import fs_info
@@ -36,7 +37,7 @@ class Filesystem:
     label: str = ""
     devices: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
-    default_subvolume_id: int = 5
+    default_subvolume_id: int = constants.TOP_LEVEL_SUBVOLUME_ID
     quota_mode: str = ""  # 'qgroup' (full), 'squota' (simple), '' off
 
     @property
@@ -205,9 +206,8 @@ class Registry:
         """Raise InvalidArgument unless the path with ``fsid`` belongs to ``fs``."""
         if fsid != fs.uuid:
             raise InvalidArgument(
-                f"{path} is on filesystem {fsid}, not on {fs.uuid}; call that filesystem's "
-                "object (Manager.ResolvePath finds it)."
-            )
+                f"{path} is on filesystem {fsid}, not on {fs.uuid}.",
+                hint=Hint(HintKind.OTHER_FILESYSTEM, {"filesystem": fsid, "path": path}))
 
 
 def _scan_and_refresh() -> dict[str, Filesystem]:

@@ -1,5 +1,9 @@
-"""All jobs of the daemon: starting, one per filesystem, control, retention, persistence,
-and what happened to jobs of a previous run."""
+"""All jobs of the daemon: ids, one job per filesystem, control, retention, persistence,
+work found in the kernel, and what happened to jobs of a previous run.
+
+The manager knows no kind of job: each kind (core/jobkind.py) is registered by the
+composition root and brings its runner, its kernel lookup and its crash clean-up.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +12,25 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AlreadyRunning, BtrfsdError, InvalidArgument, NotFound
-from ..fs import balance as kbalance
-from ..fs import scrub as kscrub
-from ..fs import sysfs
-from .balance_runner import BalanceRunner
+from ..constants import NO_UID
+from ..errors import AlreadyRunning, BtrfsdError, Hint, HintKind, InvalidArgument, NotFound
 from .filesystems import Filesystem, Registry, open_mount
-from .jobs import UNKNOWN_UID, Job, JobState, Operation, Runner
-from .rescan_runner import RescanRunner
-from .scrub_runner import ScrubRunner
-from .state import JobRecord, PersistedState, StateStore
+from .jobkind import Adoption, JobKind, Runner
+from .jobs import Job, JobRecord, JobState
+from .state import PersistedState, StateStore
 from .threads import in_background
 
 log = logging.getLogger(__name__)
 
 JobListener = Callable[[Job], None]
+Found = tuple[JobKind, Adoption]
 
 
-@dataclass(frozen=True)
-class KernelActivity:
-    """A scrub or balance the kernel runs (or holds paused) on a filesystem."""
-
-    operation: Operation
-    balance: kbalance.BalanceStatus | None = None
-
-
-def kernel_activity(fs: Filesystem) -> KernelActivity | None:
-    """What scrub/balance the kernel has on ``fs`` (blocking). Raises BtrfsdError."""
-    fd = open_mount(fs)
-    try:
-        st = kbalance.balance_progress(fd)
-        if st is not None:
-            return KernelActivity(Operation.BALANCE, st)
-        for devid in sysfs.device_ids(fs.uuid) or [1]:
-            if kscrub.scrub_progress(fd, devid) is not None:
-                return KernelActivity(Operation.SCRUB)
-        return None
-    except OSError as e:
-        log.debug("cannot read scrub/balance state of %s: %s", fs.uuid, e)
-        return None
-    finally:
-        os.close(fd)
+def job_running_hint(job: JobRecord) -> Hint:
+    """The hint for "this job is in the way": front ends offer to wait or cancel."""
+    return Hint(HintKind.JOB_RUNNING, {"job_id": job.id, "operation": job.operation})
 
 
 class JobManager:
@@ -63,6 +42,7 @@ class JobManager:
         self.store = StateStore(state_dir)
         self.retention = retention
         self.poll_interval = poll_interval
+        self._kinds: dict[str, JobKind] = {}
         self._state = PersistedState()
         self._jobs: dict[int, Job] = {}
         self._runners: dict[int, Runner] = {}
@@ -72,7 +52,13 @@ class JobManager:
         self._removed: list[JobListener] = []
         self._expiry: dict[int, asyncio.TimerHandle] = {}
 
-    # -- listeners and lookup -----------------------------------------------------------
+    # -- kinds, listeners and lookup -------------------------------------------------------
+    def register(self, kind: JobKind) -> None:
+        """Make a kind of job startable. Raises ValueError for a name already taken."""
+        if kind.operation in self._kinds:
+            raise ValueError(f"job kind {kind.operation!r} is registered twice")
+        self._kinds[kind.operation] = kind
+
     def add_listeners(self, added: JobListener, removed: JobListener) -> None:
         """Hear about jobs appearing (before they change) and being forgotten."""
         self._added.append(added)
@@ -90,7 +76,7 @@ class JobManager:
                            f"{int(self.retention)} s).") from None
 
     def last_results(self, fs_uuid: str) -> dict[str, JobRecord]:
-        """The last finished (or interrupted) job of each operation on a filesystem."""
+        """The last finished (or interrupted) job of each kind on a filesystem."""
         return dict(self._state.last.get(fs_uuid, {}))
 
     # -- persistence --------------------------------------------------------------------
@@ -110,16 +96,15 @@ class JobManager:
             listener(job)
 
     def _launch(self, job: Job, runner: Runner) -> None:
-        self._active[job.fs_uuid] = job
+        self._active[job.filesystem] = job
         self._runners[job.id] = runner
-        job.on_change.append(self._on_change)
-        job.on_end.append(self._on_end)
+        job.listen(self._on_change, self._on_end)
         self._announce(job)
         self._state.running[job.id] = job.record()
         self._save_soon()
         self._tasks[job.id] = asyncio.get_running_loop().create_task(self._drive(job, runner))
         log.info("job started id=%d op=%s fs=%s uid=%d external=%s", job.id, job.operation,
-                 job.fs_uuid, job.started_by_uid, job.external)
+                 job.filesystem, job.started_by_uid, job.external)
 
     async def _drive(self, job: Job, runner: Runner) -> None:
         try:
@@ -132,25 +117,27 @@ class JobManager:
         except Exception:
             log.exception("job %d failed with an internal error", job.id)
             if job.active:
-                msg = "Internal error; the btrfsd log (journalctl -u btrfsd) has the details."
+                msg = "Internal error; the btrfsd log has the details."
                 job.finish(JobState.FAILED, msg, error=msg)
         finally:
             self._tasks.pop(job.id, None)
 
     def _on_change(self, job: Job, changed: set[str]) -> None:
-        if "state" in changed and job.active:
-            log.info("job %s id=%d op=%s", job.state, job.id, job.operation)
+        # the state file must know a paused job, and what to put back after a crash
+        if job.active and ("state" in changed or "undo" in changed):
+            if "state" in changed:
+                log.info("job %s id=%d op=%s", job.state, job.id, job.operation)
             self._state.running[job.id] = job.record()
             self._save_soon()
 
     def _on_end(self, job: Job) -> None:
         log.info("job ended id=%d op=%s fs=%s state=%s success=%s: %s", job.id, job.operation,
-                 job.fs_uuid, job.state, job.success, job.message)
-        if self._active.get(job.fs_uuid) is job:
-            del self._active[job.fs_uuid]
+                 job.filesystem, job.state, job.success, job.message)
+        if self._active.get(job.filesystem) is job:
+            del self._active[job.filesystem]
         self._runners.pop(job.id, None)
         self._state.running.pop(job.id, None)
-        self._state.last.setdefault(job.fs_uuid, {})[str(job.operation)] = job.record()
+        self._state.last.setdefault(job.filesystem, {})[job.operation] = job.record()
         self._save_soon()
         self._expire_later(job)
 
@@ -166,12 +153,18 @@ class JobManager:
                 listener(job)
 
     # -- starting -----------------------------------------------------------------------
+    def _kind(self, operation: str) -> JobKind:
+        try:
+            return self._kinds[operation]
+        except KeyError:
+            raise InvalidArgument(f"There is no kind of job called {operation!r}.") from None
+
     def _check_free(self, fs: Filesystem) -> None:
         cur = self._active.get(fs.uuid)
         if cur is not None:
             raise AlreadyRunning(
-                f"A {cur.describe()} is already on {fs.primary_mount.mount_point}; only one "
-                "scrub or balance per filesystem runs at a time. Wait for it or cancel it.")
+                f"A {cur.describe()} is already on {fs.primary_mount.mount_point}; one job "
+                "at a time runs on a filesystem.", hint=job_running_hint(cur))
 
     async def _settle_external(self, fs: Filesystem) -> None:
         """An adopted outside operation may have just ended while its watcher has not
@@ -182,20 +175,49 @@ class JobManager:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), self.poll_interval + 0.5)
 
-    async def _start(self, fs: Filesystem, uid: int, operation: Operation,
-                     runner: Runner) -> Job:
+    def _find(self, fs: Filesystem) -> Found | None:
+        """The first kind whose work the kernel runs on ``fs`` (blocking)."""
+        try:
+            fd = open_mount(fs)
+        except BtrfsdError as e:
+            log.debug("cannot look for kernel work on %s: %s", fs.uuid, e)
+            return None
+        try:
+            for kind in self._kinds.values():
+                try:
+                    adoption = kind.find(fs, fd)
+                except OSError as e:
+                    log.debug("cannot read %s state of %s: %s", kind.operation, fs.uuid, e)
+                    continue
+                if adoption is not None:
+                    return kind, adoption
+            return None
+        finally:
+            os.close(fd)
+
+    async def start(self, fs: Filesystem, uid: int, operation: str,
+                    params: object = None) -> Job:
+        """Start a job of the kind ``operation`` with that kind's parameters.
+
+        Raises AlreadyRunning (a job, ours or found in the kernel, holds ``fs``),
+        InvalidArgument (unknown kind, bad parameters) or what the kind's prepare raises.
+        """
+        kind = self._kind(operation)
+        runner = kind.runner(fs, params)
         await self._settle_external(fs)
         self._check_free(fs)
-        job = Job(id=self._new_id(), operation=operation, fs_uuid=fs.uuid, started_by_uid=uid)
+        job = Job(id=self._new_id(), operation=operation, filesystem=fs.uuid,
+                  started_by_uid=uid)
         self._active[fs.uuid] = job  # claim before the first await: no double start
         try:
-            found = await asyncio.to_thread(kernel_activity, fs)
+            found = await asyncio.to_thread(self._find, fs)
             if found is not None:
                 del self._active[fs.uuid]
-                other = self._adopt(fs, found)
+                other = self._adopt(fs, *found)
                 raise AlreadyRunning(
-                    f"A {found.operation} started outside btrfsd is running on "
-                    f"{fs.primary_mount.mount_point}; it is now shown as {other.describe()}.")
+                    f"A {other.operation} started outside btrfsd is running on "
+                    f"{fs.primary_mount.mount_point}; it is now followed as "
+                    f"{other.describe()}.", hint=job_running_hint(other))
             await runner.prepare(job)
         except BaseException:
             if self._active.get(fs.uuid) is job:
@@ -203,29 +225,6 @@ class JobManager:
             raise
         self._launch(job, runner)
         return job
-
-    async def start_scrub(self, fs: Filesystem, uid: int, *, readonly: bool,
-                          limit: int) -> Job:
-        """Start a scrub of every device of ``fs``.
-
-        Raises AlreadyRunning, InvalidArgument (speed limit unsupported), Failed.
-        """
-        runner = ScrubRunner(fs, readonly=readonly, limit=limit,
-                             poll_interval=self.poll_interval)
-        return await self._start(fs, uid, Operation.SCRUB, runner)
-
-    async def start_balance(self, fs: Filesystem, uid: int, *,
-                            data: kbalance.TypeFilter | None,
-                            metadata: kbalance.TypeFilter | None) -> Job:
-        """Start a balance of the chosen chunk types. Raises AlreadyRunning, Failed."""
-        runner = BalanceRunner(fs, data, metadata, poll_interval=self.poll_interval)
-        return await self._start(fs, uid, Operation.BALANCE, runner)
-
-    async def start_quota_rescan(self, fs: Filesystem, uid: int) -> Job:
-        """Start a quota rescan. Raises AlreadyRunning, InvalidArgument (quotas off or
-        simple)."""
-        runner = RescanRunner(fs, poll_interval=self.poll_interval)
-        return await self._start(fs, uid, Operation.QUOTA_RESCAN, runner)
 
     # -- control ------------------------------------------------------------------------
     def _runner(self, job: Job) -> Runner:
@@ -244,77 +243,73 @@ class JobManager:
         await self._runner(job).resume(job)
 
     async def cancel(self, job: Job) -> None:
-        """Cancel a running or paused job. Raises InvalidArgument when it has ended."""
+        """Cancel a running or paused job. Raises InvalidArgument when it has ended or
+        its kind cannot be cancelled."""
         await self._runner(job).cancel(job)
 
-    # -- kernel operations btrfsd did not start -------------------------------------------
-    def _adopt(self, fs: Filesystem, found: KernelActivity, record: JobRecord | None = None,
-               ) -> Job:
-        job = Job(id=record.id if record else self._new_id(), operation=found.operation,
-                  fs_uuid=fs.uuid, started_by_uid=record.started_by_uid if record else
-                  UNKNOWN_UID, external=record is None)
-        if record is not None:
-            job.start_time = record.start_time
-            job.details = dict(record.details)
-        runner: Runner
-        if found.operation is Operation.BALANCE:
-            runner = BalanceRunner(fs, None, None, poll_interval=self.poll_interval,
-                                   adopt=found.balance)
-            if found.balance is not None and not found.balance.running:
-                job.state = JobState.PAUSED
+    # -- kernel work btrfsd did not start -----------------------------------------------
+    def _adopt(self, fs: Filesystem, kind: JobKind, adoption: Adoption,
+               record: JobRecord | None = None) -> Job:
+        """Follow kernel work as a job: a new one (started by another tool), or with
+        ``record`` the job of a previous run that the kernel still holds."""
+        state = JobState.PAUSED if adoption.paused else JobState.RUNNING
+        if record is None:
+            job = Job(id=self._new_id(), operation=kind.operation, filesystem=fs.uuid,
+                      started_by_uid=NO_UID, external=True, state=state)
         else:
-            runner = ScrubRunner(fs, poll_interval=self.poll_interval, external=True)
-        self._launch(job, runner)
+            job = Job(id=record.id, operation=kind.operation, filesystem=fs.uuid,
+                      started_by_uid=record.started_by_uid, start_time=record.start_time,
+                      details=dict(record.details), state=state)
+        self._launch(job, adoption.runner)
         return job
 
     async def detect(self, fs: Filesystem) -> None:
-        """Adopt a scrub or balance running on ``fs`` that no job of ours covers."""
+        """Adopt kernel work on ``fs`` that no job of ours covers."""
         if fs.uuid in self._active:
             return
-        try:
-            found = await asyncio.to_thread(kernel_activity, fs)
-        except BtrfsdError:
-            return
+        found = await asyncio.to_thread(self._find, fs)
         if found is not None and fs.uuid not in self._active:
-            job = self._adopt(fs, found)
+            job = self._adopt(fs, *found)
             log.info("found a %s started outside btrfsd on %s; following it as job %d",
-                     found.operation, fs.uuid, job.id)
+                     job.operation, fs.uuid, job.id)
 
     async def detect_all(self) -> None:
         for fs in self.registry.all():
             await self.detect(fs)
 
     # -- daemon start and stop ------------------------------------------------------------
-    async def start(self) -> None:
-        """Load the state; report jobs of the previous run; adopt kernel operations."""
+    async def open(self) -> None:
+        """Load the state; let each kind clean up after its jobs of the previous run and
+        report them (or follow them, when the kernel still runs them); adopt kernel
+        work."""
         self._state = await asyncio.to_thread(self.store.load)
         previous = list(self._state.running.values())
         self._state.running.clear()
         mounted = {fs.uuid: fs for fs in self.registry.all()}
         for rec in previous:
             fs = mounted.get(rec.filesystem)
-            if fs is not None and rec.restore_speed_limits:
-                await asyncio.to_thread(_restore_limits, fs.uuid, rec.restore_speed_limits)
-            found = await asyncio.to_thread(kernel_activity, fs) if fs else None
-            if (fs is not None and found is not None and found.operation == rec.operation
-                    and found.operation is Operation.BALANCE):
-                job = self._adopt(fs, found, rec)
-                log.info("balance of the previous run is still in the kernel; job %d is %s",
-                         job.id, job.state)
+            kind = self._kinds.get(rec.operation)
+            adoption = None
+            if kind is not None:
+                try:
+                    adoption = await asyncio.to_thread(kind.recover, fs, rec)
+                except (OSError, BtrfsdError) as e:
+                    log.warning("cannot recover %s: %s", rec.describe(), e)
+            if fs is not None and kind is not None and adoption is not None:
+                job = self._adopt(fs, kind, adoption, rec)
+                log.info("%s of the previous run is still in the kernel; job %d is %s",
+                         rec.operation, job.id, job.state)
                 continue
             self._report_interrupted(rec)
         await self.store.save(self._state)
         await self.detect_all()
 
     def _report_interrupted(self, rec: JobRecord) -> None:
-        job = Job(id=rec.id, operation=Operation(rec.operation), fs_uuid=rec.filesystem,
-                  started_by_uid=rec.started_by_uid, start_time=rec.start_time,
-                  progress=rec.progress, bytes_done=rec.bytes_done,
-                  bytes_total=rec.bytes_total, details=dict(rec.details))
         pct = int(rec.progress * 100)
         msg = (f"btrfsd stopped while this {rec.operation} ran ({pct}% done); "
                f"it did not finish. Start it again.")
-        job.state, job.message, job.error = JobState.INTERRUPTED, msg, msg
+        job = Job(**{**rec.model_dump(), "state": JobState.INTERRUPTED, "message": msg,
+                     "error": msg, "undo": {}})
         self._announce(job)
         self._state.last.setdefault(rec.filesystem, {})[rec.operation] = job.record()
         self._expire_later(job)
@@ -322,8 +317,8 @@ class JobManager:
                     rec.operation, rec.filesystem)
 
     async def shutdown(self) -> None:
-        """Daemon stopping: scrubs are cancelled, balances paused; records stay in the
-        state file so the next start reports them."""
+        """Daemon stopping: each runner leaves the kernel in a state the next start
+        reports; records stay in the state file so the next start sees them."""
         for job_id, task in list(self._tasks.items()):
             job = self._jobs[job_id]
             runner = self._runners.get(job_id)
@@ -340,10 +335,3 @@ class JobManager:
             handle.cancel()
         await self.store.save(self._state)
 
-
-def _restore_limits(fsid: str, limits: dict[int, int]) -> None:
-    for devid, value in limits.items():
-        try:
-            kscrub.write_speed_limit(fsid, devid, value)
-        except OSError as e:
-            log.warning("cannot restore scrub speed limit fs=%s devid=%d: %s", fsid, devid, e)

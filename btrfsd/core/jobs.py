@@ -1,23 +1,25 @@
-"""A Job: one long-running operation (scrub, balance) with state, progress and listeners.
+"""A Job: one long-running operation (scrub, balance, quota rescan, ...) with state,
+progress and listeners.
 
-The runner of the operation updates the job; listeners (the bus adapter) hear which
-fields changed and when the job ended. Nothing here touches the kernel or D-Bus.
+One model: ``JobRecord`` holds every field a job has, and is what the state file keeps;
+``Job`` is that record alive, with listeners. A job's fields change only through
+``Job.update`` (and ``Job.finish``, which calls it), on the event loop: listeners (the
+bus adapter, the manager's persistence) hear every change and nothing else changes it.
+Nothing here touches the kernel or a front end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
-from ..constants import JOBS_PATH
-from .state import DetailValue, JobRecord
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr
 
-# StartedByUid of an operation btrfsd did not start (the btrfs CLI, say).
-UNKNOWN_UID = 2**32 - 1
+DetailValue = bool | int | float | str
 
 
 class JobState(StrEnum):
@@ -33,89 +35,122 @@ class JobState(StrEnum):
 ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.PAUSED})
 
 
-class Operation(StrEnum):
-    SCRUB = "scrub"
-    BALANCE = "balance"
-    QUOTA_RESCAN = "quota-rescan"
+class JobRecord(BaseModel):
+    """Every field of a job; also what the state file keeps, so a restart can report it."""
 
-
-def job_path(job_id: int) -> str:
-    """The bus object path of a job (stable: ids are never reused, see JobManager)."""
-    return f"{JOBS_PATH}/{job_id}"
-
-
-ChangeListener = Callable[["Job", set[str]], None]
-EndListener = Callable[["Job"], None]
-
-
-@dataclass(eq=False)
-class Job:
-    """State of one operation. Mutate only through update() and finish()."""
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: int
-    operation: Operation
-    fs_uuid: str
+    operation: str  # the job kind's name: "scrub", "balance", "quota-rescan", ...
+    filesystem: str  # UUID
     started_by_uid: int
-    start_time: float = field(default_factory=time.time)
     state: JobState = JobState.RUNNING
+    start_time: float = Field(default_factory=time.time)
+    end_time: float = 0.0
     progress: float = 0.0
     bytes_done: int = 0
     bytes_total: int = 0
     rate: float = 0.0
     expected_end_time: float = 0.0
-    end_time: float = 0.0
-    error: str = ""
     message: str = ""
+    error: str = ""
     success: bool = False
+    # started outside btrfsd (another tool); btrfsd only follows it
     external: bool = False
-    details: dict[str, DetailValue] = field(default_factory=dict)
-    restore_speed_limits: dict[int, int] = field(default_factory=dict)
-    on_change: list[ChangeListener] = field(default_factory=list, repr=False)
-    on_end: list[EndListener] = field(default_factory=list, repr=False)
-
-    @property
-    def path(self) -> str:
-        return job_path(self.id)
+    details: dict[str, DetailValue] = Field(default_factory=dict)
+    # Settings the job changed that must be put back, also after a crash; the job kind's
+    # own keys (a scrub: speed limit per device id). Older state files called it
+    # restore_speed_limits.
+    undo: dict[str, int] = Field(
+        default_factory=dict, validation_alias=AliasChoices("undo", "restore_speed_limits"))
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
     def describe(self) -> str:
+        """A short description for logs and messages: kind, id, state, who started it."""
         owner = "outside btrfsd" if self.external else f"by uid {self.started_by_uid}"
-        return f"{self.operation} job {self.id} ({self.path}, {self.state}, started {owner})"
+        return f"{self.operation} job {self.id} ({self.state}, started {owner})"
+
+
+_FIELDS = frozenset(JobRecord.model_fields)
+
+ChangeListener = Callable[["Job", set[str]], None]
+EndListener = Callable[["Job"], None]
+
+
+class Job(JobRecord):
+    """A job alive: its record plus listeners. Change it only with update()/finish()."""
+
+    _on_change: list[ChangeListener] = PrivateAttr(default_factory=list)
+    _on_end: list[EndListener] = PrivateAttr(default_factory=list)
+    _updating: bool = PrivateAttr(default=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # One way in: a field set elsewhere would skip the listeners (and the state file).
+        if name in _FIELDS and not self._updating:
+            raise AttributeError(f"Job.{name} changes only through Job.update()")
+        super().__setattr__(name, value)
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> Job:
+        """A live job with the fields of ``record`` (copied)."""
+        return cls.model_validate(record.model_dump())
+
+    def listen(self, on_change: ChangeListener | None = None,
+               on_end: EndListener | None = None) -> None:
+        """Hear which fields changed after each update, and the end of the job."""
+        if on_change is not None:
+            self._on_change.append(on_change)
+        if on_end is not None:
+            self._on_end.append(on_end)
+
+    def unlisten(self, on_change: ChangeListener | None = None,
+                 on_end: EndListener | None = None) -> None:
+        """Stop hearing (listeners that were never added are ignored)."""
+        if on_change in self._on_change:
+            self._on_change.remove(on_change)
+        if on_end in self._on_end:
+            self._on_end.remove(on_end)
 
     def update(self, **changes: Any) -> None:
-        """Set fields and tell listeners which ones changed (only those that did)."""
+        """Set fields and tell listeners which ones changed (only those that did).
+
+        Call it on the event loop only (listeners emit bus signals). Raises RuntimeError
+        from a worker thread, AttributeError for a field a job does not have.
+        """
+        asyncio.get_running_loop()  # raises RuntimeError in a worker thread
         changed = set()
-        for name, value in changes.items():
-            if getattr(self, name) != value:
-                setattr(self, name, value)
-                changed.add(name)
+        self._updating = True
+        try:
+            for name, value in changes.items():
+                if name not in _FIELDS:
+                    raise AttributeError(f"a job has no field {name!r}")
+                if getattr(self, name) != value:
+                    setattr(self, name, value)
+                    changed.add(name)
+        finally:
+            self._updating = False
         if changed:
-            for listener in list(self.on_change):
+            for listener in list(self._on_change):
                 listener(self, changed)
 
     def finish(self, state: JobState, message: str, *, success: bool = False,
                error: str = "") -> None:
         """Enter a terminal state and tell listeners (change first, then end)."""
-        end = {"state": state, "message": message, "error": error, "success": success,
-               "end_time": time.time(), "rate": 0.0, "expected_end_time": 0.0}
+        end: dict[str, Any] = {"state": state, "message": message, "error": error,
+                               "success": success, "end_time": time.time(), "rate": 0.0,
+                               "expected_end_time": 0.0}
         if state is JobState.COMPLETED:
             end["progress"] = 1.0
         self.update(**end)
-        for listener in list(self.on_end):
+        for listener in list(self._on_end):
             listener(self)
 
     def record(self) -> JobRecord:
-        return JobRecord(
-            id=self.id, operation=str(self.operation), filesystem=self.fs_uuid,
-            state=str(self.state), started_by_uid=self.started_by_uid,
-            start_time=self.start_time, end_time=self.end_time, progress=self.progress,
-            bytes_done=self.bytes_done, bytes_total=self.bytes_total, message=self.message,
-            error=self.error, details=dict(self.details),
-            restore_speed_limits=dict(self.restore_speed_limits),
-        )
+        """A copy of the fields, detached from the live job (for the state file)."""
+        return JobRecord.model_validate(self.model_dump())
 
 
 class RateMeter:
@@ -146,26 +181,3 @@ class RateMeter:
             return 0.0
         return now + max(total - done, 0.0) / rate
 
-
-class Runner(Protocol):
-    """Runs one job's operation; the JobManager drives it."""
-
-    async def prepare(self, job: Job) -> None:
-        """Check and set up before the job is announced. Raises BtrfsdError."""
-
-    async def run(self, job: Job) -> None:
-        """Run until the operation ends and call job.finish(). Raises nothing but
-        CancelledError (daemon shutdown)."""
-
-    async def pause(self, job: Job) -> None:
-        """Pause a running job. Raises InvalidArgument when this job cannot pause."""
-
-    async def resume(self, job: Job) -> None:
-        """Resume a paused job. Raises InvalidArgument when it is not paused."""
-
-    async def cancel(self, job: Job) -> None:
-        """Stop the job for good; run() then finishes it as cancelled."""
-
-    async def shutdown(self, job: Job) -> None:
-        """The daemon is stopping: leave the kernel in a state the next start reports
-        (scrub cancelled, balance paused)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import QuotaAlertSettings, Thresholds
 from ..fs.quota import QgroupUsage
+from ..units import format_qgroupid
 from .filesystems import Filesystem, Registry
 from .quotas import Quotas
 from .state import write_atomic
@@ -122,9 +123,9 @@ class QuotaWatcher:
             except OSError as e:
                 log.error("cannot save quota alert state %s: %s", self.path, e)
         for alert in alerts:
-            log.warning("quota %s: %s (qgroup %d/%d) uses %d of %d bytes fs=%s", alert.level,
-                        alert.path or "?", alert.qgroupid >> 48, alert.qgroupid & (2**48 - 1),
-                        alert.used, alert.limit, alert.fs_uuid)
+            log.warning("quota %s: %s (qgroup %s) uses %d of %d bytes fs=%s", alert.level,
+                        alert.path or "?", format_qgroupid(alert.qgroupid), alert.used,
+                        alert.limit, alert.fs_uuid)
             self.emit(alert)
         return alerts
 

@@ -9,10 +9,11 @@ import logging
 import os
 from dataclasses import dataclass
 
-from ..errors import BtrfsdError, Failed, InvalidArgument, NotFound, from_errno
+from .. import constants
+from ..errors import BtrfsdError, Failed, Hint, HintKind, InvalidArgument, NotFound, from_errno
 from ..fs import quota as kquota
 from ..fs import subvol
-from ..units import format_bytes
+from ..units import format_bytes, qgroupid
 from .filesystems import Filesystem, open_mount
 from .subvolumes import Subvolumes
 
@@ -35,10 +36,15 @@ class QuotaReport:
     qgroups: list[tuple[kquota.QgroupUsage, str]]  # usage, subvolume path ('' if none)
 
 
-def _quota_error(e: OSError, what: str) -> BtrfsdError:
+def quotas_off(fs: Filesystem, what: str) -> InvalidArgument:
+    """The error for "quotas are off", hinting to enable them."""
+    return InvalidArgument(f"Quotas are off on this filesystem; {what}.",
+                           hint=Hint(HintKind.ENABLE_QUOTA, {"filesystem": fs.uuid}))
+
+
+def _quota_error(fs: Filesystem, e: OSError, what: str) -> BtrfsdError:
     if e.errno == errno.ENOTCONN:
-        return InvalidArgument(f"{what}: quotas are off on this filesystem; enable them "
-                               "first (btrfsctl quota enable PATH).")
+        return quotas_off(fs, what.lower())
     if e.errno == errno.EINPROGRESS:
         return from_errno(e.errno, f"{what}: a quota rescan is running; wait for it.")
     return from_errno(e.errno or 0, f"{what}: {os.strerror(e.errno or 0)}.")
@@ -92,7 +98,7 @@ class Quotas:
                 kquota.quota_ctl(fd, kquota.QUOTA_CTL_ENABLE_SIMPLE if simple
                                  else kquota.QUOTA_CTL_ENABLE)
             except OSError as e:
-                raise _quota_error(e, "Cannot enable quotas") from None
+                raise _quota_error(fs, e, "Cannot enable quotas") from None
             return note
         finally:
             os.close(fd)
@@ -114,7 +120,7 @@ class Quotas:
                 return
             kquota.quota_ctl(fd, kquota.QUOTA_CTL_DISABLE)
         except OSError as e:
-            raise _quota_error(e, "Cannot disable quotas") from None
+            raise _quota_error(fs, e, "Cannot disable quotas") from None
         finally:
             os.close(fd)
 
@@ -141,18 +147,17 @@ class Quotas:
 
     def _set_limit(self, fs: Filesystem, sid: int, referenced: int, exclusive: int) -> None:
         if not kquota.quota_mode(fs.uuid):
-            raise InvalidArgument("Quotas are off on this filesystem; enable them first "
-                                  "(btrfsctl quota enable PATH).")
+            raise quotas_off(fs, "enable them before setting limits")
         fd = open_mount(fs)
         try:
-            kquota.set_limit(fd, kquota.qgroupid(0, sid),
+            kquota.set_limit(fd, qgroupid(0, sid),
                              referenced=referenced or kquota.CLEAR_LIMIT,
                              exclusive=exclusive or kquota.CLEAR_LIMIT)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise NotFound(f"Subvolume {sid} has no qgroup (was it made while quotas "
                                "were off? a rescan creates it).") from None
-            raise _quota_error(e, "Cannot set the limit") from None
+            raise _quota_error(fs, e, "Cannot set the limit") from None
         finally:
             os.close(fd)
 
@@ -168,7 +173,7 @@ class Quotas:
             paths = {s.id: s.path for s in subvol.list_all(fd)}
         finally:
             os.close(fd)
-        paths[5] = "/"
+        paths[constants.TOP_LEVEL_SUBVOLUME_ID] = "/"
         usage = kquota.read_usage(fs.uuid)
         return QuotaReport(mode, kquota.inconsistent(fs.uuid),
                            [(q, paths.get(q.subvolume_id, "") if q.level == 0 else "")
@@ -191,10 +196,10 @@ class Quotas:
             alive = {s.id for s in subvol.list_all(fd)}
             removed = []
             for sid in candidates:
-                if sid in pending or sid in alive or sid == 5:
+                if sid in pending or sid in alive or sid == constants.TOP_LEVEL_SUBVOLUME_ID:
                     continue  # the cleaner is still at it, or it came back meanwhile
                 try:
-                    kquota.remove_qgroup(fd, kquota.qgroupid(0, sid))
+                    kquota.remove_qgroup(fd, qgroupid(0, sid))
                     removed.append(sid)
                 except OSError as e:  # busy (still holds usage) or gone: try next pass
                     log.debug("cannot remove qgroup 0/%d fs=%s: %s", sid, fs.uuid, e)

@@ -1,4 +1,5 @@
-"""Quota rescan as a job: QUOTA_RESCAN starts it in the kernel, RESCAN_STATUS follows it."""
+"""Quota rescan as a job kind: QUOTA_RESCAN starts it in the kernel, RESCAN_STATUS
+follows it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,31 @@ import os
 from ..errors import InvalidArgument, from_errno
 from ..fs import quota as kquota
 from .filesystems import Filesystem, open_mount
-from .jobs import Job, JobState
+from .jobkind import Adoption
+from .jobs import Job, JobRecord, JobState
+from .quotas import quotas_off
 
 log = logging.getLogger(__name__)
+
+OPERATION = "quota-rescan"
+
+
+class RescanKind:
+    """Quota rescans. One found running is not adopted: starting one follows it."""
+
+    operation = OPERATION
+
+    def __init__(self, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+
+    def runner(self, fs: Filesystem, params: object) -> RescanRunner:
+        return RescanRunner(fs, poll_interval=self.poll_interval)
+
+    def find(self, fs: Filesystem, fd: int) -> Adoption | None:
+        return None
+
+    def recover(self, fs: Filesystem | None, record: JobRecord) -> Adoption | None:
+        return None  # the kernel finishes a rescan on its own; nothing to put back
 
 
 class RescanRunner:
@@ -26,8 +49,7 @@ class RescanRunner:
     def _prepare_blocking(self) -> None:
         mode = kquota.quota_mode(self.fs.uuid)
         if not mode:
-            raise InvalidArgument("Quotas are off on this filesystem; there is nothing to "
-                                  "rescan (btrfsctl quota enable PATH).")
+            raise quotas_off(self.fs, "there is nothing to rescan")
         if mode == "squota":
             raise InvalidArgument("Simple quotas are never rescanned: they count only what "
                                   "was written after they were enabled.")

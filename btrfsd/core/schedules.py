@@ -17,20 +17,12 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import AlreadyExists, BtrfsdError, InvalidArgument, NotFound
-from ..fs.balance import TypeFilter
+from ..errors import AlreadyExists, BtrfsdError, Hint, HintKind, InvalidArgument, NotFound
 from .filesystems import Filesystem
 from .retention import Candidate, Decision, Limits, decide
-from .state import load_model, write_atomic
+from .state import load_model, validation_problems, write_atomic
 from .subvolumes import Subvolumes
 
 log = logging.getLogger(__name__)
@@ -74,42 +66,12 @@ class Schedule(BaseModel):
                       min_age=self.min_age)
 
 
-MAINTENANCE_PERIODS = {"none": 0, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
-
-
-class Maintenance(BaseModel):
-    """Which maintenance a filesystem gets, and how often."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    filesystem: str  # UUID
-    scrub: str = Field(default="monthly", pattern="^(none|daily|weekly|monthly)$")
-    balance: str = Field(default="weekly", pattern="^(none|daily|weekly|monthly)$")
-    data_usage: list[int] = Field(default_factory=lambda: [5, 10], max_length=10)
-    metadata_usage: list[int] = Field(default_factory=lambda: [5], max_length=10)
-
-    @field_validator("data_usage", "metadata_usage")
-    @classmethod
-    def _percentages(cls, values: list[int]) -> list[int]:
-        for v in values:
-            if not 0 <= v <= 100:
-                raise ValueError(f"usage filter {v} is not a percentage (0-100)")
-        return values
-
-    def balance_steps(self) -> list[tuple[TypeFilter | None, TypeFilter | None]]:
-        """One (data, metadata) balance per step, lowest usage first."""
-        data, meta = sorted(self.data_usage), sorted(self.metadata_usage)
-        steps = []
-        for i in range(max(len(data), len(meta))):
-            steps.append((TypeFilter(usage=data[i]) if i < len(data) else None,
-                          TypeFilter(usage=meta[i]) if i < len(meta) else None))
-        return steps
-
-
 class ScheduleFile(BaseModel):
+    # extra keys are dropped: older files also held maintenance plans (now maintenance.py's)
+    model_config = ConfigDict(extra="ignore")
+
     version: int = 1
     schedules: dict[str, Schedule] = Field(default_factory=dict)
-    maintenance: dict[str, Maintenance] = Field(default_factory=dict)  # by filesystem UUID
 
 
 class SnapshotRecord(BaseModel):
@@ -123,6 +85,8 @@ class SnapshotRecord(BaseModel):
 
 
 class RecordFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
     version: int = 1
     snapshots: dict[str, SnapshotRecord] = Field(default_factory=dict)  # uuid -> record
     last_run: dict[str, float] = Field(default_factory=dict)  # schedule -> time
@@ -150,27 +114,7 @@ def parse_schedule(name: str, spec: dict[str, object]) -> Schedule:
     try:
         return Schedule.model_validate({"name": name, **spec})
     except ValidationError as e:
-        raise InvalidArgument(f"Bad schedule {name!r}: {_problems(e)}.") from None
-
-
-def _problems(e: ValidationError) -> str:
-    """Each validation error as "field: what is wrong", for a person."""
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
-                     f"{err['msg'].removeprefix('Value error, ').lower()}"
-                     for err in e.errors())
-
-
-def maintenance_key(fs_uuid: str, op: str) -> str:
-    """The last_run key of a filesystem's periodic scrub or balance."""
-    return f"maintenance:{fs_uuid}:{op}"
-
-
-def parse_maintenance(fs_uuid: str, spec: dict[str, object]) -> Maintenance:
-    """Validate a maintenance plan. Raises InvalidArgument naming each bad field."""
-    try:
-        return Maintenance.model_validate({"filesystem": fs_uuid, **spec})
-    except ValidationError as e:
-        raise InvalidArgument(f"Bad maintenance plan: {_problems(e)}.") from None
+        raise InvalidArgument(f"Bad schedule {name!r}: {validation_problems(e)}.") from None
 
 
 class Schedules:
@@ -199,6 +143,11 @@ class Schedules:
         await asyncio.to_thread(write_atomic, self.schedules_path, text)
 
     async def save_records(self) -> None:
+        # last runs of schedules that no longer exist (or of an older btrfsd's periodic
+        # maintenance, which kept them here) are not kept
+        known = self.file.schedules
+        for name in [n for n in self.records.last_run if n not in known]:
+            del self.records.last_run[name]
         text = json.dumps(self.records.model_dump(mode="json"), indent=1, sort_keys=True)
         await asyncio.to_thread(write_atomic, self.records_path, text)
 
@@ -211,7 +160,8 @@ class Schedules:
         try:
             return self.file.schedules[name]
         except KeyError:
-            raise NotFound(f"There is no schedule {name!r} (btrfsctl schedule list).") from None
+            raise NotFound(f"There is no schedule {name!r}.",
+                           hint=Hint(HintKind.LIST_SCHEDULES, {"name": name})) from None
 
     async def set(self, schedule: Schedule, *, replace: bool) -> None:
         """Add (or with ``replace`` change) a schedule after checking its subvolume.
@@ -231,42 +181,21 @@ class Schedules:
             listener()
 
     async def remove(self, name: str) -> None:
-        """Remove a schedule (its snapshots stay, and stay marked as its). Raises NotFound."""
+        """Remove a schedule (its snapshots stay, and stay marked as its; its last run is
+        forgotten). Raises NotFound."""
         async with self._lock:
             self.get(name)
             del self.file.schedules[name]
             await self._save_schedules()
+            await self.save_records()
         log.info("schedule removed name=%s", name)
         for listener in self.on_change:
             listener()
 
     async def _target(self, schedule: Schedule) -> Filesystem:
-        fs, _ = await asyncio.to_thread(self.subvolumes.resolve_filesystem, schedule.subvolume)
+        fs, _ = await self.subvolumes.resolve(schedule.subvolume)
         await self.subvolumes.info(fs, schedule.subvolume)  # raises unless a subvolume
         return fs
-
-    # -- periodic maintenance ----------------------------------------------------------------
-    async def set_maintenance(self, plan: Maintenance) -> None:
-        """Set (or replace) a filesystem's periodic scrub/balance. The first runs come one
-        period after the first time a plan is set."""
-        async with self._lock:
-            self.file.maintenance[plan.filesystem] = plan
-            await self._save_schedules()
-            # the first run comes one period from now, not at once
-            now = self.clock()
-            for op in ("scrub", "balance"):
-                self.records.last_run.setdefault(maintenance_key(plan.filesystem, op), now)
-            await self.save_records()
-        log.info("maintenance set fs=%s scrub=%s balance=%s data_usage=%s metadata_usage=%s",
-                 plan.filesystem, plan.scrub, plan.balance, plan.data_usage,
-                 plan.metadata_usage)
-
-    async def remove_maintenance(self, fs_uuid: str) -> None:
-        """Stop periodic maintenance of a filesystem. Raises NotFound."""
-        async with self._lock:
-            if self.file.maintenance.pop(fs_uuid, None) is None:
-                raise NotFound(f"Filesystem {fs_uuid} has no periodic maintenance.")
-            await self._save_schedules()
 
     # -- running ------------------------------------------------------------------------------
     def due(self, name: str) -> bool:
@@ -298,20 +227,22 @@ class Schedules:
         none: to be deleted). Raises NotFound."""
         schedule = self.get(name)
         fs = await self._target(schedule)
-        return await self._plan(schedule, fs)
+        planned, _ = await self._plan(schedule, fs)
+        return planned
 
-    async def _plan(self, schedule: Schedule, fs: Filesystem) -> list[Planned]:
+    async def _plan(self, schedule: Schedule, fs: Filesystem
+                    ) -> tuple[list[Planned], list[str]]:
+        """The schedule's snapshots with their decisions, and the UUIDs of its records
+        whose snapshot is gone (deleted by hand). Changes nothing: a read uses it too."""
         mine = {u: r for u, r in self.records.snapshots.items()
                 if r.schedule == schedule.name and r.filesystem == fs.uuid}
         where = {s.uuid: s.path for s in await self.subvolumes.list(fs) if s.uuid in mine}
         mp = fs.primary_mount.mount_point.rstrip("/")
         decisions = decide([Candidate(u, r.created, r.important) for u, r in mine.items()
                             if u in where], schedule.limits(), self.clock(), self.tz)
-        # Records of snapshots deleted by hand are forgotten here; nothing to decide.
-        for gone in set(mine) - set(where):
-            del self.records.snapshots[gone]
-        return [Planned(d.candidate.key, f"{mp}/{where[d.candidate.key]}",
-                        mine[d.candidate.key], d) for d in decisions]
+        planned = [Planned(d.candidate.key, f"{mp}/{where[d.candidate.key]}",
+                           mine[d.candidate.key], d) for d in decisions]
+        return planned, [u for u in mine if u not in where]
 
     async def cleanup(self, name: str, *, dry_run: bool) -> RunResult:
         """Delete what the rules do not keep (or with ``dry_run`` only say what). Keeps
@@ -324,7 +255,11 @@ class Schedules:
     async def _cleanup(self, schedule: Schedule, fs: Filesystem, *,
                        dry_run: bool) -> RunResult:
         result = RunResult()
-        for p in await self._plan(schedule, fs):
+        planned, gone = await self._plan(schedule, fs)
+        if not dry_run:
+            for uuid in gone:  # deleted by hand: nothing left to decide about
+                del self.records.snapshots[uuid]
+        for p in planned:
             if p.decision.keep:
                 continue
             if dry_run:
@@ -343,10 +278,12 @@ class Schedules:
             await self.save_records()
         return result
 
-    async def set_snapshot_info(self, fs: Filesystem, path: str, *, important: bool | None,
+    async def set_snapshot_info(self, path: str, *, important: bool | None,
                                 description: str | None) -> None:
         """Mark a schedule's snapshot important (kept outside the limits) and/or describe
-        it. Raises InvalidArgument when no schedule made that snapshot."""
+        it. Raises InvalidArgument when no schedule made that snapshot, and what path
+        resolution raises."""
+        fs, _ = await self.subvolumes.resolve(path)
         info = await self.subvolumes.info(fs, path)
         async with self._lock:
             rec = self.records.snapshots.get(info.uuid)

@@ -1,4 +1,4 @@
-"""Scrub as a job: one thread per device, progress polled, pause by checkpoint.
+"""Scrub as a job kind: one thread per device, progress polled, pause by checkpoint.
 
 The kernel has no scrub pause. As btrfs-progs does for `scrub cancel` + `scrub resume`,
 pausing cancels the device scrubs and keeps each device's last physical position and
@@ -11,16 +11,20 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from ..errors import BtrfsdError, Failed, InvalidArgument
 from ..fs import ioctl, sysfs
 from ..fs import scrub as kscrub
 from ..units import format_bytes
 from .filesystems import Filesystem, open_mount
-from .jobs import Job, JobState, RateMeter
+from .jobkind import Adoption, RunnerControl, expect_params
+from .jobs import Job, JobRecord, JobState, RateMeter
 from .threads import in_own_thread
 
 log = logging.getLogger(__name__)
+
+OPERATION = "scrub"
 
 # Counters shown in Job.Details (last_physical is a position, not a result).
 DETAIL_COUNTERS = tuple(c for c in kscrub.COUNTERS if c != "last_physical")
@@ -39,6 +43,53 @@ def summary(p: kscrub.ScrubProgress) -> str:
             "Check the kernel log (dmesg) for the affected files.")
 
 
+@dataclass(frozen=True)
+class ScrubParams:
+    readonly: bool = False  # report errors without repairing them
+    limit: int = 0  # bytes/s per device; 0 keeps the current limit
+
+
+def _put_back_limits(fsid: str, undo: dict[str, int]) -> dict[str, int]:
+    """Write back saved speed limits (blocking); return those that could not be."""
+    left = {}
+    for devid, value in undo.items():
+        try:
+            kscrub.write_speed_limit(fsid, int(devid), value)
+        except OSError as e:
+            log.warning("cannot restore scrub speed limit fs=%s devid=%s value=%d: %s",
+                        fsid, devid, value, e)
+            left[devid] = value
+    return left
+
+
+class ScrubKind:
+    """Scrub jobs: started by btrfsd, or found running (started by `btrfs scrub`)."""
+
+    operation = OPERATION
+
+    def __init__(self, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+
+    def runner(self, fs: Filesystem, params: object) -> ScrubRunner:
+        p = expect_params(params, ScrubParams, OPERATION)
+        return ScrubRunner(fs, readonly=p.readonly, limit=p.limit,
+                           poll_interval=self.poll_interval)
+
+    def find(self, fs: Filesystem, fd: int) -> Adoption | None:
+        for devid in sysfs.device_ids(fs.uuid):
+            if kscrub.scrub_progress(fd, devid) is not None:
+                return Adoption(ScrubRunner(fs, poll_interval=self.poll_interval,
+                                            external=True))
+        return None
+
+    def recover(self, fs: Filesystem | None, record: JobRecord) -> Adoption | None:
+        """A scrub never outlives btrfsd (the kernel ends it with our thread): put the
+        speed limits back and report it interrupted."""
+        if fs is not None and record.undo:
+            _put_back_limits(fs.uuid, record.undo)
+        return None
+
+
 class ScrubRunner:
     """Runs (or, with ``external``, watches) the scrub of one filesystem."""
 
@@ -55,17 +106,17 @@ class ScrubRunner:
         self._start: dict[int, int] = {}  # physical offset to (re)start each device at
         self._done: set[int] = set()
         self._errors: list[str] = []
-        self._pause_requested = False
-        self._cancel_requested = False
         self._stopping = False  # daemon shutdown: leave the job unfinished
-        self._wake = asyncio.Event()
-        self._meter = RateMeter()
+        self._control = RunnerControl(OPERATION)
 
     # -- set-up (blocking parts in threads) -----------------------------------------
-    def _prepare_blocking(self, job: Job) -> None:
+    def _prepare_blocking(self) -> tuple[int, dict[str, int]]:
+        """Open, size the work, set the speed limit; return the bytes to scrub and the
+        limits to put back."""
         self._fd = open_mount(self.fs)
+        saved: dict[str, int] = {}
         try:
-            self._devids = sysfs.device_ids(self.fs.uuid) or [1]
+            self._devids = sysfs.device_ids(self.fs.uuid)
             total = ioctl.bytes_to_scrub(self._fd)
             if self.limit:
                 for devid in self._devids:
@@ -73,34 +124,30 @@ class ScrubRunner:
                         raise InvalidArgument("This kernel has no scrub speed limit "
                                               "(needs Linux 5.14); start without a limit.")
                 for devid in self._devids:
-                    job.restore_speed_limits[devid] = kscrub.read_speed_limit(self.fs.uuid,
-                                                                               devid)
+                    saved[str(devid)] = kscrub.read_speed_limit(self.fs.uuid, devid)
                     kscrub.write_speed_limit(self.fs.uuid, devid, self.limit)
         except (OSError, BtrfsdError) as e:
-            self._restore_blocking(job)  # limits set before the failure go back
+            _put_back_limits(self.fs.uuid, saved)  # limits set before the failure go back
             self._close()
             if isinstance(e, OSError):
                 raise Failed(f"Cannot prepare the scrub of {self.fs.uuid}: {e}.") from None
             raise
-        job.bytes_total = total
-        job.details.update({"readonly": self.readonly, "limit": self.limit,
-                            "devices": len(self._devids)})
+        return total, saved
 
     async def prepare(self, job: Job) -> None:
         """Open the filesystem, size the work, apply the speed limit.
 
         Raises InvalidArgument (no speed limit support) or Failed.
         """
-        await asyncio.to_thread(self._prepare_blocking, job)
+        total, saved = await asyncio.to_thread(self._prepare_blocking)
+        job.update(bytes_total=total, undo=saved,
+                   details={**job.details, "readonly": self.readonly, "limit": self.limit,
+                            "devices": len(self._devids)})
 
-    def _restore_blocking(self, job: Job) -> None:
-        for devid, value in list(job.restore_speed_limits.items()):
-            try:
-                kscrub.write_speed_limit(self.fs.uuid, devid, value)
-                del job.restore_speed_limits[devid]
-            except OSError as e:
-                log.warning("cannot restore scrub speed limit fs=%s devid=%d value=%d: %s",
-                            self.fs.uuid, devid, value, e)
+    async def _put_back(self, job: Job) -> None:
+        if job.undo:
+            left = await asyncio.to_thread(_put_back_limits, self.fs.uuid, dict(job.undo))
+            job.update(undo=left)
 
     def _close(self) -> None:
         if self._fd >= 0:
@@ -130,7 +177,7 @@ class ScrubRunner:
         now = time.time()
         done = p.bytes_scrubbed
         total = max(job.bytes_total, done)
-        rate = self._meter.add(now, done)
+        rate = self._control.meter.add(now, done)
         job.update(
             bytes_done=done, bytes_total=total,
             # 1.0 only when finished: the total is an estimate from space usage.
@@ -179,14 +226,38 @@ class ScrubRunner:
 
     async def _watch_external(self, job: Job) -> None:
         while await self._poll(job):
-            if self._cancel_requested:
+            if self._control.cancel_requested:
                 await asyncio.to_thread(kscrub.scrub_cancel, self._fd)
             await asyncio.sleep(self.poll_interval)
-        if self._cancel_requested:
+        if self._control.cancel_requested:
             job.finish(JobState.CANCELLED, "Scrub cancelled.")
         else:
             job.finish(JobState.COMPLETED, "The scrub started outside btrfsd has ended; its "
                        "final counters are as last seen.", success=True)
+
+    async def _until_all_done(self, job: Job) -> bool:
+        """Scrub segments until every device is done (True), or the job ended or the
+        daemon stops (False)."""
+        control = self._control
+        while True:
+            await self._segment(job)
+            if self._stopping:
+                return False
+            unfinished = [d for d in self._devids if d not in self._done]
+            if control.cancel_requested:
+                job.finish(JobState.CANCELLED, "Scrub cancelled; "
+                           f"{format_bytes(job.bytes_done)} had been checked.")
+                return False
+            if not unfinished:
+                return True
+            if not control.pause_requested:  # stopped, but not by us
+                job.finish(JobState.CANCELLED, "Scrub cancelled outside btrfsd (btrfs "
+                           "scrub cancel, or the filesystem was unmounted) after "
+                           f"{format_bytes(job.bytes_done)}.")
+                return False
+            if not await control.stay_paused(job):
+                job.finish(JobState.CANCELLED, "Scrub cancelled while paused.")
+                return False
 
     async def run(self, job: Job) -> None:
         """Run the scrub to its end (see Runner.run)."""
@@ -196,32 +267,8 @@ class ScrubRunner:
             if self.external:
                 await self._watch_external(job)
                 return
-            while True:
-                await self._segment(job)
-                if self._stopping:
-                    return
-                unfinished = [d for d in self._devids if d not in self._done]
-                if self._cancel_requested:
-                    job.finish(JobState.CANCELLED, "Scrub cancelled; "
-                               f"{format_bytes(job.bytes_done)} had been checked.")
-                    return
-                if self._pause_requested and unfinished:
-                    self._pause_requested = False
-                    job.update(state=JobState.PAUSED, rate=0.0, expected_end_time=0.0)
-                    self._wake.clear()
-                    await self._wake.wait()
-                    if self._cancel_requested:
-                        job.finish(JobState.CANCELLED, "Scrub cancelled while paused.")
-                        return
-                    self._meter.reset()
-                    job.update(state=JobState.RUNNING)
-                    continue
-                if unfinished:  # stopped, but not by us: btrfs scrub cancel, or unmount
-                    job.finish(JobState.CANCELLED, "Scrub cancelled outside btrfsd (btrfs "
-                               "scrub cancel, or the filesystem was unmounted) after "
-                               f"{format_bytes(job.bytes_done)}.")
-                    return
-                break
+            if not await self._until_all_done(job):
+                return
             final, _ = await asyncio.to_thread(self._read_progress)
             if self._errors:
                 job.finish(JobState.FAILED, "Scrub failed: " + "; ".join(self._errors),
@@ -231,7 +278,7 @@ class ScrubRunner:
             job.finish(JobState.COMPLETED, "Scrub finished: " + summary(final), success=healthy)
         finally:
             if not job.active:
-                await asyncio.to_thread(self._restore_blocking, job)
+                await self._put_back(job)
                 self._close()
 
     async def pause(self, job: Job) -> None:
@@ -239,23 +286,16 @@ class ScrubRunner:
         if self.external:
             raise InvalidArgument("This scrub was started outside btrfsd and cannot be paused "
                                   "here; cancel it, or use the tool that started it.")
-        if job.state is not JobState.RUNNING:
-            raise InvalidArgument(f"The scrub is {job.state}, not running.")
-        self._pause_requested = True
+        self._control.request_pause(job)
         await asyncio.to_thread(kscrub.scrub_cancel, self._fd)
 
     async def resume(self, job: Job) -> None:
         """Resume from the checkpoint. Raises InvalidArgument when not paused."""
-        if job.state is not JobState.PAUSED:
-            raise InvalidArgument(f"The scrub is {job.state}, not paused.")
-        self._wake.set()
+        self._control.request_resume(job)
 
     async def cancel(self, job: Job) -> None:
         """Cancel the scrub (running or paused)."""
-        self._cancel_requested = True
-        if job.state is JobState.PAUSED:
-            self._wake.set()
-        elif self._fd >= 0:
+        if not self._control.request_cancel(job) and self._fd >= 0:
             await asyncio.to_thread(kscrub.scrub_cancel, self._fd)
 
     async def shutdown(self, job: Job) -> None:
@@ -265,4 +305,4 @@ class ScrubRunner:
         self._stopping = True
         if self._fd >= 0 and not self.external:
             await asyncio.to_thread(kscrub.scrub_cancel, self._fd)
-        await asyncio.to_thread(self._restore_blocking, job)
+        await self._put_back(job)

@@ -1,4 +1,5 @@
-"""The daemon's persistent job state: last results per filesystem, jobs that were running.
+"""Persistent state: atomic JSON files, and the job state (last results per filesystem,
+jobs that were running).
 
 One JSON file in the state directory, replaced atomically (write a temporary file, fsync,
 rename, fsync the directory), so a crash leaves either the old or the new state.
@@ -17,10 +18,11 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .jobs import JobRecord
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "jobs.json"
-DetailValue = bool | int | float | str
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -46,6 +48,13 @@ def write_atomic(path: Path, text: str) -> None:
 M = TypeVar("M", bound=BaseModel)
 
 
+def validation_problems(e: ValidationError) -> str:
+    """Each validation error as "field: what is wrong", for a person."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
+                     f"{err['msg'].removeprefix('Value error, ').lower()}"
+                     for err in e.errors())
+
+
 def load_model(path: Path, model: type[M], what: str) -> M:
     """Read a JSON file into ``model`` (blocking). A missing file gives an empty model; an
     unreadable one is logged and an empty model returned; an invalid one is moved aside
@@ -66,28 +75,6 @@ def load_model(path: Path, model: type[M], what: str) -> M:
         with contextlib.suppress(OSError):
             os.replace(path, aside)
         return model()
-
-
-class JobRecord(BaseModel):
-    """What is kept about one job: enough to report it after a restart."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: int
-    operation: str
-    filesystem: str  # UUID
-    state: str
-    started_by_uid: int
-    start_time: float
-    end_time: float = 0.0
-    progress: float = 0.0
-    bytes_done: int = 0
-    bytes_total: int = 0
-    message: str = ""
-    error: str = ""
-    details: dict[str, DetailValue] = Field(default_factory=dict)
-    # Settings the job changed and that must be put back (scrub speed limits per devid).
-    restore_speed_limits: dict[int, int] = Field(default_factory=dict)
 
 
 class PersistedState(BaseModel):

@@ -17,7 +17,9 @@ from typing import Protocol, TypeVar
 from .. import constants
 from ..errors import AlreadyExists, Busy, InvalidArgument
 from ..fs import paths, subvol
-from ..fs.subvol import SubvolumeInfo
+
+# SubvolumeInfo is part of the core's vocabulary: front ends take it from here
+from ..fs.subvol import SubvolumeInfo as SubvolumeInfo
 from .filesystems import Filesystem, Registry, open_mount
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,13 @@ class Subvolumes:
             fd = res.open() if stat.S_ISDIR(res.st.st_mode) else res.open_parent()
             fs = self._registry.by_fsid(subvol.fsid_of(fd, res.path), res.path)
             return fs, subvol.containing_subvolume(fd, res.path).path
+
+    async def resolve(self, path: str) -> tuple[Filesystem, str]:
+        """The filesystem a path is on and the subvolume path containing it.
+
+        Raises InvalidArgument, NotFound, NotBtrfs.
+        """
+        return await self._run(self.resolve_filesystem, path)
 
     def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
         fd = open_mount(fs)

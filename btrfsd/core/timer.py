@@ -12,7 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ..errors import BtrfsdError
-from .maintenance import MaintenanceRunner
+from .maintenance import Maintenance
 from .schedules import Schedules
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ MAINTENANCE_TICK = 60  # seconds between looks for due scrubs and balances
 
 
 class ScheduleTimer:
-    def __init__(self, schedules: Schedules, maintenance: MaintenanceRunner) -> None:
+    def __init__(self, schedules: Schedules, maintenance: Maintenance) -> None:
         self.schedules = schedules
         self.maintenance = maintenance
         self.scheduler = AsyncIOScheduler()

@@ -68,31 +68,6 @@ def fs_info(fd: int) -> FsInfo:
     )
 
 
-# struct btrfs_ioctl_dev_info_args: devid, uuid[16], bytes_used, total_bytes, fsid[16],
-# unused[377], path[1024]; 4096 bytes in all.
-_DEV_INFO = struct.Struct("=Q16sQQ16s3016x1024s")
-BTRFS_IOC_DEV_INFO = iowr(30, _DEV_INFO.size)
-
-
-@dataclass(frozen=True)
-class DevInfo:
-    """What BTRFS_IOC_DEV_INFO reports about one device of a filesystem."""
-
-    devid: int
-    path: str
-    bytes_used: int  # allocated to chunks on this device
-    total_bytes: int
-
-
-def dev_info(fd: int, devid: int) -> DevInfo:
-    """Return DEV_INFO for device ``devid``. Raises OSError (ENODEV: no such device)."""
-    buf = bytearray(_DEV_INFO.pack(devid, b"", 0, 0, b"", b""))
-    fcntl.ioctl(fd, BTRFS_IOC_DEV_INFO, buf, True)
-    devid, _uuid, used, total, _fsid, path = _DEV_INFO.unpack(buf)
-    return DevInfo(devid=devid, path=path.split(b"\0", 1)[0].decode(errors="replace"),
-                   bytes_used=used, total_bytes=total)
-
-
 # struct btrfs_ioctl_space_args: space_slots, total_spaces, then space_slots entries of
 # struct btrfs_ioctl_space_info (flags, total_bytes, used_bytes).
 _SPACE_HEAD = struct.Struct("=QQ")

@@ -6,12 +6,12 @@ the kernel updates at each transaction commit: never from a rescan on a read pat
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import struct
 from dataclasses import dataclass
 
+from ..units import qgroupid
 from . import sysfs
 from .ioctl import BTRFS_IOCTL_MAGIC, ior, iow, iowr
 
@@ -36,16 +36,6 @@ BTRFS_IOC_QUOTA_RESCAN = iow(44, _RESCAN.size)
 BTRFS_IOC_QUOTA_RESCAN_STATUS = ior(45, _RESCAN.size)
 BTRFS_IOC_QUOTA_RESCAN_WAIT = (BTRFS_IOCTL_MAGIC << 8) | 46  # _IO: no argument
 
-LEVEL_SHIFT = 48
-
-
-def qgroupid(level: int, subvolume_id: int) -> int:
-    """The id of a qgroup: level in the top 16 bits (0 for a subvolume's own qgroup)."""
-    return (level << LEVEL_SHIFT) | subvolume_id
-
-
-def split_qgroupid(qid: int) -> tuple[int, int]:
-    return qid >> LEVEL_SHIFT, qid & ((1 << LEVEL_SHIFT) - 1)
 
 
 def quota_ctl(fd: int, cmd: int) -> None:
@@ -85,15 +75,6 @@ def rescan_status(fd: int) -> int | None:
     fcntl.ioctl(fd, BTRFS_IOC_QUOTA_RESCAN_STATUS, buf, True)
     flags, progress = _RESCAN.unpack(buf)
     return progress if flags else None
-
-
-def rescan_wait(fd: int) -> None:
-    """Block until the running rescan (if any) ends. Raises OSError."""
-    try:
-        fcntl.ioctl(fd, BTRFS_IOC_QUOTA_RESCAN_WAIT)
-    except OSError as e:
-        if e.errno != errno.ENOTCONN:
-            raise
 
 
 @dataclass(frozen=True)

@@ -66,9 +66,6 @@ class ScrubProgress:
         values["last_physical"] = max(self.last_physical, other.last_physical)
         return ScrubProgress(**values)
 
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 def _unpack(buf: bytes | bytearray) -> ScrubProgress:
     values = _ARGS.unpack(buf)[4:]

@@ -57,22 +57,15 @@ def quota_mode(fsid: str) -> str:
         return "qgroup" if os.path.isdir(qgroups) else ""
 
 
+# The id of a filesystem's first (often only) device.
+FIRST_DEVID = 1
+
+
 def device_ids(fsid: str) -> list[int]:
-    """Return the device ids of a filesystem (from devinfo/), ascending."""
+    """Return the device ids of a filesystem (from devinfo/), ascending; the first
+    device's id alone on kernels without devinfo/."""
     try:
         names = os.listdir(os.path.join(fs_dir(fsid), "devinfo"))
     except OSError:
-        return []
-    return sorted(int(n) for n in names if n.isdigit())
-
-
-def exclusive_operation(fsid: str) -> str:
-    """The running exclusive operation ('none', 'balance', 'balance paused', ...).
-
-    Returns '' when the kernel does not say (older kernels have no such file).
-    """
-    try:
-        with open(os.path.join(fs_dir(fsid), "exclusive_operation"), encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+        return [FIRST_DEVID]
+    return sorted(int(n) for n in names if n.isdigit()) or [FIRST_DEVID]

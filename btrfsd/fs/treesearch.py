@@ -21,8 +21,8 @@ ROOT_ITEM_KEY = 132
 ROOT_BACKREF_KEY = 144
 U64_MAX = 2**64 - 1
 
-# struct btrfs_ioctl_search_key: 7 x u64, 3 x u32 + u32 unused, 4 x u64 unused; then buf_size.
-_SEARCH_KEY = struct.Struct("=7Q4I4Q")
+# struct btrfs_ioctl_search_key (7 x u64, 3 x u32 + u32 unused, 4 x u64 unused), then
+# the v2 buf_size (u64).
 _SEARCH_V2_HEAD = struct.Struct("=7Q4I4QQ")
 BTRFS_IOC_TREE_SEARCH_V2 = iowr(17, _SEARCH_V2_HEAD.size)
 # struct btrfs_ioctl_search_header

@@ -5,7 +5,8 @@ or {"subscribe": match_rule} (reply {"results": []}) to start collecting signals
 {"signals": true} to receive the collected ones (reply {"results": [{"path", "iface",
 "member", "body"}, ...]}) and clear them.
 All calls of one request are sent at once (concurrently); the reply is one JSON line:
-{"results": [{"ok": true, "body": [...]} | {"ok": false, "error": name, "message": text}]}
+{"results": [{"ok": true, "body": [...]} | {"ok": false, "error": name, "message": text,
+"details": {...}}]} (details: the error reply's a{sv} after the text, {} when absent).
 In "body", {"$v": [signature, value]} stands for a Variant. A call with "timed": true
 also gets "sent" and "done" (time.monotonic() when it was sent and answered).
 Only the standard library and dbus-fast: it runs from the sandbox, not the repo.
@@ -61,7 +62,8 @@ async def _one(bus, c):
                                    flags=flags))
     if reply.message_type == MessageType.ERROR:
         return {"ok": False, "error": reply.error_name,
-                "message": reply.body[0] if reply.body else ""}
+                "message": reply.body[0] if reply.body else "",
+                "details": encode(reply.body[1]) if len(reply.body) > 1 else {}}
     return {"ok": True, "body": encode(reply.body)}
 
 

@@ -29,12 +29,12 @@ from test_jobs import COVERED_JOB_METHODS
 
 from btrfsd.bus.auth import method_actions
 from btrfsd.bus.filesystem import FilesystemInterface
-from btrfsd.bus.introspect import NO_SERVICES
+from btrfsd.bus.introspect import NO_SERVICE
 from btrfsd.bus.job import JobInterface
 from btrfsd.bus.manager import ManagerInterface
 from btrfsd.constants import Action
 from btrfsd.core.filesystems import Filesystem
-from btrfsd.core.jobs import Job, Operation
+from btrfsd.core.jobs import Job
 
 
 @dataclass
@@ -321,13 +321,14 @@ def test_every_method_has_a_case(world: World) -> None:
 
 
 def _job_interface() -> JobInterface:
-    return JobInterface(None, Job(0, Operation.SCRUB, "x", 0), None)  # type: ignore[arg-type]
+    job = Job(id=0, operation="scrub", filesystem="x", started_by_uid=0)
+    return JobInterface(None, job, None)  # type: ignore[arg-type]
 
 
 def test_read_methods_declare_read_and_mutating_ones_do_not() -> None:
     fs = Filesystem(uuid="00000000-0000-0000-0000-000000000000", mounts=[])
-    actions = {**method_actions(ManagerInterface(None, NO_SERVICES)),  # type: ignore[arg-type]
-               **method_actions(FilesystemInterface(None, fs, NO_SERVICES))}  # type: ignore[arg-type]
+    actions = {**method_actions(ManagerInterface(None, NO_SERVICE)),  # type: ignore[arg-type]
+               **method_actions(FilesystemInterface(None, fs, NO_SERVICE))}  # type: ignore[arg-type]
     for name in READ_METHODS:
         assert actions[name] == Action.READ
     for name in MUTATING:

@@ -193,6 +193,10 @@ def test_already_running_names_the_job_and_answers_meanwhile(world: World,
         r = start(world, idle, member, **opts)
         assert not r["ok"] and r["error"] == "org.btrfsd1.Error.AlreadyRunning", r
         assert path in r["message"]
+        # the hint front ends word themselves: which job is in the way
+        d = r["details"]
+        assert d["hint"] == "job-running" and d["operation"] == "scrub", d
+        assert path.endswith(f"/{d['job_id']}") and path not in d["message"], d
     # the daemon keeps answering other callers while the scrub runs
     for _ in range(20):
         ok(world.fs_call(world.user, "ListSubvolumes", "a{sv}", {}))

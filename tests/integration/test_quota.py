@@ -148,7 +148,10 @@ def test_bad_quota_input_is_refused_and_changes_nothing(world: World, qfs: LoopF
     expected = "NotFound" if case == "missing" else "InvalidArgument"
     assert r["error"] == f"org.btrfsd1.Error.{expected}", r
     if case == "quotas off":
-        assert "enable" in r["message"]
+        assert "EnableQuota" in r["message"], r
+        assert r["details"]["hint"] == "enable-quota", r
+        assert r["details"]["filesystem"] == qfs.uuid and "EnableQuota" not in (
+            r["details"]["message"]), r
     assert qgroups(qfs.mount_point) == before
 
 

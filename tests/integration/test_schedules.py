@@ -305,10 +305,10 @@ def test_due_maintenance_runs_as_jobs_after_downtime(world: World, sfs: LoopFs) 
         "metadata_usage": V("au", [0])}, {}))
     assert ok(fs_call(world, sfs, "GetLastResults", "a{sv}", {}))[0] == {}  # not at once
     world.sb.stop("btrfsd")
-    records = world.sb.state_dir / "snapshots.json"
+    records = world.sb.state_dir / "maintenance-runs.json"
     data = json.loads(records.read_text())
     for key in data["last_run"]:
-        if key.startswith(f"maintenance:{sfs.uuid}:"):
+        if key.startswith(f"{sfs.uuid}:"):
             data["last_run"][key] -= 2 * 86400  # two days down: one run each, not two
     records.write_text(json.dumps(data))
     world.sb.start_daemon()
@@ -322,7 +322,7 @@ def test_due_maintenance_runs_as_jobs_after_downtime(world: World, sfs: LoopFs) 
         time.sleep(0.2)
     assert last["scrub"]["state"] == "completed" and last["scrub"]["started_by_uid"] == 0
     runs = json.loads(records.read_text())["last_run"]
-    assert runs[f"maintenance:{sfs.uuid}:scrub"] > time.time() - 60
+    assert runs[f"{sfs.uuid}:scrub"] > time.time() - 60
 
 
 def test_renamed_snapshot_stays_the_schedules(world: World, home: Path) -> None:

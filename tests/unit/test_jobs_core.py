@@ -11,17 +11,16 @@ from dbus_fast import Variant
 
 from btrfsd.bus.options import BalanceOptions, parse_options
 from btrfsd.cli.jobs import EXIT_UNSUCCESSFUL, job_exit_code
-from btrfsd.core.jobs import Job, JobState, Operation, RateMeter
+from btrfsd.core.jobs import Job, JobState, RateMeter
 from btrfsd.core.state import STATE_FILE, PersistedState, StateStore
 from btrfsd.errors import InvalidArgument
-from btrfsd.fs import balance, ioctl, scrub
+from btrfsd.fs import balance, scrub
 from btrfsd.units import format_bytes, parse_size
 
 
 def test_ioctl_structs_have_the_kernel_sizes() -> None:
     assert scrub._ARGS.size == 1024
     assert balance._ARGS.size == 1024
-    assert ioctl._DEV_INFO.size == 4096
     # _IOWR(0x94, 27, 1024) as in linux/btrfs.h
     assert scrub.BTRFS_IOC_SCRUB == 0xC400941B
     assert balance.BTRFS_IOC_BALANCE_V2 == 0xC4009420
@@ -58,12 +57,11 @@ def test_rate_meter_uses_recent_window() -> None:
     assert RateMeter.expected_end(30, 1200, 2200, 0) == 0
 
 
-def test_job_notifies_only_real_changes_and_ends_once() -> None:
-    job = Job(1, Operation.SCRUB, "fs", 1000)
+async def test_job_notifies_only_real_changes_and_ends_once() -> None:
+    job = Job(id=1, operation="scrub", filesystem="fs", started_by_uid=1000)
     changes: list[set[str]] = []
     ended: list[Job] = []
-    job.on_change.append(lambda j, names: changes.append(names))
-    job.on_end.append(ended.append)
+    job.listen(lambda j, names: changes.append(names), ended.append)
     job.update(progress=0.5, bytes_done=10)
     job.update(progress=0.5)
     assert changes == [{"progress", "bytes_done"}]
@@ -71,13 +69,41 @@ def test_job_notifies_only_real_changes_and_ends_once() -> None:
     assert job.progress == 1.0 and not job.active and ended == [job]
     rec = job.record()
     assert rec.state == "completed" and rec.message == "done"
+    job.update(message="later")
+    assert rec.message == "done"  # a record is a copy
+
+
+async def test_job_fields_change_only_through_update() -> None:
+    job = Job(id=1, operation="scrub", filesystem="fs", started_by_uid=0)
+    seen: list[set[str]] = []
+    job.listen(lambda j, names: seen.append(names))
+    with pytest.raises(AttributeError, match="update"):
+        job.state = JobState.PAUSED
+    with pytest.raises(AttributeError, match="no field"):
+        job.update(bogus=1)
+    assert job.state is JobState.RUNNING and seen == []
+
+
+async def test_job_update_refuses_worker_threads() -> None:
+    job = Job(id=1, operation="scrub", filesystem="fs", started_by_uid=0)
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(job.update, progress=0.5)
+    assert job.progress == 0.0
+
+
+def test_old_state_files_keep_what_to_put_back() -> None:
+    # before job kinds, a scrub's speed limits to restore were "restore_speed_limits"
+    old = {"id": 3, "operation": "scrub", "filesystem": "u", "state": "running",
+           "started_by_uid": 0, "start_time": 1.0, "restore_speed_limits": {"1": 0}}
+    rec = PersistedState.model_validate({"running": {"3": old}}).running[3]
+    assert rec.undo == {"1": 0} and rec.state is JobState.RUNNING
 
 
 def test_state_store_roundtrip_and_invalid_file(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state")
     assert store.load().next_job_id == 1
     st = PersistedState(next_job_id=7)
-    st.running[3] = Job(3, Operation.BALANCE, "fs", 0).record()
+    st.running[3] = Job(id=3, operation="balance", filesystem="fs", started_by_uid=0).record()
     asyncio.run(store.save(st))
     loaded = store.load()
     assert loaded.next_job_id == 7 and loaded.running[3].operation == "balance"

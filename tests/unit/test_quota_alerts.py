@@ -9,7 +9,8 @@ from btrfsd.config import QuotaAlertSettings, Thresholds
 from btrfsd.core.quota_alerts import FULL_SLACK, _fullest, crossings
 from btrfsd.core.quotas import check_limit
 from btrfsd.errors import InvalidArgument
-from btrfsd.fs.quota import QgroupUsage, qgroupid, split_qgroupid
+from btrfsd.fs.quota import QgroupUsage
+from btrfsd.units import qgroupid, split_qgroupid
 
 TH = Thresholds()  # 80 / 95 / 100, margin 5
 

@@ -1,0 +1,121 @@
+"""The composition root: which core services exist, how they are wired, and how the
+whole graph opens, runs its background work and closes.
+
+Every server-side front end (the D-Bus adapter today, the fleet bridge next) builds one
+``Service`` and talks only to it; none wires core parts itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from ..config import Settings
+from .balance_runner import BalanceKind
+from .fast_delete import FastDelete
+from .filesystems import Filesystem, Registry
+from .inventory import Inventory
+from .jobmanager import JobManager
+from .maintenance import Maintenance
+from .quota_alerts import QuotaAlert, QuotaWatcher
+from .quotas import Quotas
+from .rescan_runner import RescanKind
+from .schedules import Schedules
+from .scrub_runner import ScrubKind
+from .subvolumes import Subvolumes
+from .threads import in_background
+from .timer import ScheduleTimer
+
+log = logging.getLogger(__name__)
+
+AlertListener = Callable[[QuotaAlert], None]
+
+
+class Service:
+    """btrfsd's core, wired: filesystems, subvolumes, quotas, jobs of every kind,
+    schedules, maintenance, quota alerts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = Registry()
+        self.subvolumes = Subvolumes(self.registry)
+        self.quotas = Quotas(self.subvolumes)
+        self.inventory = Inventory(self.subvolumes, self.quotas)
+        self.jobs = JobManager(self.registry, settings.state_dir,
+                               retention=settings.job_retention,
+                               poll_interval=settings.job_poll_interval)
+        for kind in (ScrubKind(settings.job_poll_interval),
+                     BalanceKind(settings.job_poll_interval),
+                     RescanKind(settings.job_poll_interval)):
+            self.jobs.register(kind)
+        self.fast_delete = FastDelete(self.jobs, enabled=settings.quota_fast_delete)
+        # every delete (a caller's or a schedule cleanup's) takes the fast path with full
+        # qgroups
+        self.subvolumes.delete_hooks.append(self.fast_delete)
+        self.schedules = Schedules(self.subvolumes, settings.config_dir, settings.state_dir)
+        self.maintenance = Maintenance(self.registry, self.jobs, settings.config_dir,
+                                       settings.state_dir)
+        self.timer = ScheduleTimer(self.schedules, self.maintenance)
+        self._alert_listeners: list[AlertListener] = []
+        self.alerts = QuotaWatcher(self.registry, self.quotas, settings.quota_alerts,
+                                   settings.state_dir, self._on_quota_alert)
+        self._background: list[asyncio.Task[None]] = []
+        self._open = False
+        self.registry.add_listener(self._on_filesystems_changed)
+
+    def add_quota_alert_listener(self, listener: AlertListener) -> None:
+        """Hear every quota alert (a front end turns it into a signal, a message, ...)."""
+        self._alert_listeners.append(listener)
+
+    def _on_quota_alert(self, alert: QuotaAlert) -> None:
+        for listener in self._alert_listeners:
+            listener(alert)
+
+    def _on_filesystems_changed(self, added: list[Filesystem],
+                                removed: list[Filesystem]) -> None:
+        if self._open:
+            for fs in added:
+                # a newly mounted filesystem may already be scrubbing or balancing
+                in_background(self.jobs.detect(fs))
+
+    async def open(self) -> None:
+        """Find the filesystems, load state, report or follow jobs of the previous run,
+        and start following the mount table. Front ends add their listeners before."""
+        await self.registry.rescan()
+        await self.jobs.open()
+        await self.maintenance.load()
+        await self.schedules.load()
+        self._open = True
+        self.registry.start_watching(asyncio.get_running_loop())
+
+    async def run_background(self) -> None:
+        """Start the periodic work: refresh, quota alerts, schedules and maintenance."""
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._refresh_loop()),
+                            loop.create_task(self.alerts.run())]
+        await self.timer.start()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_interval)
+            try:
+                await self.registry.rescan()
+                # scrubs/balances started by other tools show up as jobs
+                await self.jobs.detect_all()
+            except Exception:  # keep serving; the next pass may succeed
+                log.exception("periodic refresh failed")
+
+    async def close(self) -> None:
+        """Stop the background work and leave jobs as the next start expects them."""
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.timer.shutdown()
+        if self._open:
+            self.registry.stop_watching(asyncio.get_running_loop())
+        await self.fast_delete.shutdown()
+        await self.jobs.shutdown()

@@ -1,0 +1,142 @@
+"""The dbus-fast internals btrfsd relies on, pinned: if an upgrade changes them, these
+tests fail and say which one and where btrfsd uses it (pyproject.toml pins dbus-fast to
+the tested major version; move the pin only with these green).
+
+Checked twice: the private names exist, and they behave as btrfsd needs on a real
+(private) dbus-daemon: the caller's message is visible inside a method, ObjectManager
+signals come from the root path, and an error reply carries the details dictionary.
+"""
+
+# No "from __future__ import annotations": dbus-fast reads the Probe's annotations at
+# runtime.
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusStr
+from dbus_fast.errors import DBusError
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from btrfsd.bus.context import CallerAwareBus, current_message
+from btrfsd.bus.errors import to_dbus_error
+from btrfsd.constants import ROOT_PATH
+from btrfsd.errors import Hint, HintKind, InvalidArgument
+
+# (owner, private name, where btrfsd uses it)
+INTERNALS = [
+    (MessageBus, "_make_method_handler", "bus/context.py: the caller's message in a method"),
+    (MessageBus, "_emit_interface_added", "bus/context.py: InterfacesAdded from the root"),
+    (MessageBus, "_emit_interface_removed", "bus/context.py: InterfacesRemoved from the root"),
+    (ServiceInterface, "_get_methods", "bus/auth.py: every method declares a polkit action"),
+    (ServiceInterface, "_get_all_property_values", "bus/context.py: InterfacesAdded values"),
+    (DBusError, "_as_message", "bus/errors.py: error replies with details"),
+]
+
+
+@pytest.mark.parametrize("owner,name,where", INTERNALS,
+                         ids=[f"{o.__name__}.{n}" for o, n, _ in INTERNALS])
+def test_private_names_exist(owner: type, name: str, where: str) -> None:
+    if not hasattr(owner, name):
+        pytest.fail(f"dbus-fast no longer has {owner.__name__}.{name}, which btrfsd uses in "
+                    f"{where}; adapt that code or pin dbus-fast to the last version that had "
+                    "it.")
+
+
+@pytest.fixture
+async def bus_address(tmp_path: Path) -> AsyncIterator[str]:
+    daemon = shutil.which("dbus-daemon")
+    if daemon is None:
+        pytest.skip("dbus-daemon is not installed (scripts/dev installs it)")
+    socket = tmp_path / "bus"
+    config = tmp_path / "bus.conf"
+    config.write_text(f"""<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>session</type><listen>unix:path={socket}</listen>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/>
+<allow eavesdrop="true"/><allow own="*"/></policy></busconfig>
+""")
+    proc = subprocess.Popen([daemon, f"--config-file={config}", "--nofork"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if socket.exists():
+                break
+            await asyncio.sleep(0.01)
+        yield f"unix:path={socket}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+class Probe(ServiceInterface):
+    """Answers with the sender it sees, or fails with a core error."""
+
+    def __init__(self) -> None:
+        super().__init__("org.btrfsd1.Probe")
+
+    @dbus_property(name="Answer")
+    def answer(self) -> DBusStr:
+        return "42"
+
+    @answer.setter
+    def answer(self, value: DBusStr) -> None:
+        pass
+
+    @dbus_method(name="WhoCalls")
+    async def who_calls(self) -> DBusStr:
+        await asyncio.sleep(0)  # the message must survive an await
+        return current_message().sender or ""
+
+    @dbus_method(name="Fail")
+    async def fail(self) -> None:
+        err = InvalidArgument("Quotas are off.", hint=Hint(HintKind.ENABLE_QUOTA,
+                                                           {"filesystem": "u"}))
+        raise to_dbus_error(err)
+
+
+async def test_the_internals_behave_as_btrfsd_needs(bus_address: str) -> None:
+    os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    server = await CallerAwareBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+    client = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+    try:
+        server.export(ROOT_PATH, Probe())
+        signals: list[Message] = []
+        client.add_message_handler(
+            lambda m: signals.append(m) if m.message_type == MessageType.SIGNAL else None)
+        await client.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+            body=["type='signal',interface='org.freedesktop.DBus.ObjectManager'"]))
+
+        reply = await client.call(Message(destination=server.unique_name, path=ROOT_PATH,
+                                          interface="org.btrfsd1.Probe", member="WhoCalls"))
+        assert reply is not None and reply.body == [client.unique_name], (
+            "the method did not see its caller's message (bus/context.py)")
+
+        reply = await client.call(Message(destination=server.unique_name, path=ROOT_PATH,
+                                          interface="org.btrfsd1.Probe", member="Fail"))
+        assert reply is not None and reply.message_type == MessageType.ERROR
+        assert reply.error_name == "org.btrfsd1.Error.InvalidArgument"
+        assert reply.signature == "sa{sv}", "error replies lost their details (bus/errors.py)"
+        text, details = reply.body
+        assert "EnableQuota" in text and details["hint"].value == "enable-quota"
+
+        server.export(ROOT_PATH + "/child", Probe())
+        for _ in range(100):
+            if signals:
+                break
+            await asyncio.sleep(0.01)
+        added = [m for m in signals if m.member == "InterfacesAdded"]
+        assert added and added[0].path == ROOT_PATH, (
+            "InterfacesAdded no longer comes from the ObjectManager's path (bus/context.py)")
+        assert added[0].body[1]["org.btrfsd1.Probe"]["Answer"].value == "42"
+    finally:
+        client.disconnect()
+        server.disconnect()
