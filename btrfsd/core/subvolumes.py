@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from .. import constants
 from ..errors import AlreadyExists, Busy, InvalidArgument
-from ..fs import paths, subvol
+from ..fs import layouts, paths, subvol
 
 # SubvolumeInfo is part of the core's vocabulary: front ends take it from here
 from ..fs.subvol import SubvolumeInfo as SubvolumeInfo
@@ -172,27 +172,54 @@ class Subvolumes:
         log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
         return gone
 
+    @staticmethod
+    def _default_snapshot_dir(fd: int, source_path: str) -> str:
+        """Name of the directory in the source (open as ``fd``) for default snapshots.
+
+        ``.snapshots`` as before, unless another tool owns it (snapper's subvolume, or
+        snapper's or btrbk's snapshots inside): then ``.btrfsd-snapshots``, and that one
+        for good once it exists, so the place does not flip back (docs/coexistence.md).
+        Raises InvalidArgument when the directories cannot be examined.
+        """
+        try:
+            if layouts.lstat_at(fd, layouts.BTRFSD_SNAPSHOT_DIR) is not None:
+                # Whatever it is: a non-directory there is refused by the caller, never
+                # silently passed over for .snapshots.
+                return layouts.BTRFSD_SNAPSHOT_DIR
+            owner = layouts.foreign_owner(fd, constants.DEFAULT_SNAPSHOT_DIR)
+        except OSError as e:
+            raise InvalidArgument(
+                f"Cannot examine {source_path}/{constants.DEFAULT_SNAPSHOT_DIR} "
+                f"({os.strerror(e.errno or 0)}); give a destination."
+            ) from e
+        if owner is None:
+            return constants.DEFAULT_SNAPSHOT_DIR
+        log.info("%s/%s belongs to another tool (%s); default snapshots go to %s",
+                 source_path, constants.DEFAULT_SNAPSHOT_DIR, owner,
+                 layouts.BTRFSD_SNAPSHOT_DIR)
+        return layouts.BTRFSD_SNAPSHOT_DIR
+
     def _default_destination(self, source: paths.Resolved, when: float | None) -> str:
-        base = source.path.rstrip("/") + "/" + constants.DEFAULT_SNAPSHOT_DIR
         stamp = time.strftime(constants.SNAPSHOT_NAME_FORMAT, time.gmtime(when))
         fd = source.open()
+        dirname = self._default_snapshot_dir(fd, source.path.rstrip("/"))
+        base = source.path.rstrip("/") + "/" + dirname
         try:
-            os.mkdir(constants.DEFAULT_SNAPSHOT_DIR, 0o750, dir_fd=fd)
+            os.mkdir(dirname, 0o750, dir_fd=fd)
         except FileExistsError:
             pass
         except OSError as e:
             raise InvalidArgument(
                 f"Cannot make {base} ({os.strerror(e.errno or 0)}); give a destination."
             ) from e
-        st = os.stat(constants.DEFAULT_SNAPSHOT_DIR, dir_fd=fd, follow_symlinks=False)
+        st = os.stat(dirname, dir_fd=fd, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidArgument(f"{base} is not a directory; give a destination.")
         # Two snapshots in one second get -1, -2, ... so names stay unique and sortable.
         name, n = stamp, 0
         while True:
             try:
-                os.stat(f"{constants.DEFAULT_SNAPSHOT_DIR}/{name}", dir_fd=fd,
-                        follow_symlinks=False)
+                os.stat(f"{dirname}/{name}", dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 return f"{base}/{name}"
             n += 1
