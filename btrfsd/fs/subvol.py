@@ -14,6 +14,7 @@ from typing import NamedTuple, TypeVar
 
 import btrfsutil
 
+from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import BtrfsdError, NotBtrfs, from_errno
 from . import libbtrfsutil, treesearch
 from .ioctl import fs_info
@@ -110,7 +111,7 @@ def subvolume_info(fd: int, path: str) -> SubvolumeInfo:
     Raises BtrfsdError.
     """
     info = kernel_call(f"Cannot read subvolume {path}", btrfsutil.subvolume_info, fd)
-    rel = "" if info.id == 5 else kernel_call(
+    rel = "" if info.id == TOP_LEVEL_SUBVOLUME_ID else kernel_call(
         f"Cannot find the path of {path}", btrfsutil.subvolume_path, fd
     )
     return _from_info(rel, info)
@@ -123,7 +124,7 @@ def containing_subvolume(fd: int, path: str) -> SubvolumeInfo:
     """
     sid = kernel_call(f"Cannot find the subvolume of {path}", btrfsutil.subvolume_id, fd)
     info = kernel_call(f"Cannot read the subvolume of {path}", btrfsutil.subvolume_info, fd, sid)
-    rel = "" if sid == 5 else kernel_call(
+    rel = "" if sid == TOP_LEVEL_SUBVOLUME_ID else kernel_call(
         f"Cannot find the subvolume path of {path}", btrfsutil.subvolume_path, fd, sid
     )
     return _from_info(rel, info)

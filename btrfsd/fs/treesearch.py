@@ -10,11 +10,12 @@ import fcntl
 import struct
 from collections.abc import Iterator
 
+from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import from_errno
 from .ioctl import iowr
 
 ROOT_TREE_OBJECTID = 1
-FS_TREE_OBJECTID = 5
+FS_TREE_OBJECTID = TOP_LEVEL_SUBVOLUME_ID  # the top level's tree
 FIRST_FREE_OBJECTID = 256
 LAST_FREE_OBJECTID = 2**64 - 256  # -256ULL
 ROOT_ITEM_KEY = 132
