@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
              "snapshot SOURCE [DEST]; also: snapshot list SOURCE, snapshot delete PATH")
     sn.add_argument("source")
     sn.add_argument("dest", nargs="?", default="",
-                    help="default: SOURCE/.snapshots/<UTC time, e.g. 20261122T043000Z>")
+                    help="default: SOURCE/.snapshots/<UTC time, e.g. 20261122T043000Z>; "
+                    ".btrfsd-snapshots beside snapper or btrbk")
     sn.add_argument("--writable", action="store_true", help="make a writable snapshot")
     sn.add_argument("--recursive", action="store_true", help="include nested subvolumes")
     sl = cmd(sub, "snapshot-list", snapshot_list, argparse.SUPPRESS)

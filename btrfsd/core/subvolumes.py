@@ -256,7 +256,8 @@ class Subvolumes:
     async def snapshot(self, fs: Filesystem, source: str, dest: str = "", *,
                        read_only: bool = True, recursive: bool = False,
                        when: float | None = None) -> str:
-        """Snapshot ``source`` to ``dest`` (default ``<source>/.snapshots/<UTC time>``).
+        """Snapshot ``source`` to ``dest`` (default ``<source>/.snapshots/<UTC time>``, or
+        ``.btrfsd-snapshots`` beside snapper or btrbk: docs/coexistence.md).
 
         Returns the snapshot's path. Raises BtrfsdError.
         """
