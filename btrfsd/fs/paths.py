@@ -5,6 +5,14 @@ Rule (documented in docs/api.md): a path must be absolute and canonical. Compone
 ``.`` and ``..`` are refused and so is a symbolic link anywhere in the path, because a
 privileged daemon that follows a caller's link can be steered outside the filesystem the
 caller was allowed to touch.
+
+Each path is opened once: every component with ``O_PATH|O_NOFOLLOW`` (which never
+blocks, whatever the inode is), its type judged by ``fstat`` on that descriptor, and the
+object reopened *from the descriptor*, never by its name again. A caller who swaps a
+directory for a FIFO between the check and the open therefore gets the directory that
+was checked (or a clear error), never a worker thread blocked in ``open()`` on a FIFO.
+The walk holds one directory descriptor at a time, so a deep path needs no more
+descriptors than a short one.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from ..errors import BtrfsdError, InvalidArgument, NotFound, from_errno
 
 NAME_MAX = 255
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# the last component: any type (a link, a FIFO...) is opened as a handle, not followed
+_TARGET_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def check_name(name: str) -> str:
@@ -63,13 +73,15 @@ class Resolved:
     """A path walked safely. Owns file descriptors: use as a context manager.
 
     ``parent_fd`` is an O_PATH descriptor of the containing directory (None for "/"),
-    ``name`` the last component, ``st`` its lstat result (None when it does not exist).
+    ``name`` the last component, ``target_fd`` an O_PATH descriptor of the object itself
+    and ``st`` its fstat result (both None when it does not exist).
     """
 
     path: str
     parent_fd: int | None
     name: str
     st: os.stat_result | None
+    target_fd: int | None = None
     _fds: list[int] = field(default_factory=list)
     _parent_rd: int | None = None
 
@@ -90,22 +102,42 @@ class Resolved:
         return self.st is not None
 
     def open(self, flags: int = os.O_RDONLY) -> int:
-        """Open the object itself (never following a link); the fd is closed with this.
+        """Open the object that was checked, from its descriptor (never by name again,
+        never following a link, never blocking); the fd is closed with this.
 
-        Raises NotFound, InvalidArgument.
+        Raises NotFound (it does not exist), InvalidArgument (not a directory or regular
+        file: a FIFO, socket or device is never opened).
         """
+        if self.target_fd is None or self.st is None:
+            raise NotFound(f"{self.path} does not exist.")
         try:
-            if self.parent_fd is None:
-                fd = os.open("/", flags | os.O_DIRECTORY | os.O_CLOEXEC)
+            if stat.S_ISDIR(self.st.st_mode):
+                # "." from the O_PATH handle is the same directory, whatever its name
+                # points to now
+                fd = os.open(".", flags | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=self.target_fd)
+            elif stat.S_ISREG(self.st.st_mode):
+                fd = os.open(f"/proc/self/fd/{self.target_fd}",
+                             flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
             else:
-                fd = os.open(
-                    self.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.parent_fd
-                )
+                raise InvalidArgument(
+                    f"{self.path} is not a directory or a regular file (a FIFO, socket or "
+                    "device); btrfsd does not open those.")
         except OSError as e:
             raise _walk_error(e, self.path) from e
         self._fds.append(fd)
         return fd
 
+    def open_created(self) -> int:
+        """Open what a call made at this path after the walk found nothing there (a new
+        snapshot): its name is opened once, from the parent's handle, as in the walk;
+        then as ``open()``. Raises NotFound, InvalidArgument."""
+        if self.target_fd is None and self.parent_fd is not None:
+            target = _open_target(self.parent_fd, self.name, self.path)
+            if target is not None:
+                self._fds.append(target)
+                self.target_fd, self.st = target, os.fstat(target)
+        return self.open()
 
     def open_parent(self) -> int:
         """Open the checked containing directory for ioctls (once; later calls return the
@@ -139,8 +171,19 @@ def _walk_error(e: OSError, path: str) -> BtrfsdError:
     return from_errno(e.errno or 0, f"Cannot open {path}: {os.strerror(e.errno or 0)}.")
 
 
+def _open_target(dir_fd: int, name: str, path: str) -> int | None:
+    """O_PATH handle of ``name`` in ``dir_fd`` (None when missing). Raises BtrfsdError."""
+    try:
+        return os.open(name, _TARGET_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _walk_error(e, path) from e
+
+
 def resolve(path: str, *, must_exist: bool = True) -> Resolved:
-    """Walk ``path`` from / without following links and return the open parent.
+    """Walk ``path`` from / without following links; return the open parent and the
+    object's own handle.
 
     Raises InvalidArgument (bad form, a symlink on the way or at the end), NotFound (a
     missing directory on the way, or a missing target when ``must_exist``).
@@ -155,26 +198,29 @@ def resolve(path: str, *, must_exist: bool = True) -> Resolved:
         for part in parts[:-1]:
             walked += "/" + part
             try:
-                fd = os.open(part, _WALK_FLAGS, dir_fd=fd)
+                child = os.open(part, _WALK_FLAGS, dir_fd=fd)
             except OSError as e:
                 raise _walk_error(e, walked) from e
+            # one directory handle at a time: a 1,500-level path needs no 1,500 fds
+            os.close(fds.pop())
+            fd = child
             fds.append(fd)
         if not parts:
-            res = Resolved(canonical, None, "", os.stat("/"), fds)
+            res = Resolved(canonical, None, "", os.fstat(fd), target_fd=fd, _fds=fds)
             fds = []
             return res
         name = parts[-1]
-        try:
-            st: os.stat_result | None = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            st = None
+        target = _open_target(fd, name, canonical)
+        if target is not None:
+            fds.append(target)
+        st = os.fstat(target) if target is not None else None
         if st is None and must_exist:
             raise NotFound(f"{canonical} does not exist.")
         if st is not None and stat.S_ISLNK(st.st_mode):
             raise InvalidArgument(
                 f"{canonical} is a symbolic link; give the path it points to instead."
             )
-        res = Resolved(canonical, fd, name, st, fds)
+        res = Resolved(canonical, fd, name, st, target_fd=target, _fds=fds)
         fds = []
         return res
     finally:

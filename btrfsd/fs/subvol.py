@@ -186,7 +186,7 @@ def create_snapshot(source_fd: int, source_path: str, dest: Resolved, *, read_on
         kernel_call(what, libbtrfsutil.create_snapshot, source_fd, dest.open_parent(),
                     dest.name, recursive=True)
         if read_only:
-            fd = dest.open()
+            fd = dest.open_created()
             for nested in list(iter_subvolumes(fd, post_order=True)):
                 nfd = os.open(nested.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                 try:
@@ -221,7 +221,8 @@ def delete_subvolume(target: Resolved, *, recursive: bool) -> None:
     cannot unlink a child from a read-only parent. Raises BtrfsdError.
     """
     if recursive:
-        fd = target.open()
+        # the target may be one this call made (a failed recursive snapshot's remains)
+        fd = target.open_created()
         top = subvolume_info(fd, target.path)
         nested = list(iter_subvolumes(fd))
         parents = {n.parent_id for n in nested}

@@ -68,3 +68,75 @@ def test_fds_are_closed(tmp_path: Path) -> None:
         with resolve(str(tmp_path)) as res:
             res.open()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _in_thread(fn: object, seconds: float = 5.0) -> BaseException | None:
+    """Run ``fn`` in a daemon thread; fail the test if it blocks (a hung open)."""
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            fn()  # type: ignore[operator]
+            outcome.append(None)
+        except BaseException as e:  # handed back to the test
+            outcome.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert outcome, "the call blocked (an open() waiting on a FIFO?)"
+    return outcome[0]
+
+
+def test_a_fifo_is_refused_not_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+
+    def go() -> None:
+        with resolve(str(tmp_path / "pipe")) as res:
+            res.open()
+
+    err = _in_thread(go)
+    assert isinstance(err, InvalidArgument) and "FIFO" in str(err)
+
+
+def test_the_object_checked_is_the_one_opened(tmp_path: Path) -> None:
+    # A caller swaps the checked directory for a FIFO after the walk: the open gets the
+    # directory that was checked, by its handle, and never blocks on the FIFO.
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "marker").write_text("checked")
+    with resolve(str(d)) as res:
+        os.rename(d, tmp_path / "moved")
+        os.mkfifo(d)
+        fds: list[int] = []
+        assert _in_thread(lambda: fds.append(res.open())) is None
+        assert "marker" in os.listdir(fds[0])
+
+
+def test_a_deep_path_needs_few_descriptors(tmp_path: Path) -> None:
+    import resource
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1500):  # level by level: os.makedirs recurses once per level
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    deep = str(tmp_path) + "/d" * 1500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # far fewer descriptors than components: the walk must not hold one per level
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+    try:
+        with resolve(deep) as res:
+            assert res.st is not None and res.open() >= 0
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        _remove_chain(tmp_path, 1500)  # shutil.rmtree would recurse 1,500 deep too
+
+
+def _remove_chain(top: Path, depth: int) -> None:
+    for level in range(depth, 0, -1):
+        os.rmdir(str(top) + "/d" * level)
