@@ -9,6 +9,8 @@ core's sentence without advice), ``hint`` (a HintKind name) and the hint's facts
 
 from __future__ import annotations
 
+import logging
+
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.errors import DBusError
 
@@ -17,16 +19,19 @@ from ..errors import BtrfsdError, FactValue, Hint, HintKind
 from .paths import filesystem_path, job_path
 from .variants import to_variant
 
+log = logging.getLogger(__name__)
+
 
 def advice(hint: Hint) -> str:
-    """What a D-Bus caller can do, in the API's own terms."""
+    """What a D-Bus caller can do, in the API's own terms. Raises KeyError/ValueError
+    for a hint without its facts (to_dbus_error falls back to the plain message)."""
     f = hint.facts
     match hint.kind:
         case HintKind.ENABLE_QUOTA:
             return f"Call EnableQuota on {filesystem_path(str(f['filesystem']))} first."
         case HintKind.JOB_RUNNING:
-            return (f"It is {job_path(int(f['job_id']))}: wait for its Completed signal or "
-                    "call its Cancel method.")
+            return (f"It is {job_path(int(f['job_id']))}: wait for its Completed signal, or "
+                    "call its Cancel method where its kind can be cancelled.")
         case HintKind.OTHER_FILESYSTEM:
             return (f"Call that filesystem's object, {filesystem_path(str(f['filesystem']))}"
                     " (Manager.ResolvePath finds it).")
@@ -55,8 +60,15 @@ def to_dbus_error(err: BtrfsdError) -> DBusError:
     details: dict[str, Variant] = {"message": Variant("s", err.message)}
     text = err.message
     if err.hint is not None:
-        facts: dict[str, FactValue] = dict(err.hint.facts)
-        details.update({k: to_variant(v) for k, v in facts.items()})
-        details["hint"] = Variant("s", str(err.hint.kind))
-        text = f"{err.message} {advice(err.hint)}".rstrip()
+        try:
+            facts: dict[str, FactValue] = dict(err.hint.facts)
+            extra = {k: to_variant(v) for k, v in facts.items()}
+            extra["hint"] = Variant("s", str(err.hint.kind))
+            text = f"{err.message} {advice(err.hint)}".rstrip()
+        except (KeyError, ValueError, TypeError):
+            # a hint missing its facts is a bug of ours: the caller still gets the error
+            log.exception("cannot word the hint of %s", err.name)
+            extra, text = {}, err.message
+        details.update(extra)
+        details["message"] = Variant("s", err.message)
     return DetailedError(ERROR_PREFIX + err.name, text, details)

@@ -126,10 +126,11 @@ def error_line(error: CallError) -> str:
 
 def error_json(error: CallError) -> dict[str, Any]:
     """The JSON object btrfsctl --json prints for ``error``: ``error`` (the D-Bus name),
-    ``message`` (the reply's full text), and when the daemon sent them ``hint`` and the
-    facts. Raises nothing."""
+    ``message`` (what the human line says after the explanation: btrfsctl's words, not
+    the D-Bus API's), and when the daemon sent them ``hint`` and the facts. Raises
+    nothing."""
     facts = {k: v for k, v in error.details.items() if k not in _NOT_FACTS}
-    data = {**facts, "error": error.name, "message": error.text}
+    data = {**facts, "error": error.name, "message": reason(error)}
     hint = error.details.get("hint")
     if isinstance(hint, str):
         data["hint"] = hint

@@ -161,10 +161,14 @@ class JobManager:
 
     def _check_free(self, fs: Filesystem) -> None:
         cur = self._active.get(fs.uuid)
-        if cur is not None:
-            raise AlreadyRunning(
-                f"A {cur.describe()} is already on {fs.primary_mount.mount_point}; one job "
-                "at a time runs on a filesystem.", hint=job_running_hint(cur))
+        if cur is None:
+            return
+        where = fs.primary_mount.mount_point
+        if cur.id not in self._jobs:  # still being prepared: it may never appear
+            raise AlreadyRunning(f"A {cur.operation} job is being started on {where}; one "
+                                 "job at a time runs on a filesystem.")
+        raise AlreadyRunning(f"A {cur.describe()} is already on {where}; one job at a time "
+                             "runs on a filesystem.", hint=job_running_hint(cur))
 
     async def _settle_external(self, fs: Filesystem) -> None:
         """An adopted outside operation may have just ended while its watcher has not
@@ -309,7 +313,7 @@ class JobManager:
         msg = (f"btrfsd stopped while this {rec.operation} ran ({pct}% done); "
                f"it did not finish. Start it again.")
         job = Job(**{**rec.model_dump(), "state": JobState.INTERRUPTED, "message": msg,
-                     "error": msg, "undo": {}})
+                     "error": msg, "undo": {}, "rate": 0.0, "expected_end_time": 0.0})
         self._announce(job)
         self._state.last.setdefault(rec.filesystem, {})[rec.operation] = job.record()
         self._expire_later(job)

@@ -62,7 +62,9 @@ class JobRecord(BaseModel):
     # own keys (a scrub: speed limit per device id). Older state files called it
     # restore_speed_limits.
     undo: dict[str, int] = Field(
-        default_factory=dict, validation_alias=AliasChoices("undo", "restore_speed_limits"))
+        default_factory=dict, validation_alias=AliasChoices("undo", "restore_speed_limits"),
+        # written under the old name: a btrfsd rolled back to 0.1 still puts limits back
+        serialization_alias="restore_speed_limits")
 
     @property
     def active(self) -> bool:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,6 +40,7 @@ LEGACY_PLANS_FILE = "schedules.json"
 LEGACY_RUNS_FILE = "snapshots.json"
 PERIODS = {"none": 0, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
 OPERATIONS = (SCRUB, BALANCE)
+M = TypeVar("M", bound=BaseModel)
 
 
 class MaintenancePlan(BaseModel):
@@ -98,6 +100,15 @@ class _LegacyRuns(BaseModel):
     last_run: dict[str, float] = Field(default_factory=dict)
 
 
+def _read_quietly(path: Path, model: type[M]) -> M:
+    """Read a JSON file into ``model``; an empty model when it is missing, unreadable or
+    invalid (another module's file: it is left exactly as it is)."""
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return model()
+
+
 def _run_key(fs_uuid: str, op: str) -> str:
     return f"{fs_uuid}:{op}"
 
@@ -121,30 +132,38 @@ class Maintenance:
     # -- storage ----------------------------------------------------------------------------
     def _load_blocking(self) -> tuple[PlanFile, RunFile, bool]:
         plans_path = self.config_dir / PLANS_FILE
-        if plans_path.exists():
+        runs_path = self.state_dir / RUNS_FILE
+        # Once either file of ours exists, or was moved aside as invalid, the old files
+        # are never read again (their plans would come back, all due at once).
+        ours = [p for d, n in ((self.config_dir, PLANS_FILE), (self.state_dir, RUNS_FILE))
+                for p in d.glob(f"{n}*")]
+        if ours:
             return (load_model(plans_path, PlanFile, "maintenance plans"),
-                    load_model(self.state_dir / RUNS_FILE, RunFile, "maintenance runs"),
-                    False)
-        # Plans of an older btrfsd sat in schedules.json, last runs in snapshots.json.
-        legacy = load_model(self.config_dir / LEGACY_PLANS_FILE, _LegacyPlans, "schedules")
+                    load_model(runs_path, RunFile, "maintenance runs"), False)
+        # Plans of an older btrfsd sat in schedules.json, last runs in snapshots.json:
+        # the schedules' files, read here without any side effect (never moved aside).
+        legacy = _read_quietly(self.config_dir / LEGACY_PLANS_FILE, _LegacyPlans)
         if not legacy.maintenance:
-            return PlanFile(), load_model(self.state_dir / RUNS_FILE, RunFile,
-                                          "maintenance runs"), False
-        old_runs = load_model(self.state_dir / LEGACY_RUNS_FILE, _LegacyRuns,
-                              "snapshot records")
+            return PlanFile(), RunFile(), False
+        old_runs = _read_quietly(self.state_dir / LEGACY_RUNS_FILE, _LegacyRuns)
         runs = {key.removeprefix("maintenance:"): t for key, t in old_runs.last_run.items()
                 if key.startswith("maintenance:")}
         return PlanFile(plans=legacy.maintenance), RunFile(last_run=runs), True
 
     async def load(self) -> None:
         """Read plans and last runs (taking over those an older btrfsd kept with the
-        schedules)."""
+        schedules). Never raises for unreadable or unwritable files: they are logged."""
         async with self._lock:
             self._plans, self._runs, migrated = await asyncio.to_thread(self._load_blocking)
             if migrated:
-                log.info("maintenance plans moved to %s", self.config_dir / PLANS_FILE)
-                await self._save_runs()
-                await self._save_plans()
+                try:
+                    await self._save_runs()
+                    await self._save_plans()
+                    log.info("maintenance plans moved to %s", self.config_dir / PLANS_FILE)
+                except OSError as e:
+                    # keep them in memory; the next successful save writes them
+                    log.error("cannot write maintenance state (%s); plans taken over from "
+                              "%s stay in memory until a write works", e, LEGACY_PLANS_FILE)
 
     async def _save_plans(self) -> None:
         await asyncio.to_thread(write_atomic, self.config_dir / PLANS_FILE,
@@ -179,6 +198,9 @@ class Maintenance:
         async with self._lock:
             if self._plans.plans.pop(fs_uuid, None) is None:
                 raise NotFound(f"Filesystem {fs_uuid} has no periodic maintenance.")
+            running = self._running.pop(fs_uuid, None)
+            if running is not None:  # no further steps; a job already started goes on
+                running.cancel()
             await self._save_plans()
             for op in OPERATIONS:
                 self._runs.last_run.pop(_run_key(fs_uuid, op), None)
@@ -228,10 +250,13 @@ class Maintenance:
                     log.error("maintenance %s of %s failed to start: %s", op, fs.uuid,
                               e.message)
                 async with self._lock:
+                    if fs.uuid not in self._plans.plans:
+                        return  # removed meanwhile: its last runs are gone for good
                     self._runs.last_run[_run_key(fs.uuid, op)] = self.clock()
                     await self._save_runs()
         finally:
-            self._running.pop(fs.uuid, None)
+            if self._running.get(fs.uuid) is asyncio.current_task():
+                del self._running[fs.uuid]
 
     async def shutdown(self) -> None:
         for task in list(self._running.values()):

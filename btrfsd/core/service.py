@@ -8,7 +8,6 @@ Every server-side front end (the D-Bus adapter today, the fleet bridge next) bui
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -46,8 +45,9 @@ class Service:
         self.jobs = JobManager(self.registry, settings.state_dir,
                                retention=settings.job_retention,
                                poll_interval=settings.job_poll_interval)
-        for kind in (ScrubKind(settings.job_poll_interval),
-                     BalanceKind(settings.job_poll_interval),
+        # kernel work is looked for in this order (a balance before a scrub, as before)
+        for kind in (BalanceKind(settings.job_poll_interval),
+                     ScrubKind(settings.job_poll_interval),
                      RescanKind(settings.job_poll_interval)):
             self.jobs.register(kind)
         self.fast_delete = FastDelete(self.jobs, enabled=settings.quota_fast_delete)
@@ -109,13 +109,20 @@ class Service:
 
     async def close(self) -> None:
         """Stop the background work and leave jobs as the next start expects them."""
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.timer.shutdown()
-        if self._open:
-            self.registry.stop_watching(asyncio.get_running_loop())
-        await self.fast_delete.shutdown()
-        await self.jobs.shutdown()
+        try:
+            for task in self._background:
+                task.cancel()
+            for task in self._background:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # it died earlier; the jobs must still be left right
+                    log.exception("background task %s had failed", task.get_name())
+            await self.timer.shutdown()
+            if self._open:
+                self.registry.stop_watching(asyncio.get_running_loop())
+            await self.fast_delete.shutdown()
+        finally:
+            # balances paused, speed limits put back, job state written: whatever failed
+            await self.jobs.shutdown()

@@ -103,7 +103,8 @@ class StateStore:
         must not fail because its record could not be written."""
         async with self._lock:
             # Serialize inside the lock so the newest state is the one written last.
-            text = json.dumps(state.model_dump(mode="json"), indent=1, sort_keys=True)
+            text = json.dumps(state.model_dump(mode="json", by_alias=True), indent=1,
+                              sort_keys=True)
             try:
                 await asyncio.to_thread(write_atomic, self.path, text)
             except OSError as e:

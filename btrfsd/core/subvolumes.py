@@ -215,6 +215,13 @@ class Subvolumes:
         st = os.stat(dirname, dir_fd=fd, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidArgument(f"{base} is not a directory; give a destination.")
+        # In a directory others may write to (a sticky shared one), someone else could
+        # have made this directory first and would then own root's snapshots in it.
+        trusted = {0, os.fstat(fd).st_uid}
+        if st.st_uid not in trusted:
+            raise InvalidArgument(
+                f"{base} belongs to uid {st.st_uid}, neither root nor the owner of "
+                f"{source.path}; btrfsd puts no snapshots there. Give a destination.")
         # Two snapshots in one second get -1, -2, ... so names stay unique and sortable.
         name, n = stamp, 0
         while True:

@@ -145,3 +145,25 @@ def test_btrfsd_snapshots_symlink_is_refused(world: World) -> None:
     assert ".btrfsd-snapshots" in r["message"], r
     assert _subvolumes(world) == state
     assert _tree(d) == before  # in particular no fallback to .snapshots
+
+
+def test_a_place_another_user_made_first_is_refused(world: World) -> None:
+    # In a shared, sticky subvolume root another user can make the snapshot directory
+    # before root does; root's snapshots must not land in a directory that user owns.
+    import pwd
+
+    from sandbox import TEST_USER
+
+    uid = pwd.getpwnam(TEST_USER).pw_uid
+    for name in (".snapshots", ".btrfsd-snapshots"):
+        d = world.scratch()
+        src = d / "shared"
+        _subvolume(world, src)
+        os.chmod(src, 0o1777)
+        (src / name).mkdir()
+        os.chown(src / name, uid, -1)
+        before = _subvolumes(world)
+        r = _default_snapshot(world, src)
+        assert not r["ok"] and r["error"] == INVALID, r
+        assert f"uid {uid}" in r["message"], r
+        assert _subvolumes(world) == before and os.listdir(src / name) == []

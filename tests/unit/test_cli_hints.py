@@ -97,13 +97,14 @@ def test_unknown_error_name() -> None:
 def test_json_gains_hint_and_facts() -> None:
     e = error(BUSY, "full text", message="core text", hint="job-running", job_id=7,
               operation="balance")
-    assert error_json(e) == {"error": BUSY, "message": "full text", "hint": "job-running",
-                             "job_id": 7, "operation": "balance"}
+    assert error_json(e) == {"error": BUSY, "message": error_line(e).split(": ", 2)[2],
+                             "hint": "job-running", "job_id": 7, "operation": "balance"}
+    assert error_json(e)["message"].startswith("core text ")  # btrfsctl's words, not D-Bus's
 
 
 def test_json_facts_never_replace_error_or_message() -> None:
     e = error(NOT_FOUND, "full text", message="core text", error="x")
-    assert error_json(e) == {"error": NOT_FOUND, "message": "full text"}
+    assert error_json(e) == {"error": NOT_FOUND, "message": "core text"}
 
 
 def test_json_without_details_is_as_before() -> None:
