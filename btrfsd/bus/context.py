@@ -14,9 +14,10 @@ from typing import Any
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+from dbus_fast.constants import ErrorType
 from dbus_fast.service import ServiceInterface
 
-from ..constants import ROOT_PATH
+from ..constants import ERROR_PREFIX, ROOT_PATH
 
 _current_message: ContextVar[Message | None] = ContextVar("btrfsd_message", default=None)
 
@@ -43,6 +44,18 @@ class CallerAwareBus(MessageBus):
                 _current_message.reset(token)
 
         return handler
+
+    def send(self, msg: Message) -> Any:
+        # Last line of defence: whatever failed while a reply was built or sent (a value
+        # that does not marshal, a property getter that raised), the caller gets one of
+        # btrfsd's named errors, never a library's; dbus-fast has logged the traceback.
+        if (msg.message_type == MessageType.ERROR
+                and msg.error_name == ErrorType.SERVICE_ERROR.value):
+            msg = Message(message_type=MessageType.ERROR, reply_serial=msg.reply_serial,
+                          destination=msg.destination, error_name=ERROR_PREFIX + "Failed",
+                          signature="s", body=["The call failed inside btrfsd; the btrfsd "
+                                               "log has the details."])
+        return super().send(msg)
 
     # The ObjectManager lives at ROOT_PATH, so its signals must come from there: clients
     # such as GDBusObjectManagerClient listen on the manager's path, not the object's.

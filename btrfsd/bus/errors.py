@@ -16,6 +16,7 @@ from dbus_fast.errors import DBusError
 
 from ..constants import ERROR_PREFIX
 from ..errors import BtrfsdError, FactValue, Hint, HintKind
+from ..names import display, to_bus
 from .paths import filesystem_path, job_path
 from .variants import to_variant
 
@@ -57,18 +58,20 @@ class DetailedError(DBusError):
 
 def to_dbus_error(err: BtrfsdError) -> DBusError:
     """Translate a core error into its ``org.btrfsd1.Error.<name>`` D-Bus error."""
-    details: dict[str, Variant] = {"message": Variant("s", err.message)}
-    text = err.message
+    message = display(err.message)
+    details: dict[str, Variant] = {"message": Variant("s", message)}
+    text = message
     if err.hint is not None:
         try:
             facts: dict[str, FactValue] = dict(err.hint.facts)
-            extra = {k: to_variant(v) for k, v in facts.items()}
+            extra = {k: Variant("s", to_bus(v)) if k == "path" and isinstance(v, str)
+                     else to_variant(v) for k, v in facts.items()}
             extra["hint"] = Variant("s", str(err.hint.kind))
-            text = f"{err.message} {advice(err.hint)}".rstrip()
+            text = f"{message} {advice(err.hint)}".rstrip()
         except (KeyError, ValueError, TypeError):
             # a hint missing its facts is a bug of ours: the caller still gets the error
             log.exception("cannot word the hint of %s", err.name)
-            extra, text = {}, err.message
+            extra, text = {}, message
         details.update(extra)
-        details["message"] = Variant("s", err.message)
+        details["message"] = Variant("s", message)
     return DetailedError(ERROR_PREFIX + err.name, text, details)

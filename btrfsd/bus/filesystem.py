@@ -21,6 +21,7 @@ from ..core.scrub_runner import OPERATION as SCRUB
 from ..core.scrub_runner import ScrubParams
 from ..core.service import Service
 from ..core.subvolumes import SubvolumeInfo
+from ..names import display, from_bus, to_bus
 from .auth import authorized, current_caller
 from .job import VariantDict
 from .options import (
@@ -66,7 +67,7 @@ def subvolume_columns(listing: Listing) -> list[list[Any]]:
                  if (q := listing.usage.get(i)) is not None else _NO_USAGE for i in ids]
     else:
         quota = [_NO_USAGE] * len(ids)
-    return [ids, parents, paths, uuids, puuids, ruuids, gens,
+    return [ids, parents, [to_bus(p) for p in paths], uuids, puuids, ruuids, gens,
             [usec(t) for t in ctimes], [usec(t) for t in otimes],
             ro, [p != "" for p in puuids], *(list(c) for c in zip(*quota, strict=True))]
 
@@ -75,7 +76,7 @@ def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
     return {
         "id": Variant("t", s.id),
         "parent_id": Variant("t", s.parent_id),
-        "path": Variant("s", s.path),
+        "path": Variant("s", to_bus(s.path)),
         "uuid": Variant("s", s.uuid),
         "parent_uuid": Variant("s", s.parent_uuid),
         "received_uuid": Variant("s", s.received_uuid),
@@ -104,15 +105,15 @@ class FilesystemInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ, name="Label")
     def label(self) -> DBusStr:
-        return self.fs.label
+        return display(self.fs.label)
 
     @dbus_property(access=PropertyAccess.READ, name="MountPoints")
     def mount_points(self) -> StrList:
-        return self.fs.mount_points
+        return [to_bus(m) for m in self.fs.mount_points]
 
     @dbus_property(access=PropertyAccess.READ, name="Devices")
     def devices(self) -> StrList:
-        return self.fs.devices
+        return [to_bus(d) for d in self.fs.devices]
 
     @dbus_property(access=PropertyAccess.READ, name="TotalBytes")
     def total_bytes(self) -> DBusUInt64:
@@ -142,7 +143,8 @@ class FilesystemInterface(ServiceInterface):
         """Current property values, to find what changed since the last signal."""
         fs = self.fs
         return {
-            "Label": fs.label, "MountPoints": list(fs.mount_points), "Devices": list(fs.devices),
+            "Label": display(fs.label), "MountPoints": [to_bus(m) for m in fs.mount_points],
+            "Devices": [to_bus(d) for d in fs.devices],
             "TotalBytes": fs.usage.total_bytes, "UsedBytes": fs.usage.used_bytes,
             "FreeBytes": fs.usage.free_bytes, "QuotaEnabled": fs.quota_enabled,
             "QuotaMode": fs.quota_mode,
@@ -162,14 +164,15 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.READ)
     async def list_subvolumes(self, options: OptionsArg) -> SubvolumeColumns:
         opts = parse_options(ListOptions, options)
-        listing = await self._service.inventory.list(self.fs, snapshots_of=opts.snapshots_of)
+        listing = await self._service.inventory.list(self.fs,
+                                                     snapshots_of=from_bus(opts.snapshots_of))
         return subvolume_columns(listing)
 
     @dbus_method(name="GetSubvolume")
     @authorized(Action.READ)
     async def get_subvolume(self, path: DBusStr, options: OptionsArg) -> VariantDict:
         parse_options(NoOptions, options)
-        info, q = await self._service.inventory.get(self.fs, path)
+        info, q = await self._service.inventory.get(self.fs, from_bus(path))
         result = subvolume_dict(info)
         if q is not None:
             result.update({"referenced": Variant("t", q.referenced),
@@ -182,13 +185,13 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.SUBVOLUME_CREATE)
     async def create_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusStr:
         parse_options(NoOptions, options)
-        return await self._service.subvolumes.create(self.fs, path)
+        return to_bus(await self._service.subvolumes.create(self.fs, from_bus(path)))
 
     @dbus_method(name="DeleteSubvolume")
     @authorized(Action.SUBVOLUME_DELETE)
     async def delete_subvolume(self, path: DBusStr, options: OptionsArg) -> None:
         opts = parse_options(DeleteOptions, options)
-        await self._service.subvolumes.delete(self.fs, path, recursive=opts.recursive)
+        await self._service.subvolumes.delete(self.fs, from_bus(path), recursive=opts.recursive)
 
     @dbus_method(name="CreateSnapshot")
     @authorized(Action.SNAPSHOT_CREATE)
@@ -196,21 +199,22 @@ class FilesystemInterface(ServiceInterface):
         self, source: DBusStr, destination: DBusStr, options: OptionsArg
     ) -> DBusStr:
         opts = parse_options(SnapshotOptions, options)
-        return await self._service.subvolumes.snapshot(
-            self.fs, source, destination, read_only=opts.read_only, recursive=opts.recursive
-        )
+        made = await self._service.subvolumes.snapshot(
+            self.fs, from_bus(source), from_bus(destination), read_only=opts.read_only,
+            recursive=opts.recursive)
+        return to_bus(made)
 
     @dbus_method(name="SetReadOnly")
     @authorized(Action.SUBVOLUME_MODIFY)
     async def set_read_only(self, path: DBusStr, read_only: DBusBool, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        await self._service.subvolumes.set_read_only(self.fs, path, read_only)
+        await self._service.subvolumes.set_read_only(self.fs, from_bus(path), read_only)
 
     @dbus_method(name="SetDefaultSubvolume")
     @authorized(Action.SUBVOLUME_MODIFY)
     async def set_default_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusUInt64:
         parse_options(NoOptions, options)
-        sid = await self._service.subvolumes.set_default(self.fs, path)
+        sid = await self._service.subvolumes.set_default(self.fs, from_bus(path))
         self.emit_changes()
         return sid
 
@@ -236,7 +240,7 @@ class FilesystemInterface(ServiceInterface):
     @dbus_signal(name="QuotaWarning")
     def quota_warning(self, path: str, qgroupid: int, used: int, limit: int, level: str
                       ) -> Annotated[tuple[str, int, int, int, str], DBusSignature("sttts")]:
-        return path, qgroupid, used, limit, level
+        return to_bus(path), qgroupid, used, limit, level
 
     @dbus_method(name="EnableQuota")
     @authorized(Action.QUOTA_MANAGE)
@@ -265,7 +269,7 @@ class FilesystemInterface(ServiceInterface):
     async def set_quota_limit(self, path: DBusStr, referenced: DBusUInt64,
                               exclusive: DBusUInt64, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
-        await self._service.quotas.set_limit(self.fs, path, referenced=referenced,
+        await self._service.quotas.set_limit(self.fs, from_bus(path), referenced=referenced,
                                              exclusive=exclusive)
 
     @dbus_method(name="GetQuotaUsage")
@@ -274,7 +278,7 @@ class FilesystemInterface(ServiceInterface):
         opts = parse_options(QuotaUsageOptions, options)
         r = await self._service.quotas.report(self.fs, sync=opts.sync)
         return (r.mode, r.inconsistent,  # type: ignore[return-value]
-                [[q.qgroupid, path, q.referenced, q.exclusive, q.max_referenced,
+                [[q.qgroupid, to_bus(path), q.referenced, q.exclusive, q.max_referenced,
                   q.max_exclusive] for q, path in r.qgroups])
 
     # -- periodic maintenance -------------------------------------------------------------
@@ -320,6 +324,6 @@ def job_result_dict(rec: JobRecord) -> dict[str, Variant]:
         "end_time": Variant("t", usec(rec.end_time)),
         "progress": Variant("d", rec.progress),
         "bytes_done": Variant("t", rec.bytes_done),
-        "message": Variant("s", rec.message),
+        "message": Variant("s", display(rec.message)),
         "details": Variant("a{sv}", to_vardict(rec.details)),
     }

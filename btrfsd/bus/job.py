@@ -20,6 +20,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 from ..constants import JOB_IFACE, Action
 from ..core.jobmanager import JobManager
 from ..core.jobs import Job
+from ..names import display
 from .auth import authorized
 from .options import NoOptions, OptionsArg, parse_options
 from .paths import filesystem_path
@@ -37,8 +38,8 @@ _PROPERTY_OF: dict[str, tuple[str, Any]] = {
     "rate": ("Rate", int),
     "expected_end_time": ("ExpectedEndTime", usec),
     "end_time": ("EndTime", usec),
-    "error": ("Error", str),
-    "message": ("Message", str),
+    "error": ("Error", display),
+    "message": ("Message", display),
     "success": ("Success", bool),
     "details": ("Details", to_vardict),
 }
@@ -75,7 +76,7 @@ class JobInterface(ServiceInterface):
             self.emit_properties_changed(changed)
 
     def _ended(self, job: Job) -> None:
-        self.completed(job.success, job.message)
+        self.completed(job.success, display(job.message))
 
     # -- signal -----------------------------------------------------------------------
     @dbus_signal(name="Completed")
@@ -138,11 +139,11 @@ class JobInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ, name="Error")
     def error(self) -> DBusStr:
-        return self.job.error
+        return display(self.job.error)
 
     @dbus_property(access=PropertyAccess.READ, name="Message")
     def message(self) -> DBusStr:
-        return self.job.message
+        return display(self.job.message)
 
     @dbus_property(access=PropertyAccess.READ, name="Details")
     def details(self) -> VariantDict:

@@ -12,6 +12,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 from ..constants import MANAGER_IFACE, VERSION, Action
 from ..core.schedules import RunResult, Schedule, parse_schedule
 from ..core.service import Service
+from ..names import display, from_bus, to_bus
 from .auth import authorized
 from .options import (
     CleanupOptions,
@@ -33,7 +34,7 @@ Explanation = Annotated[list[Any], DBusSignature("a(sstbbss)")]
 
 
 def schedule_dict(s: Schedule) -> dict[str, Variant]:
-    return {"subvolume": Variant("s", s.subvolume), "every": Variant("t", s.every),
+    return {"subvolume": Variant("s", to_bus(s.subvolume)), "every": Variant("t", s.every),
             "hourly": Variant("u", s.hourly), "daily": Variant("u", s.daily),
             "weekly": Variant("u", s.weekly), "monthly": Variant("u", s.monthly),
             "yearly": Variant("u", s.yearly), "keep_last": Variant("u", s.keep_last),
@@ -41,8 +42,9 @@ def schedule_dict(s: Schedule) -> dict[str, Variant]:
 
 
 def run_result_dict(r: RunResult) -> dict[str, Variant]:
-    return {"snapshot": Variant("s", r.snapshot), "deleted": Variant("as", r.deleted),
-            "failed": Variant("a(ss)", [list(f) for f in r.failed])}
+    return {"snapshot": Variant("s", to_bus(r.snapshot)),
+            "deleted": Variant("as", [to_bus(p) for p in r.deleted]),
+            "failed": Variant("a(ss)", [[to_bus(p), display(why)] for p, why in r.failed])}
 
 
 class ManagerInterface(ServiceInterface):
@@ -77,15 +79,18 @@ class ManagerInterface(ServiceInterface):
         self, path: DBusStr, options: OptionsArg
     ) -> Annotated[tuple[str, str], DBusSignature("os")]:
         parse_options(NoOptions, options)
-        fs, subvolume = await self._service.subvolumes.resolve(path)
-        return [filesystem_path(fs.uuid), subvolume]  # type: ignore[return-value]
+        fs, subvolume = await self._service.subvolumes.resolve(from_bus(path))
+        return [filesystem_path(fs.uuid), to_bus(subvolume)]  # type: ignore[return-value]
 
     # -- schedules ------------------------------------------------------------------------
     @dbus_method(name="SetSchedule")
     @authorized(Action.SCHEDULE_MANAGE)
     async def set_schedule(self, name: DBusStr, spec: OptionsArg, options: OptionsArg) -> None:
         opts = parse_options(SetScheduleOptions, options)
-        schedule = parse_schedule(name, {k: v.value for k, v in spec.items()})
+        fields = {k: v.value for k, v in spec.items()}
+        if isinstance(fields.get("subvolume"), str):
+            fields["subvolume"] = from_bus(fields["subvolume"])
+        schedule = parse_schedule(name, fields)
         await self._service.schedules.set(schedule, replace=opts.replace)
 
     @dbus_method(name="RemoveSchedule")
@@ -116,7 +121,7 @@ class ManagerInterface(ServiceInterface):
     @authorized(Action.READ)
     async def explain_schedule(self, name: DBusStr, options: OptionsArg) -> Explanation:
         parse_options(NoOptions, options)
-        return [[p.path, p.uuid, usec(p.record.created), p.record.important,
+        return [[to_bus(p.path), p.uuid, usec(p.record.created), p.record.important,
                  p.decision.keep, ",".join(p.decision.reasons), p.record.description]
                 for p in await self._service.schedules.plan(name)]
 
@@ -126,5 +131,6 @@ class ManagerInterface(ServiceInterface):
                                 options: OptionsArg) -> None:
         parse_options(NoOptions, options)
         marks = parse_options(SnapshotInfo, info)
-        await self._service.schedules.set_snapshot_info(path, important=marks.important,
+        await self._service.schedules.set_snapshot_info(from_bus(path),
+                                                        important=marks.important,
                                                         description=marks.description)

@@ -6,16 +6,18 @@ from collections.abc import Mapping
 
 from dbus_fast import Variant
 
+from ..names import display
+
 
 def to_variant(value: bool | int | float | str) -> Variant:
-    """bool -> b, int -> t (x when negative), float -> d, str -> s."""
+    """bool -> b, int -> t (x when negative), float -> d, str -> s (as free text)."""
     if isinstance(value, bool):  # before int: bool is an int subclass
         return Variant("b", value)
     if isinstance(value, int):
         return Variant("t" if value >= 0 else "x", value)
     if isinstance(value, float):
         return Variant("d", value)
-    return Variant("s", str(value))
+    return Variant("s", display(str(value)))
 
 
 def to_vardict(values: Mapping[str, bool | int | float | str]) -> dict[str, Variant]:

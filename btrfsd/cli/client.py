@@ -11,15 +11,17 @@ from dbus_fast import BusType, Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from ..constants import BUS_NAME, FILESYSTEM_IFACE, MANAGER_IFACE, ROOT_PATH
+from ..names import to_bus
 
 
 def absolute(path: str) -> str:
-    """``path`` made absolute against the working directory, lexically only.
+    """``path`` made absolute against the working directory, lexically only, in its bus
+    form (names.py: any byte of a name survives the trip).
 
     Symlinks are left alone on purpose: the daemon walks the path itself and refuses
     them, and resolving them here would hide that refusal.
     """
-    return os.path.abspath(path)
+    return to_bus(os.path.abspath(path))
 
 
 class CallError(Exception):
@@ -115,9 +117,9 @@ class Client:
         return await self.call(fs_path, FILESYSTEM_IFACE, member, signature, list(args))
 
     async def filesystem_of(self, path: str) -> str:
-        """Object path of the filesystem holding ``path`` (absolute, or relative to the
-        working directory). Raises CallError (NotFound, NotBtrfs, ...) from ResolvePath."""
-        fs_path, _subvolume = await self.manager("ResolvePath", "sa{sv}", absolute(path), {})
+        """Object path of the filesystem holding ``path`` (as ``absolute`` gives it).
+        Raises CallError (NotFound, NotBtrfs, ...) from ResolvePath."""
+        fs_path, _subvolume = await self.manager("ResolvePath", "sa{sv}", path, {})
         return str(fs_path)
 
     async def properties(self, path: str, interface: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from ..constants import JOB_IFACE, JOBS_PATH
 from ..units import format_bytes
 from . import argtypes, output
-from .client import CallError, Client
+from .client import CallError, Client, absolute
 from .errors import EXIT_FAILED, EXIT_OK, EXPLANATIONS
 from .output import Outcome
 
@@ -174,7 +174,7 @@ async def start_job(c: Client, a: argparse.Namespace, member: str,
     """Call ``member`` (a Start... method returning a job) on the filesystem of a.path;
     with a.wait follow the job to its end (the Outcome's exit code from its result).
     Raises CallError."""
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     watcher = JobWatcher(c)
     if a.wait:
         await watcher.start()
@@ -207,7 +207,7 @@ async def balance_start(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def _status(c: Client, a: argparse.Namespace, operation: str) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     running = [j for j in await all_jobs(c) if j["Filesystem"] == fs
                and j["Operation"] == operation and j["State"] in ACTIVE]
     (last,) = await c.filesystem(fs, "GetLastResults", "a{sv}", {})
@@ -237,7 +237,7 @@ async def balance_status(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def _control(c: Client, a: argparse.Namespace, operation: str, member: str) -> Any:
-    job = await _active_job(c, await c.filesystem_of(a.path), operation)
+    job = await _active_job(c, await c.filesystem_of(absolute(a.path)), operation)
     await c.call(job["object_path"], JOB_IFACE, member, "a{sv}", [{}])
     if not a.json:
         verb = {"Cancel": "Cancel requested for", "Pause": "Paused", "Resume": "Resumed"}[member]

@@ -58,7 +58,7 @@ async def subvolume_delete(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_list(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     (rows,) = await c.filesystem(fs, "ListSubvolumes", "a{sv}", {})
     items = output.subvolume_rows(rows)
     if not a.json:
@@ -96,7 +96,7 @@ async def subvolume_set_default(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def subvolume_get_default(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     props = await c.properties(fs, "org.btrfsd1.Filesystem")
     sid = props["DefaultSubvolumeId"]
     if not a.json:

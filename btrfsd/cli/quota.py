@@ -19,7 +19,7 @@ QGROUP_FIELDS = ("qgroupid", "path", "referenced", "exclusive", "max_referenced"
 
 
 async def quota_enable(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     (note,) = await c.filesystem(fs, "EnableQuota", "a{sv}", {
         "simple": Variant("b", a.simple), "force": Variant("b", a.force)})
     if not a.json:
@@ -30,7 +30,7 @@ async def quota_enable(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def quota_disable(c: Client, a: argparse.Namespace) -> Any:
-    await c.filesystem(await c.filesystem_of(a.path), "DisableQuota", "a{sv}", {})
+    await c.filesystem(await c.filesystem_of(absolute(a.path)), "DisableQuota", "a{sv}", {})
     if not a.json:
         output.console.print("Quotas are off; their limits are gone.")
     return {"mode": ""}
@@ -62,7 +62,7 @@ def _fullest(q: dict[str, Any]) -> str:
 
 
 async def quota_show(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     mode, inconsistent, rows = await c.filesystem(fs, "GetQuotaUsage", "a{sv}",
                                                   {"sync": Variant("b", a.sync)})
     items = [dict(zip(QGROUP_FIELDS, r, strict=True)) for r in rows]
@@ -86,7 +86,7 @@ async def quota_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def quota_watch(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     alerts: asyncio.Queue[list[Any]] = asyncio.Queue()
 
     def on_signal(msg: Message) -> None:

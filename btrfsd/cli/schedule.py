@@ -141,7 +141,7 @@ def _usages(text: str) -> list[int]:
 
 
 async def maintenance_set(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     spec = {"scrub": Variant("s", a.scrub), "balance": Variant("s", a.balance),
             "data_usage": Variant("au", a.data_usage),
             "metadata_usage": Variant("au", a.metadata_usage)}
@@ -153,7 +153,7 @@ async def maintenance_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def maintenance_show(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     (plan,) = await c.filesystem(fs, "GetMaintenance", "a{sv}", {})
     plan = Client.plain(plan)
     if not a.json:
@@ -165,7 +165,7 @@ async def maintenance_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def maintenance_remove(c: Client, a: argparse.Namespace) -> Any:
-    fs = await c.filesystem_of(a.path)
+    fs = await c.filesystem_of(absolute(a.path))
     await c.filesystem(fs, "RemoveMaintenance", "a{sv}", {})
     if not a.json:
         output.console.print("Periodic maintenance removed.")

@@ -139,7 +139,9 @@ class Schedules:
                                                "snapshot records")
 
     async def _save_schedules(self) -> None:
-        text = self.file.model_dump_json(indent=1)
+        # json, not pydantic's serializer: a path may hold any byte (a lone surrogate
+        # inside btrfsd, names.py), which pydantic refuses and json escapes
+        text = json.dumps(self.file.model_dump(mode="json"), indent=1)
         await asyncio.to_thread(write_atomic, self.schedules_path, text)
 
     async def save_records(self) -> None:

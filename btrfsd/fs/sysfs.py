@@ -15,7 +15,9 @@ def fs_dir(fsid: str) -> str:
 def read_label(fsid: str) -> str:
     """Return the filesystem label ('' if none or unreadable)."""
     try:
-        with open(os.path.join(fs_dir(fsid), "label"), encoding="utf-8") as f:
+        # a label is bytes: any of them may be there (names.py says how they are shown)
+        with open(os.path.join(fs_dir(fsid), "label"), encoding="utf-8",
+                  errors="surrogateescape") as f:
             return f.read().strip()
     except OSError:
         return ""
