@@ -1,8 +1,9 @@
 """Persistent state: atomic JSON files, and the job state (last results per filesystem,
 jobs that were running).
 
-One JSON file in the state directory, replaced atomically (write a temporary file, fsync,
-rename, fsync the directory), so a crash leaves either the old or the new state.
+One JSON file in the state directory, replaced atomically (write a temporary file of its
+own, every byte, fsync, rename, fsync the directory), so a crash leaves either the old or
+the new state.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import TypeVar
@@ -27,20 +29,30 @@ STATE_FILE = "jobs.json"
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a crash leaves the old or the new content
-    (blocking). Raises OSError."""
+    (blocking). The file is mode 0600; a missing directory is made with mode 0700.
+    Raises OSError (nothing is left behind then)."""
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    data = text.encode()
+    # A name of its own (mkstemp: O_EXCL, mode 0600): two writers of one file must not
+    # write into the same temporary, or one could rename the other's half-written bytes.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a signal, a full disk)
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(dfd)
+        os.fsync(dfd)  # the rename itself survives a crash only once the directory is
     finally:
         os.close(dfd)
 
