@@ -5,16 +5,22 @@ alert values; mount-event rescans that coalesce; the open files limit."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from btrfsd import config
 from btrfsd.core import state
-from btrfsd.core.state import STATE_FILE, write_atomic
+from btrfsd.core.filesystems import Registry
+from btrfsd.core.quota_alerts import ALERT_FILE, QuotaWatcher
+from btrfsd.core.state import STATE_FILE, PersistedState, load_model, write_atomic
 
 
 def _temporaries(d: Path) -> list[Path]:
@@ -76,3 +82,130 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(
     with pytest.raises(OSError):
         write_atomic(path, "new")
     assert path.read_text() == "old" and not _temporaries(tmp_path)
+
+
+def _bad_json(p: Path) -> None:
+    p.write_text('{"next_job_id": 3,')
+
+
+def _not_utf8(p: Path) -> None:
+    p.write_bytes(b'{"next_job_id": 3, "x": "\xff\xfe\x80"}')
+
+
+def _wrong_types(p: Path) -> None:
+    p.write_text(json.dumps({"next_job_id": "many", "running": []}))
+
+
+def _directory(p: Path) -> None:
+    p.mkdir()
+    (p / "inside").write_text("kept")
+
+
+CORRUPT: dict[str, Callable[[Path], None]] = {
+    "bad JSON": _bad_json, "not UTF-8": _not_utf8, "wrong types": _wrong_types,
+    "a directory": _directory}
+
+
+def _asides(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(path.name + ".invalid-*"))
+
+
+def _content(p: Path) -> bytes | list[str]:
+    return sorted(c.name for c in p.iterdir()) if p.is_dir() else p.read_bytes()
+
+
+def _check_moved_aside(path: Path, load: Callable[[], object], empty: object,
+                       corrupt: Callable[[Path], None]) -> None:
+    corrupt(path)
+    first = _content(path)
+    assert load() == empty
+    assert not os.path.lexists(path)
+    [aside] = _asides(path)
+    assert _content(aside) == first  # nothing of it is lost
+    # the same trouble again (within the same second): a new name, the first one kept
+    corrupt(path)
+    assert load() == empty
+    asides = _asides(path)
+    assert len(asides) == 2 and aside in asides and _content(aside) == first
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_a_corrupt_state_file_is_moved_aside(tmp_path: Path, kind: str,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / STATE_FILE
+    with caplog.at_level(logging.ERROR):
+        _check_moved_aside(path, lambda: load_model(path, PersistedState, "job state"),
+                           PersistedState(), CORRUPT[kind])
+    # the log says where it went and how to get it back
+    assert "moved it to" in caplog.text and "move it back" in caplog.text
+    # and the next save works where the bad file was
+    write_atomic(path, PersistedState(next_job_id=4).model_dump_json())
+    assert load_model(path, PersistedState, "job state").next_job_id == 4
+
+
+def test_an_unreadable_state_file_is_moved_aside(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # root reads a mode 000 file anyway, so the read itself fails here
+    path = tmp_path / STATE_FILE
+    path.write_text(PersistedState(next_job_id=9).model_dump_json())
+    real = Path.read_bytes
+
+    def eio(self: Path) -> bytes:
+        if self == path:
+            raise OSError(5, "Input/output error")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", eio)
+    assert load_model(path, PersistedState, "job state") == PersistedState()
+    monkeypatch.undo()
+    [aside] = _asides(path)
+    assert json.loads(aside.read_text())["next_job_id"] == 9
+
+
+def test_a_missing_file_is_empty_and_a_valid_one_stays(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE
+    assert load_model(path, PersistedState, "job state") == PersistedState()
+    assert load_model(tmp_path / "no" / "dir" / STATE_FILE, PersistedState, "x") == \
+        PersistedState()
+    write_atomic(path, PersistedState(next_job_id=5).model_dump_json())
+    assert load_model(path, PersistedState, "job state").next_job_id == 5
+    assert not _asides(path)
+
+
+@pytest.mark.parametrize("kind", [*CORRUPT, "a count out of range"])
+def test_corrupt_quota_alert_state_is_moved_aside(tmp_path: Path, kind: str) -> None:
+    watcher = QuotaWatcher(Registry(), None, config.QuotaAlertSettings(),  # type: ignore[arg-type]
+                           tmp_path, lambda alert: None)
+
+    def load() -> dict[str, dict[str, int]]:
+        watcher._fired = {"stale": {"1": 1}}
+        watcher.load()
+        return watcher._fired
+
+    def out_of_range(p: Path) -> None:  # crossings() would index past the levels
+        p.write_text(json.dumps({"fs": {"256": 7}}))
+
+    corrupt = CORRUPT.get(kind, out_of_range)
+    _check_moved_aside(tmp_path / ALERT_FILE, load, {}, corrupt)
+
+
+def test_quota_alert_state_reads_what_it_wrote(tmp_path: Path) -> None:
+    watcher = QuotaWatcher(Registry(), None, config.QuotaAlertSettings(),  # type: ignore[arg-type]
+                           tmp_path, lambda alert: None)
+    write_atomic(tmp_path / ALERT_FILE, json.dumps({"fs": {"256": 2, "257": 3}}))
+    watcher.load()
+    assert watcher._fired == {"fs": {"256": 2, "257": 3}}
+
+
+def test_temporaries_of_an_interrupted_write_are_removed_at_load(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE
+    write_atomic(path, PersistedState(next_job_id=2).model_dump_json())
+    old = tmp_path / f".{STATE_FILE}.k3j_x9ab.tmp"
+    old.write_text("half")
+    hour_ago = time.time() - 3600  # before this process began: a crashed write's
+    os.utime(old, (hour_ago, hour_ago))
+    mine = tmp_path / f".{STATE_FILE}.m1n3_abc.tmp"  # this process may be writing it
+    mine.write_text("being written")
+    (tmp_path / f".{STATE_FILE}.other").write_text("not ours")
+    assert load_model(path, PersistedState, "job state").next_job_id == 2
+    assert _temporaries(tmp_path) == [mine] and (tmp_path / f".{STATE_FILE}.other").exists()
