@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"btrfsd {VERSION}")
     args = parser.parse_args(argv)
     try:
-        settings = config.load(args.config, log_level=args.log_level, log_format=args.log_format,
-                               state_dir=args.state_dir, config_dir=args.config_dir)
+        settings, problems = config.load_settings(
+            args.config, log_level=args.log_level, log_format=args.log_format,
+            state_dir=args.state_dir, config_dir=args.config_dir)
     except config.ConfigError as e:
         print(f"btrfsd: bad configuration: {e}", file=sys.stderr)
         return 2
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     # A crash in a C extension (btrfsutil, ioctls) should leave a Python stack in the log.
     faulthandler.enable()
     log = logging.getLogger("btrfsd")
+    for problem in problems:  # parts of [quota_alerts] left out; the rest is in use
+        log.error("configuration: %s", problem)
     if os.geteuid() != 0:
         log.error("btrfsd must run as root (it manages filesystems); uid=%d", os.geteuid())
         return 1

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from btrfsd import config
+from btrfsd import config, daemon
 from btrfsd.core import state
 from btrfsd.core.filesystems import Registry
 from btrfsd.core.quota_alerts import ALERT_FILE, QuotaWatcher
@@ -209,3 +209,100 @@ def test_temporaries_of_an_interrupted_write_are_removed_at_load(tmp_path: Path)
     (tmp_path / f".{STATE_FILE}.other").write_text("not ours")
     assert load_model(path, PersistedState, "job state").next_job_id == 2
     assert _temporaries(tmp_path) == [mine] and (tmp_path / f".{STATE_FILE}.other").exists()
+
+
+# -- settings ----------------------------------------------------------------------------
+def _settings(tmp_path: Path, text: str) -> config.Loaded:
+    f = tmp_path / "btrfsd.toml"
+    f.write_text(text)
+    loaded = config.load_settings(f)
+    assert f.read_text() == text  # the administrator's file is never changed
+    return loaded
+
+
+def test_a_bad_quota_alert_override_is_left_out(tmp_path: Path) -> None:
+    settings, problems = _settings(tmp_path, """
+log_level = "debug"
+[quota_alerts]
+warning = 70
+[quota_alerts.overrides]
+"/home/alice" = { warning = 90 }
+"/home/bob" = { warning = 99, critical = 90 }
+"/home/carol" = { warnin = 85 }
+"/home/dave" = 5
+"fs-uuid" = { critical = 96 }
+""")
+    qa = settings.quota_alerts
+    assert settings.log_level == "debug" and qa.warning == 70
+    assert qa.overrides == {"/home/alice": {"warning": 90}, "fs-uuid": {"critical": 96}}
+    assert qa.for_target("fs-uuid", ["/home/bob"]).warning == 70
+    assert len(problems) == 3
+    assert all("btrfsd.toml" in p and "left out" in p for p in problems)
+    assert "/home/bob" in problems[0] and "warning < critical" in problems[0]
+
+
+def test_a_bad_quota_alert_setting_falls_back_to_its_default(tmp_path: Path) -> None:
+    settings, problems = _settings(tmp_path, """
+[quota_alerts]
+interval = "often"
+warning = 150
+critical = 90
+margin = 5
+typo = 1
+overrides = { "/home/alice" = { critical = 85 } }
+""")
+    qa = settings.quota_alerts
+    assert (qa.interval, qa.warning, qa.critical, qa.margin) == (30, 80, 90, 5)
+    assert qa.overrides == {"/home/alice": {"critical": 85}}
+    assert len(problems) == 3
+    assert "interval" in problems[0] + problems[1] and "default 30" in problems[0] + problems[1]
+    assert "typo: not a setting" in problems[2]
+
+
+def test_levels_out_of_order_all_fall_back_and_overrides_follow(tmp_path: Path) -> None:
+    settings, problems = _settings(tmp_path, """
+[quota_alerts]
+warning = 96
+interval = 5
+overrides = { "/home/alice" = { critical = 85 } }
+""")
+    qa = settings.quota_alerts
+    assert (qa.interval, qa.warning, qa.critical) == (5, 80, 95)
+    # 85 was above warning 96 as written, and is above the default 80 too: kept
+    assert qa.overrides == {"/home/alice": {"critical": 85}}
+    assert len(problems) == 1 and "default levels" in problems[0]
+
+
+def test_quota_alerts_that_is_not_a_table(tmp_path: Path) -> None:
+    settings, problems = _settings(tmp_path, "quota_alerts = 5\n")
+    assert settings.quota_alerts == config.QuotaAlertSettings() and len(problems) == 1
+
+
+def test_other_bad_settings_still_refuse_to_start(tmp_path: Path) -> None:
+    f = tmp_path / "btrfsd.toml"
+    f.write_text("refresh_interval = -1\n[quota_alerts]\nwarning = 150\n")
+    with pytest.raises(config.ConfigError, match="refresh_interval: input should be greater"):
+        config.load_settings(f)
+    f.write_bytes(b"log_level = '\xff'\n")
+    with pytest.raises(config.ConfigError):
+        config.load_settings(f)
+
+
+def test_the_daemon_starts_with_bad_quota_alert_values(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture,
+                                                       ) -> None:
+    f = tmp_path / "btrfsd.toml"
+    f.write_text('[quota_alerts]\noverrides = { "/x" = { warning = 101 } }\n')
+    served: list[config.Settings] = []
+
+    async def serve(settings: config.Settings) -> None:
+        served.append(settings)
+
+    monkeypatch.setattr(daemon, "_serve", serve)
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(daemon.logsetup, "setup", lambda level, fmt: None)
+    with caplog.at_level(logging.ERROR):
+        assert daemon.main(["--config", str(f), "--state-dir", str(tmp_path)]) == 0
+    assert served and served[0].quota_alerts.overrides == {}
+    assert "override for '/x' left out" in caplog.text
