@@ -8,6 +8,7 @@ import faulthandler
 import gc
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -26,6 +27,32 @@ async def _serve(settings: config.Settings) -> None:
     # until the reply is sent, and each pass would walk them again for nothing.
     gc.set_threshold(10_000, 10, 10)
     await Server(settings).run()
+
+
+def raise_fd_limit(log: logging.Logger) -> None:
+    """Raise the soft limit of open files to the hard one. Raises nothing: on failure
+    the daemon runs with the limit it has."""
+    # Every filesystem, running job, caller connection and state write holds descriptors,
+    # and the usual soft limit (1024) is far below what the hard limit allows. The daemon
+    # spawns nothing and polls with epoll, never select(), so no descriptor it opens
+    # needs to stay below 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        # the kernel refuses a limit above fs.nr_open, and "unlimited" is above it
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = soft
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        log.debug("open files limit %d (hard %d): nothing to raise", soft, hard)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as e:
+        log.debug("open files limit stays %d (hard %d): %s", soft, hard, e)
+    else:
+        log.debug("open files limit raised from %d to %d (hard %d)", soft, target, hard)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log.error("btrfsd must run as root (it manages filesystems); uid=%d", os.geteuid())
         return 1
+    raise_fd_limit(log)
     try:
         asyncio.run(_serve(settings))
     except Exception as e:  # startup failures: say what to do, not a traceback

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import stat
 import threading
 import time
@@ -306,3 +307,22 @@ def test_the_daemon_starts_with_bad_quota_alert_values(tmp_path: Path,
         assert daemon.main(["--config", str(f), "--state-dir", str(tmp_path)]) == 0
     assert served and served[0].quota_alerts.overrides == {}
     assert "override for '/x' left out" in caplog.text
+
+
+# -- open files limit --------------------------------------------------------------------
+@pytest.mark.parametrize("limits,nr_open,expected", [
+    ((1024, 524288), None, (524288, 524288)),
+    ((1024, resource.RLIM_INFINITY), 1048576, (1048576, resource.RLIM_INFINITY)),
+    ((4096, 4096), None, None),
+])
+def test_the_soft_open_files_limit_is_raised(monkeypatch: pytest.MonkeyPatch,
+                                             limits: tuple[int, int], nr_open: int | None,
+                                             expected: tuple[int, int] | None) -> None:
+    set_to: list[tuple[int, int]] = []
+    monkeypatch.setattr(daemon.resource, "getrlimit", lambda r: limits)
+    monkeypatch.setattr(daemon.resource, "setrlimit", lambda r, v: set_to.append(v))
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: str(nr_open)
+                        if str(self) == "/proc/sys/fs/nr_open" else real(self, *a, **k))
+    daemon.raise_fd_limit(logging.getLogger("test"))
+    assert set_to == ([expected] if expected else [])
