@@ -4,6 +4,7 @@ alert values; mount-event rescans that coalesce; the open files limit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,8 +19,8 @@ from typing import Any
 import pytest
 
 from btrfsd import config, daemon
-from btrfsd.core import state
-from btrfsd.core.filesystems import Registry
+from btrfsd.core import filesystems, state
+from btrfsd.core.filesystems import Filesystem, Registry
 from btrfsd.core.quota_alerts import ALERT_FILE, QuotaWatcher
 from btrfsd.core.state import STATE_FILE, PersistedState, load_model, write_atomic
 
@@ -326,3 +327,76 @@ def test_the_soft_open_files_limit_is_raised(monkeypatch: pytest.MonkeyPatch,
                         if str(self) == "/proc/sys/fs/nr_open" else real(self, *a, **k))
     daemon.raise_fd_limit(logging.getLogger("test"))
     assert set_to == ([expected] if expected else [])
+
+
+# -- rescans -----------------------------------------------------------------------------
+async def test_a_burst_of_mount_events_is_one_or_two_rescans(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    scans = 0
+    running = threading.Event()
+    release = threading.Event()
+
+    def slow_scan() -> dict[str, Filesystem]:
+        nonlocal scans
+        scans += 1
+        running.set()
+        release.wait(5)
+        return {}
+
+    monkeypatch.setattr(filesystems, "_scan_and_refresh", slow_scan)
+    reg = Registry()
+    seen: list[int] = []
+    reg.add_listener(lambda added, removed: seen.append(scans))
+    reg._request_rescan(from_event=True)
+    await asyncio.to_thread(running.wait, 5)
+    # 200 mount events and 5 callers while one scan runs: they all share the next one
+    for _ in range(200):
+        reg._request_rescan(from_event=True)
+    callers = [asyncio.create_task(reg.rescan()) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert scans == 1
+    release.set()
+    await asyncio.gather(*callers)
+    assert scans == 2 and seen == [1, 2]
+    assert reg._rescan_task is None  # idle again: nothing left running or queued
+    # an idle registry rescans at once for a caller, and only once
+    await reg.rescan()
+    assert scans == 3
+
+
+async def test_a_failed_rescan_reaches_its_callers_and_the_next_one_runs(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    fail = [True]
+
+    def scan() -> dict[str, Filesystem]:
+        if fail[0]:
+            raise OSError(5, "mountinfo unreadable")
+        return {}
+
+    monkeypatch.setattr(filesystems, "_scan_and_refresh", scan)
+    reg = Registry()
+    with pytest.raises(OSError, match="mountinfo unreadable"):
+        await reg.rescan()
+    with caplog.at_level(logging.ERROR):
+        fut = reg._request_rescan(from_event=True)
+        while not fut.done():
+            await asyncio.sleep(0.01)
+    assert "rescan after a mount change failed" in caplog.text
+    fail[0] = False
+    await reg.rescan()  # the registry keeps working
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_shared_rescan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    monkeypatch.setattr(filesystems, "_scan_and_refresh",
+                        lambda: (release.wait(5), {})[1])
+    reg = Registry()
+    impatient = asyncio.create_task(reg.rescan())
+    patient = asyncio.create_task(reg.rescan())
+    await asyncio.sleep(0.05)
+    impatient.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    await patient
+    assert impatient.cancelled()
