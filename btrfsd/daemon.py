@@ -8,6 +8,7 @@ import faulthandler
 import gc
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -28,6 +29,32 @@ async def _serve(settings: config.Settings) -> None:
     await Server(settings).run()
 
 
+def raise_fd_limit(log: logging.Logger) -> None:
+    """Raise the soft limit of open files to the hard one. Raises nothing: on failure
+    the daemon runs with the limit it has."""
+    # Every filesystem, running job, caller connection and state write holds descriptors,
+    # and the usual soft limit (1024) is far below what the hard limit allows. The daemon
+    # spawns nothing and polls with epoll, never select(), so no descriptor it opens
+    # needs to stay below 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        # the kernel refuses a limit above fs.nr_open, and "unlimited" is above it
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = soft
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        log.debug("open files limit %d (hard %d): nothing to raise", soft, hard)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as e:
+        log.debug("open files limit stays %d (hard %d): %s", soft, hard, e)
+    else:
+        log.debug("open files limit raised from %d to %d (hard %d)", soft, target, hard)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon; return the process exit code."""
     parser = argparse.ArgumentParser(prog="btrfsd", description="Btrfs management service")
@@ -39,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"btrfsd {VERSION}")
     args = parser.parse_args(argv)
     try:
-        settings = config.load(args.config, log_level=args.log_level, log_format=args.log_format,
-                               state_dir=args.state_dir, config_dir=args.config_dir)
+        settings, problems = config.load_settings(
+            args.config, log_level=args.log_level, log_format=args.log_format,
+            state_dir=args.state_dir, config_dir=args.config_dir)
     except config.ConfigError as e:
         print(f"btrfsd: bad configuration: {e}", file=sys.stderr)
         return 2
@@ -48,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     # A crash in a C extension (btrfsutil, ioctls) should leave a Python stack in the log.
     faulthandler.enable()
     log = logging.getLogger("btrfsd")
+    for problem in problems:  # parts of [quota_alerts] left out; the rest is in use
+        log.error("configuration: %s", problem)
     if os.geteuid() != 0:
         log.error("btrfsd must run as root (it manages filesystems); uid=%d", os.geteuid())
         return 1
+    raise_fd_limit(log)
     try:
         asyncio.run(_serve(settings))
     except Exception as e:  # startup failures: say what to do, not a traceback

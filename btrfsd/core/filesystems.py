@@ -14,7 +14,6 @@ from ..errors import BtrfsdError, Hint, HintKind, InvalidArgument, NotBtrfs, Not
 from ..fs import mounts as fs_mounts
 from ..fs import subvol, sysfs
 from ..fs.ioctl import fs_info
-from .threads import in_background
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,11 @@ class Registry:
         self._listeners: list[Listener] = []
         self._epoll: select.epoll | None = None
         self._mountinfo_fd: int | None = None
-        self._rescan_lock = asyncio.Lock()
+        # At most one rescan runs and one waits: the waiting one (a future every caller
+        # and mount event since the running one started shares) covers them all.
+        self._rescan_task: asyncio.Task[None] | None = None
+        self._rescan_next: asyncio.Future[None] | None = None
+        self._rescan_next_from_event = False
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(added, removed)`` after every change of the set of filesystems."""
@@ -155,27 +158,68 @@ class Registry:
             ) from None
 
     async def rescan(self) -> None:
-        """Re-read mountinfo, refresh every filesystem and notify listeners of changes."""
-        async with self._rescan_lock:
-            found = await asyncio.to_thread(_scan_and_refresh)
-            old = self._filesystems
-            added = [fs for u, fs in found.items() if u not in old]
-            removed = [fs for u, fs in old.items() if u not in found]
-            for u, fs in found.items():
-                if u in old:
-                    # keep the object that bus adapters hold; update it in place
-                    cur = old[u]
-                    cur.mounts, cur.label, cur.devices = fs.mounts, fs.label, fs.devices
-                    cur.usage, cur.quota_mode = fs.usage, fs.quota_mode
-                    cur.default_subvolume_id = fs.default_subvolume_id
-                    found[u] = cur
-            self._filesystems = found
-            for fs in added:
-                log.info("filesystem appeared uuid=%s mounts=%s", fs.uuid, fs.mount_points)
-            for fs in removed:
-                log.info("filesystem gone uuid=%s", fs.uuid)
-            for listener in self._listeners:
-                listener(added, removed)
+        """Re-read mountinfo, refresh every filesystem and notify listeners of changes.
+
+        Returns once a rescan that started after this call has finished; concurrent
+        callers share one. Raises what that rescan raised (OSError, BtrfsdError).
+        """
+        # shielded: a caller that gives up must not cancel the rescan others wait for
+        await asyncio.shield(self._request_rescan(from_event=False))
+
+    def _request_rescan(self, *, from_event: bool) -> asyncio.Future[None]:
+        """The future of the next rescan to start, starting the runner if it is idle."""
+        if self._rescan_next is None:
+            self._rescan_next = asyncio.get_running_loop().create_future()
+        self._rescan_next_from_event |= from_event
+        if self._rescan_task is None:
+            self._rescan_task = asyncio.get_running_loop().create_task(self._run_rescans())
+        return self._rescan_next
+
+    async def _run_rescans(self) -> None:
+        # Ends when no rescan waits; no await between that test and clearing the task,
+        # so a request always finds either a runner that will see it or none.
+        try:
+            while (done := self._rescan_next) is not None:
+                from_event = self._rescan_next_from_event
+                self._rescan_next, self._rescan_next_from_event = None, False
+                try:
+                    await self._rescan_once()
+                except asyncio.CancelledError:
+                    done.cancel()
+                    raise
+                except Exception as e:
+                    if from_event:  # nobody else hears of it; the next event retries
+                        log.error("rescan after a mount change failed: %s", e)
+                    done.set_exception(e)
+                    done.exception()  # marks it seen: there may be no caller to await it
+                else:
+                    done.set_result(None)
+        finally:
+            self._rescan_task = None
+            if self._rescan_next is not None:  # only when cancelled: release the waiters
+                self._rescan_next.cancel()
+                self._rescan_next = None
+
+    async def _rescan_once(self) -> None:
+        found = await asyncio.to_thread(_scan_and_refresh)
+        old = self._filesystems
+        added = [fs for u, fs in found.items() if u not in old]
+        removed = [fs for u, fs in old.items() if u not in found]
+        for u, fs in found.items():
+            if u in old:
+                # keep the object that bus adapters hold; update it in place
+                cur = old[u]
+                cur.mounts, cur.label, cur.devices = fs.mounts, fs.label, fs.devices
+                cur.usage, cur.quota_mode = fs.usage, fs.quota_mode
+                cur.default_subvolume_id = fs.default_subvolume_id
+                found[u] = cur
+        self._filesystems = found
+        for fs in added:
+            log.info("filesystem appeared uuid=%s mounts=%s", fs.uuid, fs.mount_points)
+        for fs in removed:
+            log.info("filesystem gone uuid=%s", fs.uuid)
+        for listener in self._listeners:
+            listener(added, removed)
 
     def start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
         """Rescan whenever the mount table changes (mountinfo signals EPOLLPRI)."""
@@ -191,7 +235,8 @@ class Registry:
         os.lseek(self._mountinfo_fd, 0, os.SEEK_SET)
         while os.read(self._mountinfo_fd, 65536):
             pass
-        in_background(self.rescan())
+        # joins the waiting rescan if there is one: a burst of mounts is one or two scans
+        self._request_rescan(from_event=True)
 
     def stop_watching(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._epoll is not None:

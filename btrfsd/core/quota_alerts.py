@@ -14,13 +14,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, RootModel
 
 from ..config import QuotaAlertSettings, Thresholds
 from ..fs.quota import QgroupUsage
 from ..units import format_qgroupid
 from .filesystems import Filesystem, Registry
 from .quotas import Quotas
-from .state import write_atomic
+from .state import load_model, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,17 @@ ALERT_FILE = "quota-alerts.json"
 # The kernel refuses a write that would pass the limit, so usage stops just short of
 # it: within this many bytes (at most 1% of the limit) counts as having reached it.
 FULL_SLACK = 1 << 20
+
+
+# fs uuid -> qgroupid -> how many levels have fired; a count outside 0..3 would make
+# crossings() index past the levels on every pass, so the file may not hold one.
+FiredLevels = dict[str, dict[str, Annotated[int, Field(ge=0, le=len(LEVELS))]]]
+
+
+class AlertState(RootModel[FiredLevels]):
+    """The contents of quota-alerts.json."""
+
+    root: FiredLevels = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,14 +95,9 @@ class QuotaWatcher:
         self._fired: dict[str, dict[str, int]] = {}  # fs uuid -> qgroupid -> levels fired
 
     def load(self) -> None:
-        """Read the fired levels of the previous run (blocking; a bad file is ignored)."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            self._fired = {fs: {q: int(n) for q, n in v.items()} for fs, v in data.items()}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, AttributeError) as e:
-            log.error("ignoring quota alert state %s: %s", self.path, e)
+        """Read the fired levels of the previous run (blocking). Raises nothing: a file
+        that cannot be used is moved aside (see load_model), and alerts start afresh."""
+        self._fired = load_model(self.path, AlertState, "quota alert state").root
 
     async def run(self) -> None:
         """Watch until cancelled."""

@@ -1,46 +1,73 @@
 """Persistent state: atomic JSON files, and the job state (last results per filesystem,
 jobs that were running).
 
-One JSON file in the state directory, replaced atomically (write a temporary file, fsync,
-rename, fsync the directory), so a crash leaves either the old or the new state.
+Every JSON file btrfsd keeps (here, in the state directory and in the config directory)
+is written by ``write_atomic`` (a temporary file of its own, every byte, fsync, rename,
+fsync the directory), so a crash leaves either the old or the new content, and read by
+``load_model``, which never stops the daemon: a file it cannot use is moved aside
+(``<name>.invalid-<time>``) and btrfsd starts without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import logging
 import os
+import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from .jobs import JobRecord
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "jobs.json"
+# How many of a file's validation errors a log line names (a file of the wrong shape
+# can have thousands).
+MAX_PROBLEMS_LOGGED = 3
+# About when this process began (this module is imported at start).
+_STARTED = time.time()
+
+
+def _temporary_glob(path: Path) -> str:
+    """The names ``write_atomic`` gives its temporary files for ``path``."""
+    return glob.escape(str(path.parent / f".{path.name}.")) + "*.tmp"
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a crash leaves the old or the new content
-    (blocking). Raises OSError."""
+    (blocking). The file is mode 0600; a missing directory is made with mode 0700.
+    Raises OSError (nothing is left behind then)."""
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    data = text.encode()
+    # A name of its own (mkstemp: O_EXCL, mode 0600): two writers of one file must not
+    # write into the same temporary, or one could rename the other's half-written bytes.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a signal, a full disk)
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(dfd)
+        os.fsync(dfd)  # the rename itself survives a crash only once the directory is
     finally:
         os.close(dfd)
 
@@ -50,31 +77,87 @@ M = TypeVar("M", bound=BaseModel)
 
 def validation_problems(e: ValidationError) -> str:
     """Each validation error as "field: what is wrong", for a person."""
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
-                     f"{err['msg'].removeprefix('Value error, ').lower()}"
-                     for err in e.errors())
+    return "; ".join(_problem(err) for err in e.errors())
+
+
+def _problem(err: ErrorDetails) -> str:
+    return (f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
+            f"{err['msg'].removeprefix('Value error, ').lower()}")
+
+
+def _summary(e: ValidationError) -> str:
+    errors = e.errors()
+    text = "; ".join(_problem(err) for err in errors[:MAX_PROBLEMS_LOGGED])
+    if len(errors) > MAX_PROBLEMS_LOGGED:
+        text += f"; and {len(errors) - MAX_PROBLEMS_LOGGED} more"
+    return text
+
+
+def aside_path(path: Path) -> Path:
+    """A free name beside ``path`` for a file that cannot be used:
+    ``<name>.invalid-<UTC time>``, with ``-2``, ``-3``, ... when that one is taken, so an
+    earlier one is never replaced (blocking)."""
+    base = f"{path.name}.invalid-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    candidate = path.with_name(base)
+    n = 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{base}-{n}")
+    return candidate
+
+
+def _remove_temporaries(path: Path) -> None:
+    # Left by a crash between creating and renaming one: each write has a name of its
+    # own, so without this they would pile up. Only those from before this process
+    # began: a newer one may be a write of this process in progress.
+    for name in glob.glob(_temporary_glob(path)):
+        try:
+            if os.lstat(name).st_mtime >= _STARTED:
+                continue
+            os.unlink(name)
+        except OSError as e:
+            log.debug("cannot remove leftover temporary %s: %s", name, e)
+        else:
+            log.info("removed %s, left by an interrupted write", name)
 
 
 def load_model(path: Path, model: type[M], what: str) -> M:
-    """Read a JSON file into ``model`` (blocking). A missing file gives an empty model; an
-    unreadable one is logged and an empty model returned; an invalid one is moved aside
-    (``<name>.invalid-<time>``, logged) so nothing is lost, and an empty model returned."""
+    """Read a JSON file into ``model`` (blocking). A missing file gives an empty model.
+
+    Raises nothing: a file that cannot be used (not UTF-8, not JSON, the wrong shape, not
+    a regular file, unreadable) is moved aside to ``<name>.invalid-<time>`` (see
+    ``aside_path``), logged with what to do, and an empty model returned. Moving it keeps
+    what was in it, and keeps the next save from replacing it or failing on it.
+    """
+    _remove_temporaries(path)
     try:
-        data = path.read_text(encoding="utf-8")
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file"
+        else:
+            raw = path.read_bytes()
+            try:
+                return model.model_validate_json(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                problem = f"is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x})"
+            except ValidationError as e:
+                problem = f"is not valid ({_summary(e)})"
     except FileNotFoundError:
         return model()
     except OSError as e:
-        log.error("cannot read %s %s: %s; starting with an empty one", what, path, e)
-        return model()
+        problem = f"cannot be read ({e.strerror or e})"
+    aside = aside_path(path)
     try:
-        return model.model_validate_json(data)
-    except ValidationError as e:
-        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
-        log.error("%s %s is invalid (%s); moved it to %s and starting empty", what, path,
-                  e.errors()[0].get("msg", e), aside)
-        with contextlib.suppress(OSError):
-            os.replace(path, aside)
-        return model()
+        os.rename(path, aside)
+    except OSError as e:
+        log.error("%s file %s %s, and it cannot be moved aside (%s); btrfsd starts "
+                  "without it and will replace it on the next change: copy it elsewhere "
+                  "now if it matters", what, path, problem, e.strerror or e)
+    else:
+        log.error("%s file %s %s; moved it to %s and started without it. To use it "
+                  "again: stop btrfsd, repair it, move it back to %s and start btrfsd",
+                  what, path, problem, aside, path.name)
+    return model()
 
 
 class PersistedState(BaseModel):
