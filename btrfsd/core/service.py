@@ -8,10 +8,13 @@ Every server-side front end (the D-Bus adapter today, the fleet bridge next) bui
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 from collections.abc import Callable
 
 from ..config import Settings
+from ..errors import AlreadyRunning
 from .balance_runner import BalanceKind
 from .fast_delete import FastDelete
 from .filesystems import Filesystem, Registry
@@ -30,6 +33,7 @@ from .timer import ScheduleTimer
 log = logging.getLogger(__name__)
 
 AlertListener = Callable[[QuotaAlert], None]
+LOCK_FILE = "btrfsd.lock"
 
 
 class Service:
@@ -63,6 +67,7 @@ class Service:
                                    settings.state_dir, self._on_quota_alert)
         self._background: list[asyncio.Task[None]] = []
         self._open = False
+        self._lock_fd = -1
         self.registry.add_listener(self._on_filesystems_changed)
 
     def add_quota_alert_listener(self, listener: AlertListener) -> None:
@@ -80,9 +85,29 @@ class Service:
                 # a newly mounted filesystem may already be scrubbing or balancing
                 in_background(self.jobs.detect(fs))
 
+    def _lock_state(self) -> None:
+        """One btrfsd per state directory: a second one (started by mistake) would
+        recover, pause or cancel the first one's jobs before failing on the bus name."""
+        state_dir = self.settings.state_dir
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(state_dir / LOCK_FILE,
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"Another btrfsd is running with the state directory "
+                                 f"{state_dir}; stop it first.") from None
+        self._lock_fd = fd
+
     async def open(self) -> None:
         """Find the filesystems, load state, report or follow jobs of the previous run,
-        and start following the mount table. Front ends add their listeners before."""
+        and start following the mount table. Front ends add their listeners before.
+
+        Raises AlreadyRunning when another btrfsd uses the same state directory, OSError
+        when the state directory cannot be made.
+        """
+        await asyncio.to_thread(self._lock_state)
         await self.registry.rescan()
         await self.jobs.open()
         await self.maintenance.load()
@@ -125,4 +150,7 @@ class Service:
             await self.fast_delete.shutdown()
         finally:
             # balances paused, speed limits put back, job state written: whatever failed
-            await self.jobs.shutdown()
+            if self._lock_fd >= 0:
+                await self.jobs.shutdown()
+                os.close(self._lock_fd)
+                self._lock_fd = -1

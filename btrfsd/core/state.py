@@ -137,9 +137,13 @@ def load_model(path: Path, model: type[M], what: str) -> M:
         else:
             raw = path.read_bytes()
             try:
-                return model.model_validate_json(raw.decode("utf-8"))
+                # json, not pydantic's parser: a saved path may hold any byte, written as
+                # an escaped lone surrogate (names.py), which pydantic's parser refuses
+                return model.model_validate(json.loads(raw.decode("utf-8")))
             except UnicodeDecodeError as e:
                 problem = f"is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x})"
+            except json.JSONDecodeError as e:
+                problem = f"is not valid JSON ({e.msg} at line {e.lineno})"
             except ValidationError as e:
                 problem = f"is not valid ({_summary(e)})"
     except FileNotFoundError:

@@ -400,3 +400,20 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_shared_rescan(
     release.set()
     await patient
     assert impatient.cancelled()
+
+
+def test_a_path_with_any_byte_survives_a_save_and_a_load(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    from btrfsd.core.jobs import JobRecord
+    from btrfsd.core.state import PersistedState, StateStore
+
+    store = StateStore(tmp_path)
+    message = "cannot open " + os.fsdecode(b"/srv/bad\xffname")
+    state = PersistedState()
+    state.running[1] = JobRecord(id=1, operation="scrub", filesystem="u",
+                                 started_by_uid=0, message=message)
+    asyncio.run(store.save(state))
+    assert store.load().running[1].message == message
+    assert not list(tmp_path.glob("*.invalid-*"))
