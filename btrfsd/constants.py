@@ -27,6 +27,8 @@ class Action:
     """PolicyKit action ids, one per kind of operation (see polkit-actions/org.btrfsd1.policy)."""
 
     READ: Final = "org.btrfsd1.read"
+    # the whole view for reads; without it a caller sees what they could reach by path
+    READ_ALL: Final = "org.btrfsd1.read-all"
     SUBVOLUME_CREATE: Final = "org.btrfsd1.subvolume-create"
     SNAPSHOT_CREATE: Final = "org.btrfsd1.snapshot-create"
     SUBVOLUME_DELETE: Final = "org.btrfsd1.subvolume-delete"

@@ -20,6 +20,15 @@ from dbus_fast.service import ServiceInterface
 from ..constants import ERROR_PREFIX, ROOT_PATH
 
 _current_message: ContextVar[Message | None] = ContextVar("btrfsd_message", default=None)
+_current_bus: ContextVar[MessageBus | None] = ContextVar("btrfsd_bus", default=None)
+
+
+def current_bus() -> MessageBus:
+    """The bus the call being served came in on. Raises RuntimeError outside a call."""
+    bus = _current_bus.get()
+    if bus is None:
+        raise RuntimeError("no D-Bus call is being served in this context")
+    return bus
 
 
 def current_message() -> Message:
@@ -38,9 +47,11 @@ class CallerAwareBus(MessageBus):
 
         def handler(msg: Message, send_reply: Any) -> None:
             token = _current_message.set(msg)
+            bus_token = _current_bus.set(self)
             try:
                 inner(msg, send_reply)
             finally:
+                _current_bus.reset(bus_token)
                 _current_message.reset(token)
 
         return handler

@@ -39,6 +39,7 @@ from .options import (
 from .paths import job_path
 from .polkit import Authority
 from .variants import to_vardict, usec
+from .visibility import read_view
 
 StrList = Annotated[list[str], DBusSignature("as")]
 # One array per field, entry i of each describing subvolume i: id, parent id, path, uuid,
@@ -164,15 +165,17 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.READ)
     async def list_subvolumes(self, options: OptionsArg) -> SubvolumeColumns:
         opts = parse_options(ListOptions, options)
-        listing = await self._service.inventory.list(self.fs,
-                                                     snapshots_of=from_bus(opts.snapshots_of))
+        listing = await self._service.inventory.list(
+            self.fs, snapshots_of=from_bus(opts.snapshots_of),
+            visible_to=await read_view(self.authority))
         return subvolume_columns(listing)
 
     @dbus_method(name="GetSubvolume")
     @authorized(Action.READ)
     async def get_subvolume(self, path: DBusStr, options: OptionsArg) -> VariantDict:
         parse_options(NoOptions, options)
-        info, q = await self._service.inventory.get(self.fs, from_bus(path))
+        info, q = await self._service.inventory.get(self.fs, from_bus(path),
+                                                    as_caller=await read_view(self.authority))
         result = subvolume_dict(info)
         if q is not None:
             result.update({"referenced": Variant("t", q.referenced),

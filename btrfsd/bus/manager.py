@@ -25,6 +25,7 @@ from .options import (
 from .paths import filesystem_path, job_path
 from .polkit import Authority
 from .variants import usec
+from .visibility import read_view
 
 VariantDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 ScheduleDicts = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
@@ -79,7 +80,8 @@ class ManagerInterface(ServiceInterface):
         self, path: DBusStr, options: OptionsArg
     ) -> Annotated[tuple[str, str], DBusSignature("os")]:
         parse_options(NoOptions, options)
-        fs, subvolume = await self._service.subvolumes.resolve(from_bus(path))
+        fs, subvolume = await self._service.subvolumes.resolve(
+            from_bus(path), as_caller=await read_view(self.authority))
         return [filesystem_path(fs.uuid), to_bus(subvolume)]  # type: ignore[return-value]
 
     # -- schedules ------------------------------------------------------------------------

@@ -53,6 +53,20 @@ class Filesystem:
         return min(self.mounts, key=lambda m: (m.root.count("/") if m.root != "/" else 0,
                                                 len(m.mount_point)))
 
+    def path_of(self, rel: str) -> str | None:
+        """Where a path relative to the top level (a listing's path) is reachable in the
+        mount tree: under the mount whose root holds it, closest root first; None when
+        no mount shows it."""
+        inside = "/" + rel.strip("/")
+        best: tuple[int, str] | None = None
+        for m in self.mounts:
+            root = m.root.rstrip("/")
+            if inside == root or inside.startswith(root + "/") or root == "":
+                rest = inside[len(root):]
+                if best is None or len(root) > best[0]:
+                    best = (len(root), m.mount_point.rstrip("/") + rest)
+        return best[1] if best else None
+
     def mounted_subvolume_ids(self) -> set[int]:
         return {sid for m in self.mounts if (sid := m.subvolume_id) is not None}
 

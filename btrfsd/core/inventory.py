@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from ..fs.creds import Creds
 from ..fs.quota import QgroupUsage
 from ..fs.subvol import SubvolumeInfo
 from .filesystems import Filesystem
@@ -32,17 +33,21 @@ class Inventory:
         self._subvolumes = subvolumes
         self._quotas = quotas
 
-    async def list(self, fs: Filesystem, *, snapshots_of: str = "") -> Listing:
+    async def list(self, fs: Filesystem, *, snapshots_of: str = "",
+                   visible_to: Creds | None = None) -> Listing:
         """Every subvolume of ``fs``, or with ``snapshots_of`` (an absolute path of a
-        subvolume) only its snapshots, with usage. Raises BtrfsdError."""
-        items = await self._subvolumes.list(fs, snapshots_of=snapshots_of)
+        subvolume) only its snapshots, with usage; with ``visible_to`` only what that
+        caller could find by path. Raises BtrfsdError."""
+        items = await self._subvolumes.list(fs, snapshots_of=snapshots_of,
+                                            visible_to=visible_to)
         if not fs.quota_enabled:
             return Listing(items)
         return Listing(items, await self._quotas.usage_by_subvolume(fs))
 
-    async def get(self, fs: Filesystem, path: str) -> tuple[SubvolumeInfo, QgroupUsage | None]:
-        """One subvolume by absolute path, and its usage (None without a qgroup or with
-        quotas off). Raises BtrfsdError."""
-        info = await self._subvolumes.info(fs, path)
+    async def get(self, fs: Filesystem, path: str, *, as_caller: Creds | None = None
+                  ) -> tuple[SubvolumeInfo, QgroupUsage | None]:
+        """One subvolume by absolute path (as ``as_caller`` could find it), and its
+        usage (None without a qgroup or with quotas off). Raises BtrfsdError."""
+        info = await self._subvolumes.info(fs, path, as_caller=as_caller)
         usage = await asyncio.to_thread(self._quotas.usage_of, fs, info.id)
         return info, usage

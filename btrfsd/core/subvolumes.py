@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 from .. import constants
 from ..errors import AlreadyExists, Busy, InvalidArgument
 from ..fs import layouts, paths, subvol
+from ..fs.creds import Creds as Creds  # front ends build it from a caller
 
 # SubvolumeInfo is part of the core's vocabulary: front ends take it from here
 from ..fs.subvol import SubvolumeInfo as SubvolumeInfo
@@ -35,6 +36,15 @@ def _require_subvolume(res: paths.Resolved) -> None:
 def _require_absent(res: paths.Resolved) -> None:
     if res.exists:
         raise AlreadyExists(f"{res.path} already exists; choose another name.")
+
+
+def _visible(fs: Filesystem, items: list[SubvolumeInfo], creds: Creds
+             ) -> list[SubvolumeInfo]:
+    """The subvolumes ``creds`` could find by path (blocking): reachable through a mount,
+    every directory on the way searchable by them."""
+    where = [fs.path_of(s.path) for s in items]
+    shown = iter(paths.reachable([w for w in where if w is not None], creds))
+    return [s for s, w in zip(items, where, strict=True) if w is not None and next(shown)]
 
 
 class DeleteHook(Protocol):
@@ -64,24 +74,28 @@ class Subvolumes:
         self._member(fs, res, res.open_parent())
 
     # -- reading ---------------------------------------------------------------------
-    def resolve_filesystem(self, path: str) -> tuple[Filesystem, str]:
+    def resolve_filesystem(self, path: str, as_caller: Creds | None = None
+                           ) -> tuple[Filesystem, str]:
         """Return the filesystem a path is on and the subvolume path containing it (blocking).
+        With ``as_caller``, a path that caller could not reach does not exist.
 
         Raises InvalidArgument, NotFound, NotBtrfs.
         """
-        with paths.resolve(path) as res:
+        with paths.resolve(path, as_caller=as_caller) as res:
             assert res.st is not None
             # Opening a FIFO or device could block or have side effects: use the directory.
             fd = res.open() if stat.S_ISDIR(res.st.st_mode) else res.open_parent()
             fs = self._registry.by_fsid(subvol.fsid_of(fd, res.path), res.path)
             return fs, subvol.containing_subvolume(fd, res.path).path
 
-    async def resolve(self, path: str) -> tuple[Filesystem, str]:
-        """The filesystem a path is on and the subvolume path containing it.
+    async def resolve(self, path: str, as_caller: Creds | None = None
+                      ) -> tuple[Filesystem, str]:
+        """The filesystem a path is on and the subvolume path containing it (as
+        ``resolve_filesystem``).
 
         Raises InvalidArgument, NotFound, NotBtrfs.
         """
-        return await self._run(self.resolve_filesystem, path)
+        return await self._run(self.resolve_filesystem, path, as_caller)
 
     def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
         fd = open_mount(fs)
@@ -90,28 +104,35 @@ class Subvolumes:
         finally:
             os.close(fd)
 
-    async def list(self, fs: Filesystem, *, snapshots_of: str = "") -> list[SubvolumeInfo]:
+    async def list(self, fs: Filesystem, *, snapshots_of: str = "",
+                   visible_to: Creds | None = None) -> list[SubvolumeInfo]:
         """List every subvolume of ``fs`` (paths relative to the top level).
 
-        With ``snapshots_of`` (an absolute path of a subvolume) only its snapshots.
+        With ``snapshots_of`` (an absolute path of a subvolume) only its snapshots. With
+        ``visible_to`` only what that caller could find by path themselves (fs/creds.py).
         Raises BtrfsdError.
         """
-        if not snapshots_of:
-            return await self._run(self._list, fs)
-        source = await self.info(fs, snapshots_of)
+        source = (await self.info(fs, snapshots_of, as_caller=visible_to) if snapshots_of
+                  else None)
         items = await self._run(self._list, fs)
-        return [s for s in items if s.parent_uuid == source.uuid]
+        if source is not None:
+            items = [s for s in items if s.parent_uuid == source.uuid]
+        if visible_to is not None and not visible_to.is_root:
+            items = await self._run(_visible, fs, items, visible_to)
+        return items
 
-    def _info(self, fs: Filesystem, path: str) -> SubvolumeInfo:
-        with paths.resolve(path) as res:
+    def _info(self, fs: Filesystem, path: str, as_caller: Creds | None) -> SubvolumeInfo:
+        with paths.resolve(path, as_caller=as_caller) as res:
             _require_subvolume(res)
             fd = res.open()
             self._member(fs, res, fd)
             return subvol.subvolume_info(fd, res.path)
 
-    async def info(self, fs: Filesystem, path: str) -> SubvolumeInfo:
-        """Return the subvolume at an absolute path. Raises BtrfsdError."""
-        return await self._run(self._info, fs, path)
+    async def info(self, fs: Filesystem, path: str, *, as_caller: Creds | None = None
+                   ) -> SubvolumeInfo:
+        """Return the subvolume at an absolute path (with ``as_caller``: as that caller
+        could find it, else NotFound). Raises BtrfsdError."""
+        return await self._run(self._info, fs, path, as_caller)
 
     # -- changing --------------------------------------------------------------------
     def _create(self, fs: Filesystem, path: str) -> str:

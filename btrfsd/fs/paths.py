@@ -23,6 +23,7 @@ import stat
 from dataclasses import dataclass, field
 
 from ..errors import BtrfsdError, InvalidArgument, NotFound, from_errno
+from .creds import Creds, acting_as
 
 NAME_MAX = 255
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -161,8 +162,10 @@ class Resolved:
         return fd
 
 
-def _walk_error(e: OSError, path: str) -> BtrfsdError:
-    if e.errno == errno.ENOENT:
+def _walk_error(e: OSError, path: str, hidden: bool = False) -> BtrfsdError:
+    # For a caller the walk acts as (``hidden``), what they may not search does not exist
+    # for them: the same error and words as a missing name, so no existence test.
+    if e.errno == errno.ENOENT or (hidden and e.errno == errno.EACCES):
         return NotFound(f"{path} does not exist.")
     if e.errno in (errno.ELOOP, errno.ENOTDIR):
         return InvalidArgument(
@@ -171,24 +174,33 @@ def _walk_error(e: OSError, path: str) -> BtrfsdError:
     return from_errno(e.errno or 0, f"Cannot open {path}: {os.strerror(e.errno or 0)}.")
 
 
-def _open_target(dir_fd: int, name: str, path: str) -> int | None:
+def _open_target(dir_fd: int, name: str, path: str, hidden: bool = False) -> int | None:
     """O_PATH handle of ``name`` in ``dir_fd`` (None when missing). Raises BtrfsdError."""
     try:
         return os.open(name, _TARGET_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except OSError as e:
+        if hidden and e.errno == errno.EACCES:
+            return None
         raise _walk_error(e, path) from e
 
 
-def resolve(path: str, *, must_exist: bool = True) -> Resolved:
+def resolve(path: str, *, must_exist: bool = True, as_caller: Creds | None = None
+            ) -> Resolved:
     """Walk ``path`` from / without following links; return the open parent and the
-    object's own handle.
+    object's own handle. With ``as_caller`` the walk runs with that caller's filesystem
+    identity (fs/creds.py): what they may not search is missing for them.
 
     Raises InvalidArgument (bad form, a symlink on the way or at the end), NotFound (a
     missing directory on the way, or a missing target when ``must_exist``).
     """
     parts = split_path(path)
+    with acting_as(as_caller):
+        return _walk(parts, must_exist, hidden=as_caller is not None and not as_caller.is_root)
+
+
+def _walk(parts: list[str], must_exist: bool, *, hidden: bool) -> Resolved:
     canonical = "/" + "/".join(parts)
     fds: list[int] = []
     try:
@@ -200,7 +212,7 @@ def resolve(path: str, *, must_exist: bool = True) -> Resolved:
             try:
                 child = os.open(part, _WALK_FLAGS, dir_fd=fd)
             except OSError as e:
-                raise _walk_error(e, walked) from e
+                raise _walk_error(e, walked, hidden) from e
             # one directory handle at a time: a 1,500-level path needs no 1,500 fds
             os.close(fds.pop())
             fd = child
@@ -210,7 +222,7 @@ def resolve(path: str, *, must_exist: bool = True) -> Resolved:
             fds = []
             return res
         name = parts[-1]
-        target = _open_target(fd, name, canonical)
+        target = _open_target(fd, name, canonical, hidden)
         if target is not None:
             fds.append(target)
         st = os.fstat(target) if target is not None else None
@@ -226,3 +238,48 @@ def resolve(path: str, *, must_exist: bool = True) -> Resolved:
     finally:
         for leftover in fds:
             os.close(leftover)
+
+
+def reachable(paths: list[str], creds: Creds) -> list[bool]:
+    """For each absolute path, whether ``creds`` could find it: every directory on the
+    way searchable by them, walked without following a link (blocking). Each parent
+    directory is walked once, however many names it holds. Raises nothing for a path
+    that is bad or missing (it is simply not reachable); OSError when the identity
+    cannot be taken."""
+    found: list[bool] = []
+    parents: dict[str, int | None] = {}
+    with acting_as(creds):
+        try:
+            for path in paths:
+                parent, _, name = path.rpartition("/")
+                if parent not in parents:
+                    parents[parent] = _parent_handle(parent)
+                fd = parents[parent]
+                if fd is None or not name:
+                    found.append(False)
+                    continue
+                try:
+                    os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    found.append(True)
+                except OSError:
+                    found.append(False)
+        finally:
+            for fd in parents.values():
+                if fd is not None:
+                    os.close(fd)
+    return found
+
+
+def _parent_handle(parent: str) -> int | None:
+    """An O_PATH handle of a directory walked as the current identity, or None."""
+    try:
+        parts = split_path(parent or "/")
+        res = _walk(parts, True, hidden=True)
+    except BtrfsdError:
+        return None
+    try:
+        if res.target_fd is None or res.st is None or not stat.S_ISDIR(res.st.st_mode):
+            return None
+        return os.dup(res.target_fd)
+    finally:
+        res.close()

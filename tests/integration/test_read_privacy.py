@@ -1,0 +1,59 @@
+"""Reads show a caller no more than they could find themselves (issue 17): a subvolume
+under a directory they may not search is missing for them, with the same error as a
+missing path; root and the admin group (polkit's read-all) see everything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import V, World, subvolume_rows
+from sandbox import TEST_USER
+
+
+def _paths(world: World, caller: object, **opts: object) -> set[str]:
+    r = world.fs_call(caller, "ListSubvolumes", "a{sv}", opts)  # type: ignore[arg-type]
+    assert r["ok"], r
+    return {row[2] for row in subvolume_rows(r)}
+
+
+def test_a_subvolume_behind_a_closed_directory_is_hidden(world: World) -> None:
+    d = world.scratch()
+    for sub in ("pub", "secret/hidden-sv", "half/inside"):
+        (d / sub).parent.mkdir(parents=True, exist_ok=True)
+        assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / sub), {})["ok"]
+    os.chmod(d / "secret", 0o700)
+    os.chmod(d / "half", 0o711)  # searchable, not listable: the name can still be found
+    rel = d.name
+    mine = {p for p in _paths(world, world.user) if p.startswith(rel + "/")}
+    assert mine == {f"{rel}/pub", f"{rel}/half/inside"}, mine
+    for caller in (world.root, world.admin):
+        assert f"{rel}/secret/hidden-sv" in _paths(world, caller)
+
+    # the kernel's own unprivileged listing agrees for that user
+    r = subprocess.run([*world.sb.as_user(TEST_USER), "btrfs", "subvolume", "list",
+                        str(d)], capture_output=True, text=True, env=world.sb.env)
+    if r.returncode == 0:
+        theirs = {line.split(" path ", 1)[1] for line in r.stdout.splitlines()}
+        assert {p.rsplit("/", 1)[-1] for p in theirs} >= {"pub", "inside"}
+        assert not any("hidden-sv" in p for p in theirs)
+
+    # no existence test: hidden answers as missing does, word for word
+    hidden = world.fs_call(world.user, "GetSubvolume", "sa{sv}", str(d / "secret/hidden-sv"), {})
+    missing = world.fs_call(world.user, "GetSubvolume", "sa{sv}", str(d / "pub/nothing"), {})
+    assert hidden["error"] == missing["error"] == "org.btrfsd1.Error.NotFound", (hidden, missing)
+    assert hidden["message"] == f"{d}/secret/hidden-sv does not exist."
+    r = world.manager_call(world.user, "ResolvePath", "sa{sv}", str(d / "secret/hidden-sv"), {})
+    gone = world.manager_call(world.user, "ResolvePath", "sa{sv}", str(d / "secret/nothing"),
+                              {})
+    assert r["error"] == gone["error"] == "org.btrfsd1.Error.NotFound", (r, gone)
+    assert r["message"].replace("hidden-sv", "nothing") == gone["message"]
+    r = world.fs_call(world.user, "ListSubvolumes", "a{sv}",
+                      {"snapshots_of": V("s", str(d / "secret/hidden-sv"))})
+    assert r["error"] == "org.btrfsd1.Error.NotFound", r
+    # what they can reach answers as before, and root is unaffected
+    assert world.fs_call(world.user, "GetSubvolume", "sa{sv}", str(d / "half/inside"), {})["ok"]
+    assert world.fs_call(world.root, "GetSubvolume", "sa{sv}", str(d / "secret/hidden-sv"),
+                         {})["ok"]
+    assert Path(d / "secret/hidden-sv").is_dir()
