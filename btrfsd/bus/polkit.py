@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dbus_fast import Message, MessageType, Variant
@@ -95,9 +96,13 @@ class Authority:
             self._uids.popitem(last=False)
         return uid
 
-    async def check(self, sender: str, action: str, interactive: bool) -> tuple[bool, bool]:
+    async def check(self, sender: str, action: str, interactive: bool,
+                    details: Mapping[str, str] | None = None) -> tuple[bool, bool]:
         """Ask polkitd; return (authorized, challenge).
 
+        ``details`` (valid UTF-8 strings; see auth.call_details) tell polkit what is at
+        stake: rules read them with ``action.lookup(key)``, and the action's message
+        shows them as ``$(key)``.
         Raises PolkitUnavailable when polkitd cannot be reached (not running and the bus
         could not start it, or no answer in time).
         """
@@ -108,7 +113,8 @@ class Authority:
             interface=POLKIT_IFACE,
             member="CheckAuthorization",
             signature="(sa{sv})sa{ss}us",
-            body=[subject, action, {}, _ALLOW_USER_INTERACTION if interactive else 0, ""],
+            body=[subject, action, dict(details or {}),
+                  _ALLOW_USER_INTERACTION if interactive else 0, ""],
             # No NO_AUTOSTART: under systemd polkitd runs only once the bus has activated
             # it, so a call that may not start it would refuse every non-root caller.
         )
