@@ -2,6 +2,11 @@
 system-like dbus-daemon whose config includes the project's dbus-policy/ file, the real
 polkitd with the project's .policy installed, test users, and btrfsd itself.
 
+polkitd is started by the sandbox (start_polkitd), so a test that stops it sees polkit
+unreachable. ``offer_polkit_activation`` lets the bus start polkitd on demand instead, as
+a system bus does under systemd, where polkit.service is static and only D-Bus
+activation starts it.
+
 Used by the test suite (tests/conftest.py) and by the demo (``python sandbox.py demo``).
 Everything it makes is removed on exit, including after a failure.
 Needs root, Debian 12 packages btrfs-progs, dbus, polkitd, and a venv with btrfsd installed.
@@ -30,7 +35,18 @@ DBUS_POLICY = REPO / "dbus-policy" / "org.btrfsd1.conf"
 POLKIT_ACTIONS_DIR = Path("/usr/share/polkit-1/actions")
 POLKIT_RULES_DIR = Path("/etc/polkit-1/rules.d")
 POLKITD = "/usr/lib/polkit-1/polkitd"
+POLKIT_NAME = "org.freedesktop.PolicyKit1"
 BUS_NAME = "org.btrfsd1"
+# What Debian's /usr/share/dbus-1/system-services/org.freedesktop.PolicyKit1.service says,
+# less SystemdService= (no systemd here). The private bus has no <servicehelper> (the
+# setuid dbus-daemon-launch-helper reads service files only from the system's fixed
+# directories), so dbus-daemon, running as root, starts the Exec line itself and User= is
+# not used; polkitd drops to its own user as under systemd.
+POLKIT_SERVICE = """[D-BUS Service]
+Name={name}
+Exec={exec_line}
+User=root
+"""
 
 ADMIN_GROUP = "btrfsd-admin"  # the group the example rules file grants everything
 TEST_USER = "btrfsd-tuser"  # unprivileged: polkit defaults apply
@@ -42,6 +58,8 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Config
   <type>system</type>
   <listen>unix:path={socket}</listen>
   <auth>EXTERNAL</auth>
+  <!-- empty unless a test offers polkit activation; looked up again on each activation -->
+  <servicedir>{service_dir}</servicedir>
   <policy context="default">
     <allow user="*"/>
     <deny own="*"/>
@@ -122,6 +140,7 @@ class Sandbox:
     config: str = ""  # btrfsd.toml text for the daemon (written into the workdir)
     filesystems: list[LoopFs] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _activation_offered: bool = False
     _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- set-up --------------------------------------------------------------------
@@ -141,6 +160,8 @@ class Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._activation_offered:  # while the bus can still say who polkitd is
+            self.withdraw_polkit_activation()
         for name in list(self._procs):
             self.stop(name)
         for fs in reversed(self.filesystems):
@@ -157,6 +178,10 @@ class Sandbox:
         return self.workdir / "bus" / "socket"
 
     @property
+    def service_dir(self) -> Path:
+        return self.workdir / "services"
+
+    @property
     def address(self) -> str:
         return f"unix:path={self.socket}"
 
@@ -168,8 +193,10 @@ class Sandbox:
 
     def start_bus(self) -> None:
         (self.workdir / "bus").mkdir(mode=0o755)
+        self.service_dir.mkdir(mode=0o755)
         conf = self.workdir / "bus.conf"
-        conf.write_text(BUS_CONFIG.format(socket=self.socket, project_policy=DBUS_POLICY))
+        conf.write_text(BUS_CONFIG.format(socket=self.socket, project_policy=DBUS_POLICY,
+                                          service_dir=self.service_dir))
         self._spawn("dbus-daemon", ["dbus-daemon", f"--config-file={conf}", "--nofork"])
         self._wait(lambda: self.socket.exists(), "dbus-daemon socket")
 
@@ -203,7 +230,43 @@ class Sandbox:
 
     def start_polkitd(self) -> None:
         self._spawn("polkitd", [POLKITD, "--no-debug"])
-        self.wait_for_name("org.freedesktop.PolicyKit1")
+        self.wait_for_name(POLKIT_NAME)
+
+    def offer_polkit_activation(self, exec_line: str = f"{POLKITD} --no-debug"
+                                ) -> Callable[[], None]:
+        """Let the bus start polkitd (``exec_line``) when a call is sent to its name and
+        nobody owns it. Returns withdraw_polkit_activation (closing the sandbox calls it
+        too). Stop the sandbox's own polkitd first to see the bus start one.
+        """
+        path = self.service_dir / f"{POLKIT_NAME}.service"
+        path.write_text(POLKIT_SERVICE.format(name=POLKIT_NAME, exec_line=exec_line))
+        os.chmod(path, 0o644)
+        self._activation_offered = True
+        return self.withdraw_polkit_activation
+
+    def withdraw_polkit_activation(self) -> None:
+        """Take the activation offer back and stop a polkitd the bus started (the one
+        start_polkitd ran is left alone). Raises TimeoutError if it does not go."""
+        (self.service_dir / f"{POLKIT_NAME}.service").unlink(missing_ok=True)
+        self._activation_offered = False
+        pid = self.owner_pid(POLKIT_NAME)
+        own = self._procs.get("polkitd")
+        if pid is None or (own is not None and own.pid == pid):
+            return
+        # The bus started it detached (its parent is init), so it is nobody's child here:
+        # make sure the pid is still that polkitd before signalling it.
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/exe").resolve() == Path(POLKITD).resolve():
+                os.kill(pid, signal.SIGTERM)
+        self._wait(lambda: not self.has_owner(POLKIT_NAME) and not _running(pid),
+                   "the activated polkitd to exit")
+
+    def owner_pid(self, name: str) -> int | None:
+        """Process id of the connection owning ``name`` on the bus, None if unowned."""
+        r = run("busctl", f"--address={self.address}", "call", "org.freedesktop.DBus",
+                "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionUnixProcessID",
+                "s", name, check=False)
+        return int(r.stdout.split()[1]) if r.returncode == 0 else None
 
     def create_users(self) -> None:
         try:
@@ -304,6 +367,15 @@ class Sandbox:
         """argv prefix that runs a command as ``user`` with its groups (setpriv)."""
         return ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}",
                 "--init-groups", "--"]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for init counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def demo() -> int:

@@ -2,13 +2,17 @@
 
 Each exported method is wrapped by ``authorized(ACTION)``; ``check_interface`` refuses
 an interface with a method that lacks it, and the server runs that check before export.
+The wrapper tells polkit what a call is about (``call_details``), so rules can decide on
+it and an authentication dialog can name it.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
 
@@ -30,6 +34,18 @@ _current_caller: ContextVar[Caller | None] = ContextVar("btrfsd_caller", default
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+# Method parameters whose values polkit is told, each under its own name as the key.
+DETAIL_ARGS = ("path", "source", "destination", "name")
+_PATH_ARGS = frozenset({"path", "source", "destination"})
+# A detail longer than this is cut (marked with DETAIL_TRUNCATED): a caller may send a
+# path of megabytes, and polkitd, its log and a dialog need no more than PATH_MAX.
+MAX_DETAIL_CHARS = 4096
+DETAIL_TRUNCATED = "\\[truncated]"
+# Characters a dialog must not render as they are: controls and line breaks could forge
+# extra lines of an authentication message, bidi and zero-width format characters could
+# make one path look like another; surrogates are not UTF-8 (polkit's a{ss} needs it).
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
 
 class HasAuthority(Protocol):
     authority: Authority
@@ -50,10 +66,111 @@ def current_caller() -> Caller:
     return caller
 
 
+def escape_detail(value: str) -> str:
+    """``value`` as printable, valid UTF-8 text of at most MAX_DETAIL_CHARS (plus the
+    truncation mark), one-to-one so a rule cannot mistake one value for another:
+    ``\\`` for a backslash, ``\\xNN`` for a byte that was not UTF-8 (a surrogateescape'd
+    string from the kernel), ``\\uNNNN``/``\\UNNNNNNNN`` for a control, format, line
+    separator or surrogate character. Raises nothing for any str.
+    """
+    if len(value) <= MAX_DETAIL_CHARS and value.isprintable() and "\\" not in value:
+        return value  # the common case, checked at C speed
+    out: list[str] = []
+    size = 0
+    for ch in value:
+        code = ord(ch)
+        if ch == "\\":
+            piece = "\\\\"
+        elif 0xDC80 <= code <= 0xDCFF:
+            piece = f"\\x{code - 0xDC00:02x}"
+        elif unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+            piece = f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+        else:
+            piece = ch
+        if size + len(piece) > MAX_DETAIL_CHARS:
+            out.append(DETAIL_TRUNCATED)
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+def _text(get: Callable[[], object]) -> str:
+    """``get()`` as an escaped detail; "" when it fails or gives None. Raises nothing."""
+    try:
+        value = get()
+        if value is None:
+            return ""
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "surrogateescape")
+        return escape_detail(value if isinstance(value, str) else str(value))
+    except Exception:
+        # A detail is worth less than the call: a rule that needs it sees "" and says no.
+        log.warning("cannot describe a call detail for polkit", exc_info=True)
+        return ""
+
+
+def _canonical(value: object) -> object:
+    """An absolute path without repeated or trailing slashes; anything else as it is.
+
+    The daemon walks a path by its non-empty components and refuses ``.``, ``..`` and
+    symbolic links (fs/paths.py), so this is the very path it acts on, and a rule
+    comparing paths need not know about ``//``.
+    """
+    if isinstance(value, str) and value.startswith("/"):
+        return "/" + "/".join(part for part in value.split("/") if part)
+    return value
+
+
+def _argument(args: Sequence[object], index: int, key: str) -> object:
+    """The argument at ``index``, canonical if it is a path. Raises IndexError."""
+    return _canonical(args[index]) if key in _PATH_ARGS else args[index]
+
+
+def detail_positions(fn: Callable[..., Any]) -> tuple[tuple[int, str], ...]:
+    """(index into the call's arguments after ``self``, key) for each parameter of
+    ``fn`` named in DETAIL_ARGS. Raises ValueError/TypeError if ``fn`` has no signature.
+    """
+    params = list(inspect.signature(fn).parameters)[1:]  # without self
+    return tuple((i, name) for i, name in enumerate(params) if name in DETAIL_ARGS)
+
+
+def call_details(obj: object, args: Sequence[object],
+                 positions: Sequence[tuple[int, str]]) -> dict[str, str]:
+    """What a call on ``obj`` with ``args`` is about, as polkit details (a{ss}).
+
+    The arguments at ``positions`` (see detail_positions) under their names, paths
+    without repeated or trailing slashes, every value escaped (escape_detail); for an
+    object with a filesystem (``obj.fs``): ``filesystem`` (its UUID), ``label`` and
+    ``mount_point``; for a job (``obj.job``): ``operation``, ``job`` (its id) and
+    ``filesystem``. Each key is always present ("" when its value cannot be read), so a
+    policy message using ``$(key)`` never shows the placeholder. Raises nothing.
+    """
+    details: dict[str, str] = {}
+    try:
+        for index, key in positions:
+            details[key] = _text(functools.partial(_argument, args, index, key))
+        fs = getattr(obj, "fs", None)
+        if fs is not None:
+            details["filesystem"] = _text(lambda: fs.uuid)
+            details["label"] = _text(lambda: fs.label)
+            details["mount_point"] = _text(
+                lambda: fs.primary_mount.mount_point if fs.mounts else "")
+        job = getattr(obj, "job", None)
+        if job is not None:
+            details["operation"] = _text(lambda: job.operation)
+            details["job"] = _text(lambda: job.id)
+            details["filesystem"] = _text(lambda: job.filesystem)
+    except Exception:
+        log.warning("cannot describe a call for polkit", exc_info=True)
+    return details
+
+
 async def authorize(authority: Authority, msg: Message,
-                    action: str | Callable[[int], str]) -> Caller:
+                    action: str | Callable[[int], str],
+                    details: Mapping[str, str] | None = None) -> Caller:
     """Authorize the sender of ``msg`` for ``action`` (or for ``action(uid)``, when the
-    action depends on who calls).
+    action depends on who calls), telling polkit ``details`` (see call_details).
 
     Raises DBusError AccessDenied or InteractiveAuthorizationRequired.
     """
@@ -64,7 +181,7 @@ async def authorize(authority: Authority, msg: Message,
         action = action(uid)
     interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
     try:
-        allowed, challenge = await authority.check(sender, action, interactive)
+        allowed, challenge = await authority.check(sender, action, interactive, details)
     except PolkitUnavailable as e:
         # Without polkitd nobody can be asked, so only root keeps working.
         log.warning("polkit unreachable (%s); uid=%d %s", e, uid,
@@ -91,7 +208,9 @@ def authorized(action: str, *, other_user_action: str | None = None) -> Callable
 
     With ``other_user_action``, the object has an owner (``owner_uid``): its owner needs
     ``action``, anyone else ``other_user_action`` (a job's cancel, for instance).
-    The wrapper authorizes the caller with polkit, runs the method, and turns core errors
+    The wrapper authorizes the caller with polkit, telling it what the call is about
+    (call_details: the method's ``path``/``source``/``destination``/``name`` arguments,
+    the object's filesystem or job), runs the method, and turns core errors
     into named D-Bus errors; anything unexpected is logged with its traceback and the
     caller gets org.btrfsd1.Error.Failed without internals.
     """
@@ -100,6 +219,9 @@ def authorized(action: str, *, other_user_action: str | None = None) -> Callable
             raise ValueError(f"unknown polkit action {a}")
 
     def decorate(fn: F) -> F:
+        # Once per method, not per call: which arguments name what is at stake.
+        positions = detail_positions(fn)
+
         @functools.wraps(fn)
         async def wrapper(self: HasAuthority, *args: Any) -> Any:
             msg = current_message()
@@ -110,7 +232,8 @@ def authorized(action: str, *, other_user_action: str | None = None) -> Callable
                 owner = cast("HasOwner", self).owner_uid
                 needed = lambda uid: action if uid == owner else other_user_action  # noqa: E731
             try:
-                caller = await authorize(self.authority, msg, needed)
+                details = call_details(self, args, positions)
+                caller = await authorize(self.authority, msg, needed, details)
                 uid = caller.uid
                 token = _current_caller.set(caller)
                 return await fn(self, *args)

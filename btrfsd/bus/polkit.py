@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
@@ -24,12 +25,21 @@ _UNREACHABLE = {
     "org.freedesktop.DBus.Error.NoReply",
     "org.freedesktop.DBus.Error.Disconnected",
     "org.freedesktop.DBus.Error.TimedOut",
-    "org.freedesktop.DBus.Error.Spawn.ServiceNotFound",
 }
+# The bus could not start polkitd: its own spawn errors (Spawn.ChildExited,
+# Spawn.ExecFailed, ...) or systemd's answer to an activation request (a masked or
+# failed polkit.service). Also "not there": root keeps working.
+_UNREACHABLE_PREFIXES = ("org.freedesktop.DBus.Error.Spawn.", "org.freedesktop.systemd1.")
 _ALLOW_USER_INTERACTION = 1
-# A check without interaction answers in milliseconds; one with a password prompt waits
-# for a person, so it gets much longer.
-_TIMEOUT = 25.0
+# A check without interaction answers in milliseconds once polkitd runs. The bus starts
+# polkitd for the first call that needs it (polkit.service is static under systemd and
+# starts only by D-Bus activation): ~40 ms in the test sandbox. The bus gives up on an
+# activation after its service_start_timeout (25 s by default). The limit stays below
+# the 25 s default reply timeout of callers (libdbus, GDBus, sd-bus), so a caller whose
+# check cannot be answered hears btrfsd's "PolicyKit is not reachable" instead of a bare
+# NoReply; an activation still under way goes on without us and serves the next call.
+_TIMEOUT = 20.0
+# One with a password prompt waits for a person, so it gets much longer.
 _INTERACTIVE_TIMEOUT = 300.0
 
 
@@ -86,10 +96,15 @@ class Authority:
             self._uids.popitem(last=False)
         return uid
 
-    async def check(self, sender: str, action: str, interactive: bool) -> tuple[bool, bool]:
+    async def check(self, sender: str, action: str, interactive: bool,
+                    details: Mapping[str, str] | None = None) -> tuple[bool, bool]:
         """Ask polkitd; return (authorized, challenge).
 
-        Raises PolkitUnavailable when polkitd cannot be reached.
+        ``details`` (valid UTF-8 strings; see auth.call_details) tell polkit what is at
+        stake: rules read them with ``action.lookup(key)``, and the action's message
+        shows them as ``$(key)``.
+        Raises PolkitUnavailable when polkitd cannot be reached (not running and the bus
+        could not start it, or no answer in time).
         """
         subject = ("system-bus-name", {"name": Variant("s", sender)})
         msg = Message(
@@ -98,16 +113,18 @@ class Authority:
             interface=POLKIT_IFACE,
             member="CheckAuthorization",
             signature="(sa{sv})sa{ss}us",
-            body=[subject, action, {}, _ALLOW_USER_INTERACTION if interactive else 0, ""],
-            # polkitd must not be auto-started just to refuse; fail closed instead.
-            flags=MessageFlag.NO_AUTOSTART,
+            body=[subject, action, dict(details or {}),
+                  _ALLOW_USER_INTERACTION if interactive else 0, ""],
+            # No NO_AUTOSTART: under systemd polkitd runs only once the bus has activated
+            # it, so a call that may not start it would refuse every non-root caller.
         )
         try:
             reply = await self._call(msg, _INTERACTIVE_TIMEOUT if interactive else _TIMEOUT)
         except (TimeoutError, OSError, EOFError) as e:
             raise PolkitUnavailable(str(e) or type(e).__name__) from e
         if reply.message_type == MessageType.ERROR:
-            if reply.error_name in _UNREACHABLE:
+            name = reply.error_name or ""
+            if name in _UNREACHABLE or name.startswith(_UNREACHABLE_PREFIXES):
                 raise PolkitUnavailable(reply.error_name or "")
             # Any other polkit error (e.g. an unknown action) means "not authorized".
             log.warning("polkit error action=%s error=%s %s", action, reply.error_name,
