@@ -33,6 +33,8 @@ class Action:
     SNAPSHOT_CREATE: Final = "org.btrfsd1.snapshot-create"
     SUBVOLUME_DELETE: Final = "org.btrfsd1.subvolume-delete"
     SUBVOLUME_MODIFY: Final = "org.btrfsd1.subvolume-modify"
+    # its own action: the default subvolume decides what is mounted (and often booted)
+    SUBVOLUME_SET_DEFAULT: Final = "org.btrfsd1.subvolume-set-default"
     QUOTA_MANAGE: Final = "org.btrfsd1.quota-manage"
     MAINTENANCE: Final = "org.btrfsd1.maintenance"
     JOB_CANCEL: Final = "org.btrfsd1.job-cancel"

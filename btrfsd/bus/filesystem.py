@@ -22,7 +22,8 @@ from ..core.scrub_runner import ScrubParams
 from ..core.service import Service
 from ..core.subvolumes import SubvolumeInfo
 from ..names import display, from_bus, to_bus
-from .auth import authorized, current_caller
+from .auth import authorize, authorized, current_caller
+from .context import current_message
 from .job import VariantDict
 from .options import (
     BalanceOptions,
@@ -214,7 +215,7 @@ class FilesystemInterface(ServiceInterface):
         await self._service.subvolumes.set_read_only(self.fs, from_bus(path), read_only)
 
     @dbus_method(name="SetDefaultSubvolume")
-    @authorized(Action.SUBVOLUME_MODIFY)
+    @authorized(Action.SUBVOLUME_SET_DEFAULT)
     async def set_default_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusUInt64:
         parse_options(NoOptions, options)
         sid = await self._service.subvolumes.set_default(self.fs, from_bus(path))
@@ -279,7 +280,11 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.READ)
     async def get_quota_usage(self, options: OptionsArg) -> QuotaUsage:
         opts = parse_options(QuotaUsageOptions, options)
-        r = await self._service.quotas.report(self.fs, sync=opts.sync)
+        if opts.sync:
+            # a sync commits a transaction: more than reading, so quota-manage's to ask
+            await authorize(self.authority, current_message(), Action.QUOTA_MANAGE)
+        r = await self._service.quotas.report(self.fs, sync=opts.sync,
+                                              visible_to=await read_view(self.authority))
         return (r.mode, r.inconsistent,  # type: ignore[return-value]
                 [[q.qgroupid, to_bus(path), q.referenced, q.exclusive, q.max_referenced,
                   q.max_exclusive] for q, path in r.qgroups])

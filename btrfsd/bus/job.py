@@ -157,13 +157,17 @@ class JobInterface(ServiceInterface):
         await self._jobs.cancel(self.job)
 
     @dbus_method(name="Pause")
-    @authorized(Action.MAINTENANCE)
+    # as Cancel: the job's owner with the action that started it, anyone else with
+    # the other-user action
+    @authorized(Action.MAINTENANCE, other_user_action=Action.JOB_CANCEL_OTHER_USER)
     async def pause(self, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
         await self._jobs.pause(self.job)
 
     @dbus_method(name="Resume")
-    @authorized(Action.MAINTENANCE)
+    # as Cancel: the job's owner with the action that started it, anyone else with
+    # the other-user action
+    @authorized(Action.MAINTENANCE, other_user_action=Action.JOB_CANCEL_OTHER_USER)
     async def resume(self, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
         await self._jobs.resume(self.job)

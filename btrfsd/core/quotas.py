@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from .. import constants
 from ..errors import BtrfsdError, Failed, Hint, HintKind, InvalidArgument, NotFound, from_errno
+from ..fs import paths as fs_paths
 from ..fs import quota as kquota
 from ..fs import subvol
 from ..units import format_bytes, qgroupid
 from .filesystems import Filesystem, open_mount
-from .subvolumes import Subvolumes
+from .subvolumes import Creds, Subvolumes
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Quotas:
             os.close(fd)
 
     # -- usage ------------------------------------------------------------------------------
-    def _report(self, fs: Filesystem, sync: bool) -> QuotaReport:
+    def _report(self, fs: Filesystem, sync: bool, visible_to: Creds | None) -> QuotaReport:
         mode = kquota.quota_mode(fs.uuid)
         if not mode:
             return QuotaReport("", False, [])
@@ -175,17 +176,23 @@ class Quotas:
             os.close(fd)
         paths[constants.TOP_LEVEL_SUBVOLUME_ID] = "/"
         usage = kquota.read_usage(fs.uuid)
+        if visible_to is not None and not visible_to.is_root:
+            # a subvolume's row only where the caller could find the subvolume
+            hidden = _hidden_ids(fs, paths, visible_to)
+            usage = [q for q in usage if q.level != 0 or q.subvolume_id not in hidden]
         return QuotaReport(mode, kquota.inconsistent(fs.uuid),
                            [(q, paths.get(q.subvolume_id, "") if q.level == 0 else "")
                             for q in usage])
 
-    async def report(self, fs: Filesystem, *, sync: bool = False) -> QuotaReport:
-        """Quota mode, consistency and usage of every qgroup (sysfs; never a rescan).
+    async def report(self, fs: Filesystem, *, sync: bool = False,
+                     visible_to: Creds | None = None) -> QuotaReport:
+        """Quota mode, consistency and usage of every qgroup (sysfs; never a rescan);
+        with ``visible_to`` a subvolume's row only where that caller could find it.
 
         Raises BtrfsdError.
         """
         try:
-            return await asyncio.to_thread(self._report, fs, sync)
+            return await asyncio.to_thread(self._report, fs, sync, visible_to)
         except OSError as e:
             raise Failed(f"Cannot read quota usage: {e}.") from None
 
@@ -228,6 +235,15 @@ class Quotas:
     def usage_of(self, fs: Filesystem, subvolume_id: int) -> kquota.QgroupUsage | None:
         """One subvolume's qgroup (blocking; None when quotas are off or it has none)."""
         return kquota.read_qgroup(fs.uuid, 0, subvolume_id)
+
+
+def _hidden_ids(fs: Filesystem, paths: dict[int, str], creds: Creds) -> set[int]:
+    """Subvolume ids whose path ``creds`` could not reach (blocking)."""
+    ids = sorted(paths)
+    where = [fs.path_of(paths[i]) if i != constants.TOP_LEVEL_SUBVOLUME_ID
+             else fs.path_of("") for i in ids]
+    seen = iter(fs_paths.reachable([w for w in where if w is not None], creds))
+    return {i for i, w in zip(ids, where, strict=True) if w is None or not next(seen)}
 
 
 def _mode_name(mode: str) -> str:

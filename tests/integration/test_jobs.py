@@ -298,7 +298,7 @@ polkit.addRule(function(action, subject) {
 """.replace("USER", TEST_USER)
 
 
-def test_cancelling_another_users_job_needs_the_other_user_action(world: World,
+def test_controlling_another_users_job_needs_the_other_user_action(world: World,
                                                                   idle: LoopFs) -> None:
     remove = world.sb.install_rules("40-btrfsd-test-own-jobs.rules", GRANT_OWN_JOBS)
     try:
@@ -311,13 +311,17 @@ def test_cancelling_another_users_job_needs_the_other_user_action(world: World,
         own = ok(r)[0]
         uid = props(world, own)["StartedByUid"]
         assert uid == pwd.getpwnam(TEST_USER).pw_uid
+        ok(job_call(world, world.user, own, "Pause"))  # own job: its action suffices
+        wait_state(world, own, {"paused"})
+        ok(job_call(world, world.user, own, "Resume"))
         ok(job_call(world, world.user, own, "Cancel"))  # own job: job-cancel suffices
         wait_state(world, own, {"cancelled"})
 
         other = slow_scrub(world, idle)  # root's job
-        r = job_call(world, world.user, other, "Cancel")
-        assert not r["ok"] and r["error"] in DENIED, r
-        assert "job-cancel-other-user" in r["message"]
+        for member in ("Cancel", "Pause"):  # Pause and Resume follow Cancel
+            r = job_call(world, world.user, other, member)
+            assert not r["ok"] and r["error"] in DENIED, r
+            assert "job-cancel-other-user" in r["message"]
         assert props(world, other)["State"] == "running"
     finally:
         remove()

@@ -280,3 +280,29 @@ def test_schedule_cleanup_deletes_take_the_fast_path_too(world: World, qfs: Loop
             time.sleep(0.2)
     finally:
         world.manager_call(world.root, "RemoveSchedule", "sa{sv}", "fast", {})
+
+
+def test_quota_rows_of_hidden_subvolumes_and_a_sync_need_more(world: World,
+                                                              qfs: LoopFs) -> None:
+    # issue 17: a caller sees the usage of what they could find; issue 19: a sync
+    # commits a transaction, so it needs quota-manage, not just read
+    mnt = qfs.mount_point
+    (mnt / "closed").mkdir()
+    os.chmod(mnt / "closed", 0o700)
+    for p in ("open-sv", "closed/hidden-sv"):
+        assert call(world, qfs, "CreateSubvolume", "sa{sv}", str(mnt / p), {})["ok"]
+    enable(world, qfs, force=V("b", True))
+
+    def rows(caller: Caller) -> set[str]:
+        r = call(world, qfs, "GetQuotaUsage", "a{sv}", {}, caller=caller)
+        assert r["ok"], r
+        return {row[1] for row in r["body"][2]}
+
+    assert {"open-sv", "closed/hidden-sv"} <= rows(world.root)
+    assert {"open-sv", "closed/hidden-sv"} <= rows(world.admin)  # read-all by the group
+    mine = rows(world.user)
+    assert "open-sv" in mine and "closed/hidden-sv" not in mine, mine
+    r = call(world, qfs, "GetQuotaUsage", "a{sv}", {"sync": V("b", True)}, caller=world.user)
+    assert not r["ok"] and r["error"] in DENIED, r
+    assert call(world, qfs, "GetQuotaUsage", "a{sv}", {"sync": V("b", True)},
+                caller=world.admin)["ok"]
