@@ -153,22 +153,32 @@ class Subvolumes:
                 )
             for n in nested:
                 self._protect(fs, n, f"{res.path}/{n.path}")
-            subvol.delete_subvolume(res, recursive=recursive)
+            # by the id checked above, from the fd it was read on: a swap of the name
+            # (or of any directory on the way to a nested one) cannot redirect it
+            left = subvol.delete_subvolume(fd, res.path, info, nested)
+            for s in left:
+                log.warning("recursive delete of %s left nested subvolume %s alone: %s",
+                            res.path, s.path, s.why)
             return res.path
+
+    async def _with_delete_hooks(self, fs: Filesystem, fn: Callable[..., T],
+                                 *args: object) -> T:
+        for hook in self.delete_hooks:
+            await hook.before_delete(fs)
+        try:
+            return await self._run(fn, *args)
+        finally:
+            for hook in self.delete_hooks:
+                hook.after_delete(fs)
 
     async def delete(self, fs: Filesystem, path: str, *, recursive: bool = False) -> str:
         """Delete a subvolume or snapshot (and nested ones if ``recursive``).
 
-        Refuses the top level, mounted subvolumes and the default subvolume.
-        Raises BtrfsdError.
+        Refuses the top level, mounted subvolumes and the default subvolume. A nested
+        subvolume moved out meanwhile is left alone (logged); one that keeps the
+        subvolume from being deleted is named in the error. Raises BtrfsdError.
         """
-        for hook in self.delete_hooks:
-            await hook.before_delete(fs)
-        try:
-            gone = await self._run(self._delete, fs, path, recursive)
-        finally:
-            for hook in self.delete_hooks:
-                hook.after_delete(fs)
+        gone = await self._with_delete_hooks(fs, self._delete, fs, path, recursive)
         log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
         return gone
 

@@ -1,5 +1,6 @@
-"""Delete by id: the ioctl's struct as linux/btrfs.h lays it out (issue 19, item 2).
-Success paths need btrfs and are covered by the integration tests."""
+"""Delete by id: the ioctl's struct as linux/btrfs.h lays it out, and the walk below a
+subvolume that never follows a link (issue 19, item 2). Success paths need btrfs and are
+covered by tests/integration/test_recursive_races.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from btrfsd.fs import destroy
+from btrfsd.fs import destroy, subvol
 from btrfsd.fs.ioctl import fs_info
 
 
@@ -56,3 +57,37 @@ def test_destroy_by_id_refuses_the_filesystems_own_trees_and_other_filesystems(
     with pytest.raises(OSError) as e:
         destroy.destroy_by_id(plain_dir, 256)
     assert e.value.errno == errno.ENOTTY
+
+
+def test_the_walk_below_never_follows_a_link(tmp_path: Path) -> None:
+    top, outside = tmp_path / "top", tmp_path / "outside"
+    (top / "a" / "n").mkdir(parents=True)
+    (outside / "n").mkdir(parents=True)
+    (top / "b").symlink_to(outside)
+    (top / "a" / "l").symlink_to(top / "a" / "n")
+    (top / "f").write_text("x")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        reached = subvol.open_dir_beneath(fd, "a/n")
+        assert reached is not None
+        try:
+            assert os.fstat(reached).st_ino == os.stat(top / "a" / "n").st_ino
+        finally:
+            os.close(reached)
+        for path in ("b/n", "b", "a/l", "f", "f/x", "missing/n", "a/../a/n", "a//n", "./a"):
+            assert subvol.open_dir_beneath(fd, path) is None, path
+        same = subvol.open_dir_beneath(fd, "")
+        assert same is not None
+        os.close(same)
+    finally:
+        os.close(fd)
+
+
+def test_a_plain_directory_is_never_taken_for_a_nested_subvolume(tmp_path: Path) -> None:
+    (tmp_path / "a" / "n").mkdir(parents=True)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    expect = subvol.SubvolumeInfo(257, 256, "a/n", "u", "", "", 0, 0.0, 0.0, False)
+    try:
+        assert subvol.open_nested(fd, expect) is None
+    finally:
+        os.close(fd)
