@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from .. import constants
-from ..errors import AlreadyExists, Busy, InvalidArgument
+from ..errors import AlreadyExists, Busy, InvalidArgument, NotFound
 from ..fs import layouts, paths, subvol
 
 # SubvolumeInfo is part of the core's vocabulary: front ends take it from here
@@ -161,6 +161,34 @@ class Subvolumes:
                             res.path, s.path, s.why)
             return res.path
 
+    def _delete_by_id(self, fs: Filesystem, subvolume_id: int, expect_uuid: str,
+                      shown: str) -> None:
+        fd = open_mount(fs)
+        try:
+            mp = fs.primary_mount.mount_point
+            # the mount point is a name, looked up when opened: make sure it still is fs
+            self._registry.check_member(fs, subvol.fsid_of(fd, mp), mp)
+            try:
+                info = subvol.subvolume_info_by_id(fd, subvolume_id)
+            except NotFound:
+                raise NotFound(f"{shown} (subvolume id {subvolume_id}) no longer "
+                               "exists.") from None
+            if info.uuid != expect_uuid:
+                raise NotFound(
+                    f"{shown} (subvolume id {subvolume_id}) is gone: that id now holds "
+                    f"the subvolume with UUID {info.uuid or 'none'}, not {expect_uuid}, "
+                    "which is left alone.")
+            self._protect(fs, info, shown)
+            nested = list(subvol.iter_subvolumes(fd, top=subvolume_id))
+            if nested:
+                raise Busy(
+                    f"{shown} contains {len(nested)} nested subvolume(s); delete them "
+                    "first or pass the recursive option."
+                )
+            subvol.delete_subvolume(fd, shown, info)
+        finally:
+            os.close(fd)
+
     async def _with_delete_hooks(self, fs: Filesystem, fn: Callable[..., T],
                                  *args: object) -> T:
         for hook in self.delete_hooks:
@@ -181,6 +209,20 @@ class Subvolumes:
         gone = await self._with_delete_hooks(fs, self._delete, fs, path, recursive)
         log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
         return gone
+
+    async def delete_by_id(self, fs: Filesystem, subvolume_id: int, expect_uuid: str,
+                           shown: str) -> None:
+        """Delete the subvolume ``subvolume_id`` of ``fs`` if its UUID is still
+        ``expect_uuid``: no path is walked, so wherever it is mounted or moved it is this
+        one or none. ``shown`` names it in messages (its path as last seen).
+
+        The same refusals as ``delete`` (top level, mounted, default, nested ones).
+        Raises NotFound (gone, or the id now holds another subvolume), BtrfsdError.
+        """
+        await self._with_delete_hooks(fs, self._delete_by_id, fs, subvolume_id, expect_uuid,
+                                      shown)
+        log.info("subvolume deleted id=%d uuid=%s path=%s fs=%s", subvolume_id, expect_uuid,
+                 shown, fs.uuid)
 
     @staticmethod
     def _default_snapshot_dir(fd: int, source_path: str) -> str:

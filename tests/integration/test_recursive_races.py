@@ -7,21 +7,33 @@ renameat2(RENAME_EXCHANGE) as fast as they can (here: a thread of this root proc
 test_races.py). Whatever the timing, nothing outside may be deleted, created, removed or
 get its read-only flag changed; the call either succeeds or names what it skipped.
 Each test is bounded to a few seconds.
+
+A schedule's cleanup likewise deletes by subvolume id after checking the UUID it recorded,
+never by a path rebuilt from the filesystem's first mount point (wrong for @/@home).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import btrfsutil
+import pytest
 from conftest import V, World
+from test_jobs import add_fs, remove_fs
+
+from btrfsd.core.filesystems import Filesystem, Registry
+from btrfsd.core.schedules import Schedules, parse_schedule
+from btrfsd.core.subvolumes import SubvolumeInfo, Subvolumes
 
 RENAME_EXCHANGE = 2
 ROUNDS = 60
@@ -187,3 +199,85 @@ def test_recursive_read_only_snapshot_never_leaves_the_snapshot(world: World) ->
     assert _rounds(one) >= 5, "too few rounds in the time budget"
     print("recursive snapshot outcomes:", outcomes)
 
+
+# -- schedule cleanup by id -------------------------------------------------------------------
+class StaleListing(Subvolumes):
+    """Subvolumes whose listing hands out an older id for some UUIDs, as if a snapshot had
+    been deleted and its id taken by another between cleanup's listing and its delete."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(registry)
+        self.ids: dict[str, int] = {}
+
+    async def list(self, fs: Filesystem, *, snapshots_of: str = "") -> list[SubvolumeInfo]:
+        found = await super().list(fs, snapshots_of=snapshots_of)
+        return [s._replace(id=self.ids.get(s.uuid, s.id)) for s in found]
+
+
+@pytest.fixture
+def layout(world: World) -> Iterator[tuple[Path, Path]]:
+    """A filesystem mounted as @ (first: shorter mount point) and @home, its top level
+    not mounted at all; yields both mount points."""
+    fs = add_fs(world, "1G", "btrfsd-layout", 0)
+    for name in ("@", "@home"):
+        btrfsutil.create_subvolume(str(fs.mount_point / name))
+    root, home = world.sb.workdir / "r", world.sb.workdir / "home-of-layout"
+    mounted: list[Path] = []
+    try:
+        for where, sub in ((root, "@"), (home, "@home")):
+            where.mkdir(exist_ok=True)
+            subprocess.run(["mount", "-t", "btrfs", "-o", f"subvol={sub}", fs.device,
+                            str(where)], check=True)
+            mounted.append(where)
+        subprocess.run(["umount", str(fs.mount_point)], check=True)
+        yield root, home
+    finally:
+        for where in reversed(mounted):
+            subprocess.run(["umount", str(where)], check=False)
+        remove_fs(world, fs)
+
+
+def test_schedule_cleanup_deletes_by_id_and_checks_the_uuid(
+        layout: tuple[Path, Path], tmp_path: Path) -> None:
+    root, home = layout
+    start = datetime(2026, 9, 1, tzinfo=UTC).timestamp()
+    clock = [start]
+
+    def snaps() -> list[str]:
+        return sorted(os.listdir(home / ".snapshots"))
+
+    async def run() -> None:
+        registry = Registry()
+        await registry.rescan()
+        subvolumes = StaleListing(registry)
+        sched = Schedules(subvolumes, tmp_path / "etc", tmp_path / "var",
+                          clock=lambda: clock[0], tz=UTC)
+        await sched.load()
+        fs, _ = await subvolumes.resolve(str(home))
+        assert fs.primary_mount.mount_point == str(root)  # @home is not the first mount
+        spec = {"subvolume": str(home), "every": 60}
+        await sched.set(parse_schedule("h", {**spec, "keep_last": 1}), replace=False)
+        for k in range(3):
+            clock[0] = start + 60 * k
+            result = await sched.run("h")
+            assert not result.failed, result.failed
+            assert len(snaps()) == 1 and Path(result.snapshot).name == snaps()[0]
+
+        await sched.set(parse_schedule("h", {**spec, "keep_last": 2}), replace=True)
+        clock[0] += 60
+        assert not (await sched.run("h")).failed
+        older, newer = snaps()
+        info = {n: btrfsutil.subvolume_info(str(home / ".snapshots" / n)) for n in snaps()}
+        # the older one's id now (says the stale listing) belongs to the newer one
+        subvolumes.ids[str(uuid.UUID(bytes=info[older].uuid))] = info[newer].id
+        await sched.set(parse_schedule("h", {**spec, "keep_last": 1}), replace=True)
+        result = await sched.cleanup("h", dry_run=False)
+        assert not result.deleted and len(result.failed) == 1, result
+        assert "UUID" in result.failed[0][1]
+        assert snaps() == [older, newer]  # neither deleted
+        subvolumes.ids.clear()
+        result = await sched.cleanup("h", dry_run=False)
+        assert len(result.deleted) == 1 and not result.failed, result
+        assert snaps() == [newer]
+
+    asyncio.run(run())
