@@ -213,8 +213,8 @@ class Subvolumes:
     async def delete_by_id(self, fs: Filesystem, subvolume_id: int, expect_uuid: str,
                            shown: str) -> None:
         """Delete the subvolume ``subvolume_id`` of ``fs`` if its UUID is still
-        ``expect_uuid``: no path is walked, so wherever it is mounted or moved it is this
-        one or none. ``shown`` names it in messages (its path as last seen).
+        ``expect_uuid``: no path is walked, so wherever it was moved it is this one or
+        none. ``shown`` names it in messages (its path as last seen).
 
         The same refusals as ``delete`` (top level, mounted, default, nested ones).
         Raises NotFound (gone, or the id now holds another subvolume), BtrfsdError.
