@@ -97,9 +97,10 @@ class Planned:
     """A snapshot of a schedule and what cleanup would do with it."""
 
     uuid: str
-    path: str  # absolute, as found now ('' when it no longer exists)
+    path: str  # absolute as found now, for people: cleanup deletes by id and UUID
     record: SnapshotRecord
     decision: Decision
+    subvolume_id: int = 0  # as found now
 
 
 @dataclass
@@ -238,12 +239,13 @@ class Schedules:
         whose snapshot is gone (deleted by hand). Changes nothing: a read uses it too."""
         mine = {u: r for u, r in self.records.snapshots.items()
                 if r.schedule == schedule.name and r.filesystem == fs.uuid}
-        where = {s.uuid: s.path for s in await self.subvolumes.list(fs) if s.uuid in mine}
+        where = {s.uuid: s for s in await self.subvolumes.list(fs) if s.uuid in mine}
         mp = fs.primary_mount.mount_point.rstrip("/")
         decisions = decide([Candidate(u, r.created, r.important) for u, r in mine.items()
                             if u in where], schedule.limits(), self.clock(), self.tz)
-        planned = [Planned(d.candidate.key, f"{mp}/{where[d.candidate.key]}",
-                           mine[d.candidate.key], d) for d in decisions]
+        planned = [Planned(d.candidate.key, f"{mp}/{where[d.candidate.key].path}",
+                           mine[d.candidate.key], d, where[d.candidate.key].id)
+                   for d in decisions]
         return planned, [u for u in mine if u not in where]
 
     async def cleanup(self, name: str, *, dry_run: bool) -> RunResult:
@@ -268,7 +270,9 @@ class Schedules:
                 result.deleted.append(p.path)
                 continue
             try:
-                await self.subvolumes.delete(fs, p.path)
+                # by id, checked against the recorded UUID: the path above is only for
+                # people (it is wrong where the top level is not mounted, e.g. @/@home)
+                await self.subvolumes.delete_by_id(fs, p.subvolume_id, p.uuid, p.path)
             except BtrfsdError as e:
                 log.warning("cleanup of schedule %s could not delete %s: %s", schedule.name,
                             p.path, e.message)

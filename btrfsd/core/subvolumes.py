@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from .. import constants
-from ..errors import AlreadyExists, Busy, InvalidArgument
+from ..errors import AlreadyExists, Busy, InvalidArgument, NotFound
 from ..fs import layouts, paths, subvol
 from ..fs.creds import Creds as Creds  # front ends build it from a caller
 
@@ -174,24 +174,76 @@ class Subvolumes:
                 )
             for n in nested:
                 self._protect(fs, n, f"{res.path}/{n.path}")
-            subvol.delete_subvolume(res, recursive=recursive)
+            # by the id checked above, from the fd it was read on: a swap of the name
+            # (or of any directory on the way to a nested one) cannot redirect it
+            left = subvol.delete_subvolume(fd, res.path, info, nested)
+            for s in left:
+                log.warning("recursive delete of %s left nested subvolume %s alone: %s",
+                            res.path, s.path, s.why)
             return res.path
+
+    def _delete_by_id(self, fs: Filesystem, subvolume_id: int, expect_uuid: str,
+                      shown: str) -> None:
+        fd = open_mount(fs)
+        try:
+            mp = fs.primary_mount.mount_point
+            # the mount point is a name, looked up when opened: make sure it still is fs
+            self._registry.check_member(fs, subvol.fsid_of(fd, mp), mp)
+            try:
+                info = subvol.subvolume_info_by_id(fd, subvolume_id)
+            except NotFound:
+                raise NotFound(f"{shown} (subvolume id {subvolume_id}) no longer "
+                               "exists.") from None
+            if info.uuid != expect_uuid:
+                raise NotFound(
+                    f"{shown} (subvolume id {subvolume_id}) is gone: that id now holds "
+                    f"the subvolume with UUID {info.uuid or 'none'}, not {expect_uuid}, "
+                    "which is left alone.")
+            self._protect(fs, info, shown)
+            nested = list(subvol.iter_subvolumes(fd, top=subvolume_id))
+            if nested:
+                raise Busy(
+                    f"{shown} contains {len(nested)} nested subvolume(s); delete them "
+                    "first or pass the recursive option."
+                )
+            subvol.delete_subvolume(fd, shown, info)
+        finally:
+            os.close(fd)
+
+    async def _with_delete_hooks(self, fs: Filesystem, fn: Callable[..., T],
+                                 *args: object) -> T:
+        for hook in self.delete_hooks:
+            await hook.before_delete(fs)
+        try:
+            return await self._run(fn, *args)
+        finally:
+            for hook in self.delete_hooks:
+                hook.after_delete(fs)
 
     async def delete(self, fs: Filesystem, path: str, *, recursive: bool = False) -> str:
         """Delete a subvolume or snapshot (and nested ones if ``recursive``).
 
-        Refuses the top level, mounted subvolumes and the default subvolume.
-        Raises BtrfsdError.
+        Refuses the top level, mounted subvolumes and the default subvolume. A nested
+        subvolume moved out meanwhile is left alone (logged); one that keeps the
+        subvolume from being deleted is named in the error. Raises BtrfsdError.
         """
-        for hook in self.delete_hooks:
-            await hook.before_delete(fs)
-        try:
-            gone = await self._run(self._delete, fs, path, recursive)
-        finally:
-            for hook in self.delete_hooks:
-                hook.after_delete(fs)
+        gone = await self._with_delete_hooks(fs, self._delete, fs, path, recursive)
         log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
         return gone
+
+    async def delete_by_id(self, fs: Filesystem, subvolume_id: int, expect_uuid: str,
+                           shown: str) -> None:
+        """Delete the subvolume ``subvolume_id`` of ``fs`` if its UUID is still
+        ``expect_uuid``: no path is walked, so wherever it was moved it is this one or
+        none. ``shown`` names it in messages (its path as last seen).
+
+        The same refusals as ``delete`` (top level, mounted, default, nested ones).
+        Raises NotFound (gone, or the id now holds another subvolume), BtrfsdError.
+        """
+        await self._with_delete_hooks(fs, self._delete_by_id, fs, subvolume_id, expect_uuid,
+                                      shown)
+        log.info("subvolume deleted id=%d uuid=%s path=%s fs=%s", subvolume_id, expect_uuid,
+                 shown, fs.uuid)
 
     @staticmethod
     def _default_snapshot_dir(fd: int, source_path: str) -> str:

@@ -8,6 +8,11 @@ docs/benchmarks.md). ctypes releases the GIL around a foreign call, so the same
 libbtrfsutil functions called this way leave the loop running. The binding stays for
 the short reads (subvolume info, paths, the nested-subvolume iterator).
 
+libbtrfsutil's recursive snapshot and delete are not offered here: they re-walk the
+paths of nested subvolumes with ``openat`` that follows symbolic links, so a user who
+swaps a directory on the way for a link steers root's work to another subvolume (issue
+19). subvol.py does that work itself, by id, on fds reached without following links.
+
 Every function here is blocking (call it from a thread) and raises OSError with the
 errno libbtrfsutil left behind.
 """
@@ -21,9 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 # From btrfsutil.h (libbtrfsutil 1.2, Debian 12; unchanged since 1.0).
-CREATE_SNAPSHOT_RECURSIVE = 1 << 0
 CREATE_SNAPSHOT_READ_ONLY = 1 << 1
-DELETE_SUBVOLUME_RECURSIVE = 1 << 0
 
 _c_int, _c_char_p, _c_void_p = ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p
 _SIGNATURES: dict[str, list[Any]] = {
@@ -70,25 +73,23 @@ def create_subvolume(parent_fd: int, name: str) -> None:
     _call(_lib.btrfs_util_create_subvolume_fd, parent_fd, os.fsencode(name), 0, None, None)
 
 
-def create_snapshot(source_fd: int, parent_fd: int, name: str, *, read_only: bool = False,
-                    recursive: bool = False) -> None:
-    """Snapshot the subvolume open as ``source_fd`` to ``name`` in ``parent_fd``.
-
-    libbtrfsutil refuses ``read_only`` together with ``recursive``. Raises OSError.
+def create_snapshot(source_fd: int, parent_fd: int, name: str, *,
+                    read_only: bool = False) -> None:
+    """Snapshot the subvolume open as ``source_fd`` (not the ones nested in it) to
+    ``name`` in ``parent_fd``. Raises OSError.
     """
-    flags = (CREATE_SNAPSHOT_READ_ONLY if read_only else 0) | (
-        CREATE_SNAPSHOT_RECURSIVE if recursive else 0)
+    flags = CREATE_SNAPSHOT_READ_ONLY if read_only else 0
     _call(_lib.btrfs_util_create_snapshot_fd2, source_fd, parent_fd, os.fsencode(name), flags,
           None, None)
 
 
-def delete_subvolume(parent_fd: int, name: str, *, recursive: bool = False) -> None:
-    """Delete the subvolume ``name`` in ``parent_fd`` (and nested ones if ``recursive``).
+def delete_subvolume(parent_fd: int, name: str) -> None:
+    """Delete the subvolume ``name`` in ``parent_fd`` (it must hold no nested ones).
 
+    btrfsd deletes by id (destroy.py); this stays for callers that hold a checked parent.
     Raises OSError.
     """
-    flags = DELETE_SUBVOLUME_RECURSIVE if recursive else 0
-    _call(_lib.btrfs_util_delete_subvolume_fd, parent_fd, os.fsencode(name), flags)
+    _call(_lib.btrfs_util_delete_subvolume_fd, parent_fd, os.fsencode(name), 0)
 
 
 def set_read_only(fd: int, read_only: bool) -> None:
