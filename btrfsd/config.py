@@ -80,6 +80,9 @@ class Settings(BaseModel):
     # With full qgroups, free deleted subvolumes fast (drop_subtree_threshold 0) and
     # rescan once the cleaner is done, instead of minutes of accounting per snapshot.
     quota_fast_delete: bool = True
+    # How many expensive reads (listings, quota reports, schedule explanations) one
+    # unprivileged caller may have running at once; more are refused with Busy.
+    reads_per_caller: int = Field(default=2, ge=1, le=64)
 
 
 class ConfigError(Exception):

@@ -40,7 +40,7 @@ from .options import (
 from .paths import job_path
 from .polkit import Authority
 from .variants import to_vardict, usec
-from .visibility import read_view
+from .visibility import expensive_read, read_view
 
 StrList = Annotated[list[str], DBusSignature("as")]
 # One array per field, entry i of each describing subvolume i: id, parent id, path, uuid,
@@ -166,9 +166,10 @@ class FilesystemInterface(ServiceInterface):
     @authorized(Action.READ)
     async def list_subvolumes(self, options: OptionsArg) -> SubvolumeColumns:
         opts = parse_options(ListOptions, options)
-        listing = await self._service.inventory.list(
-            self.fs, snapshots_of=from_bus(opts.snapshots_of),
-            visible_to=await read_view(self.authority))
+        with expensive_read(self._service):
+            listing = await self._service.inventory.list(
+                self.fs, snapshots_of=from_bus(opts.snapshots_of),
+                visible_to=await read_view(self.authority))
         return subvolume_columns(listing)
 
     @dbus_method(name="GetSubvolume")
@@ -283,8 +284,9 @@ class FilesystemInterface(ServiceInterface):
         if opts.sync:
             # a sync commits a transaction: more than reading, so quota-manage's to ask
             await authorize(self.authority, current_message(), Action.QUOTA_MANAGE)
-        r = await self._service.quotas.report(self.fs, sync=opts.sync,
-                                              visible_to=await read_view(self.authority))
+        with expensive_read(self._service):
+            r = await self._service.quotas.report(
+                self.fs, sync=opts.sync, visible_to=await read_view(self.authority))
         return (r.mode, r.inconsistent,  # type: ignore[return-value]
                 [[q.qgroupid, to_bus(path), q.referenced, q.exclusive, q.max_referenced,
                   q.max_exclusive] for q, path in r.qgroups])

@@ -25,7 +25,7 @@ from .options import (
 from .paths import filesystem_path, job_path
 from .polkit import Authority
 from .variants import usec
-from .visibility import read_view
+from .visibility import expensive_read, read_view
 
 VariantDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 ScheduleDicts = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
@@ -123,9 +123,11 @@ class ManagerInterface(ServiceInterface):
     @authorized(Action.READ)
     async def explain_schedule(self, name: DBusStr, options: OptionsArg) -> Explanation:
         parse_options(NoOptions, options)
+        with expensive_read(self._service):
+            planned = await self._service.schedules.plan(name)
         return [[to_bus(p.path), p.uuid, usec(p.record.created), p.record.important,
                  p.decision.keep, ",".join(p.decision.reasons), p.record.description]
-                for p in await self._service.schedules.plan(name)]
+                for p in planned]
 
     @dbus_method(name="SetSnapshotInfo")
     @authorized(Action.SCHEDULE_MANAGE)

@@ -18,6 +18,7 @@ from ..core.filesystems import Filesystem
 from ..core.jobs import Job
 from ..core.quota_alerts import QuotaAlert
 from ..core.service import Service
+from ..core.threads import in_background
 from .auth import check_interface
 from .context import CallerAwareBus
 from .filesystem import FilesystemInterface
@@ -62,10 +63,18 @@ class Server:
             iface.emit_changes()
 
     def _on_quota_alert(self, alert: QuotaAlert) -> None:
+        in_background(self._quota_warning(alert))
+
+    async def _quota_warning(self, alert: QuotaAlert) -> None:
+        # A signal goes to every listener on the bus: it names the subvolume only when
+        # any local user could reach it; otherwise the path is "" and a listener finds
+        # its own subvolumes by qgroup id in GetQuotaUsage, which answers per caller.
         iface = self._fs_objects.get(alert.fs_uuid)
-        if iface is not None:
-            iface.quota_warning(alert.path, alert.qgroupid, alert.used, alert.limit,
-                                alert.level)
+        if iface is None:
+            return
+        public = await self.service.subvolumes.is_public(alert.path)
+        iface.quota_warning(alert.path if public else "", alert.qgroupid, alert.used,
+                            alert.limit, alert.level)
 
     def _on_job_added(self, job: Job) -> None:
         iface = JobInterface(self.authority, job, self.service.jobs)

@@ -20,6 +20,7 @@ from .fast_delete import FastDelete
 from .filesystems import Filesystem, Registry
 from .inventory import Inventory
 from .jobmanager import JobManager
+from .limits import PerCallerLimit
 from .maintenance import Maintenance
 from .quota_alerts import QuotaAlert, QuotaWatcher
 from .quotas import Quotas
@@ -46,6 +47,8 @@ class Service:
         self.subvolumes = Subvolumes(self.registry)
         self.quotas = Quotas(self.subvolumes)
         self.inventory = Inventory(self.subvolumes, self.quotas)
+        # expensive reads per unprivileged caller (front ends key it by the caller)
+        self.read_limit = PerCallerLimit(settings.reads_per_caller, "listings")
         self.jobs = JobManager(self.registry, settings.state_dir,
                                retention=settings.job_retention,
                                poll_interval=settings.job_poll_interval)

@@ -25,6 +25,8 @@ from .filesystems import Filesystem, Registry, open_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# "nobody", in no group: what this identity can reach, any local user can
+ANY_USER = Creds(uid=65534, gid=65534)
 
 
 def _require_subvolume(res: paths.Resolved) -> None:
@@ -103,6 +105,18 @@ class Subvolumes:
             return subvol.list_all(fd)
         finally:
             os.close(fd)
+
+    async def is_public(self, path: str) -> bool:
+        """Whether any local user could reach an absolute ``path``: what may be said to
+        everyone, in a broadcast signal say. Raises nothing (False when it cannot
+        tell)."""
+        if not path:
+            return False
+        try:
+            return (await self._run(paths.reachable, [path], ANY_USER))[0]
+        except OSError as e:
+            log.warning("cannot tell whether %s is public: %s", path, e)
+            return False
 
     async def list(self, fs: Filesystem, *, snapshots_of: str = "",
                    visible_to: Creds | None = None) -> list[SubvolumeInfo]:

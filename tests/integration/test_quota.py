@@ -306,3 +306,26 @@ def test_quota_rows_of_hidden_subvolumes_and_a_sync_need_more(world: World,
     assert not r["ok"] and r["error"] in DENIED, r
     assert call(world, qfs, "GetQuotaUsage", "a{sv}", {"sync": V("b", True)},
                 caller=world.admin)["ok"]
+
+
+def test_a_quota_warning_names_only_what_anyone_could_reach(world: World,
+                                                           qfs: LoopFs) -> None:
+    # a signal reaches every listener: a subvolume behind a closed directory is not
+    # named; its owner finds it by qgroup id in GetQuotaUsage (which answers per caller)
+    enable(world, qfs)
+    (qfs.mount_point / "closed").mkdir(mode=0o700)
+    hidden = qfs.mount_point / "closed" / "hidden"
+    btrfsutil.create_subvolume(str(hidden))
+    ok(set_limit(world, qfs, hidden, 30 * MiB))
+    sid = btrfsutil.subvolume_id(str(hidden))
+    watcher = Caller(world.sb, TEST_USER)
+    try:
+        watcher.subscribe("type='signal',sender='org.btrfsd1',member='QuotaWarning'")
+        fill(hidden / "data", 30)
+        time.sleep(1.2)
+        mine = [s["body"] for s in watcher.signals() if s["member"] == "QuotaWarning"
+                and s["body"][1] == sid]
+        assert [b[4] for b in mine] == LEVELS, mine
+        assert all(b[0] == "" for b in mine), mine
+    finally:
+        watcher.close()

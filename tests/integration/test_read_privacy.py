@@ -57,3 +57,18 @@ def test_a_subvolume_behind_a_closed_directory_is_hidden(world: World) -> None:
     assert world.fs_call(world.root, "GetSubvolume", "sa{sv}", str(d / "secret/hidden-sv"),
                          {})["ok"]
     assert Path(d / "secret/hidden-sv").is_dir()
+
+
+def test_one_callers_listings_are_bounded_and_others_still_served(world: World) -> None:
+    # at most reads_per_caller (2) listings of one caller run at once; the rest are
+    # refused with a named error at once, never queued; root is not counted
+    from conftest import FS_IFACE, request
+
+    calls = [request(world.fs_path(), FS_IFACE, "ListSubvolumes", "a{sv}", [{}])] * 12
+    world.user.send(calls)
+    assert world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})["ok"]
+    replies = world.user.receive()
+    assert len(replies) == 12
+    for r in replies:
+        assert r["ok"] or r["error"] == "org.btrfsd1.Error.Busy", r
+    assert any(r["ok"] for r in replies)
