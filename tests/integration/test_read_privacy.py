@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import V, World, subvolume_rows
+from conftest import FS_IFACE, V, World, request, subvolume_rows
 from sandbox import TEST_USER
 
 
@@ -62,8 +62,6 @@ def test_a_subvolume_behind_a_closed_directory_is_hidden(world: World) -> None:
 def test_one_callers_listings_are_bounded_and_others_still_served(world: World) -> None:
     # at most reads_per_caller (2) listings of one caller run at once; the rest are
     # refused with a named error at once, never queued; root is not counted
-    from conftest import FS_IFACE, request
-
     calls = [request(world.fs_path(), FS_IFACE, "ListSubvolumes", "a{sv}", [{}])] * 12
     world.user.send(calls)
     assert world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})["ok"]
