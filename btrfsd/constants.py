@@ -33,6 +33,11 @@ class Action:
     SNAPSHOT_CREATE: Final = "org.btrfsd1.snapshot-create"
     SUBVOLUME_DELETE: Final = "org.btrfsd1.subvolume-delete"
     SUBVOLUME_MODIFY: Final = "org.btrfsd1.subvolume-modify"
+    # the caller's own objects: what their file permissions let them do (the kernel
+    # judges with their identity); allowed for active local sessions by default
+    SUBVOLUME_CREATE_OWN: Final = "org.btrfsd1.subvolume-create-own"
+    SNAPSHOT_CREATE_OWN: Final = "org.btrfsd1.snapshot-create-own"
+    SUBVOLUME_DELETE_OWN: Final = "org.btrfsd1.subvolume-delete-own"
     # its own action: the default subvolume decides what is mounted (and often booted)
     SUBVOLUME_SET_DEFAULT: Final = "org.btrfsd1.subvolume-set-default"
     QUOTA_MANAGE: Final = "org.btrfsd1.quota-manage"

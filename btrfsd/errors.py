@@ -46,10 +46,11 @@ class BtrfsdError(Exception):
 
     name: ClassVar[str] = "Failed"
 
-    def __init__(self, message: str, *, hint: Hint | None = None) -> None:
+    def __init__(self, message: str, *, hint: Hint | None = None, errno: int = 0) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.errno = errno  # the kernel's, when the error is one (from_errno)
 
 
 class NotFound(BtrfsdError):
@@ -92,6 +93,14 @@ class Failed(BtrfsdError):
     name = "Failed"
 
 
+class NotPermitted(BtrfsdError):
+    """The kernel refused a call made with the caller's own identity (an own-objects
+    grant): it is the standard org.freedesktop.DBus.Error.AccessDenied on the bus, not
+    one of btrfsd's names."""
+
+    name = "NotPermitted"
+
+
 ERROR_CLASSES: tuple[type[BtrfsdError], ...] = (
     NotFound,
     AlreadyExists,
@@ -129,4 +138,4 @@ _ERRNO_CLASSES: dict[int, type[BtrfsdError]] = {
 
 def from_errno(err: int, message: str) -> BtrfsdError:
     """Build the BtrfsdError that best names a kernel errno (Failed when none fits)."""
-    return _ERRNO_CLASSES.get(err, Failed)(message)
+    return _ERRNO_CLASSES.get(err, Failed)(message, errno=err)

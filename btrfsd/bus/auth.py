@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 ACTION_ATTR = "__btrfsd_action__"
 OTHER_USER_ACTION_ATTR = "__btrfsd_other_user_action__"
 _current_caller: ContextVar[Caller | None] = ContextVar("btrfsd_caller", default=None)
+_own_grant: ContextVar[bool] = ContextVar("btrfsd_own_grant", default=False)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -203,18 +204,51 @@ async def authorize(authority: Authority, msg: Message,
     raise DBusError(ACCESS_DENIED, f"Not authorized to perform {action}.")
 
 
-def authorized(action: str, *, other_user_action: str | None = None) -> Callable[[F], F]:
+def acting_for_caller() -> bool:
+    """Whether the call being served was allowed only by its own-objects action: then
+    the core acts with the caller's filesystem identity, and the kernel's own permission
+    checks (write access to the directory, ownership of the source) decide."""
+    return _own_grant.get()
+
+
+async def _allowed_without_asking(authority: Authority, msg: Message, action: str,
+                                  own_action: str, details: Mapping[str, str]
+                                  ) -> tuple[Caller, bool] | None:
+    """(caller, only-own) when polkit allows ``action`` or ``own_action`` without a
+    question; None to fall back to authorizing ``action`` the usual way (root, a
+    challenge, a denial, polkit unreachable)."""
+    sender = msg.sender or ""
+    uid = await authority.uid_of(sender)
+    if uid == 0:
+        return None
+    try:
+        allowed, _ = await authority.check(sender, action, False, details)
+        if allowed:
+            return Caller(sender=sender, uid=uid), False
+        allowed, _ = await authority.check(sender, own_action, False, details)
+        if allowed:
+            return Caller(sender=sender, uid=uid), True
+    except PolkitUnavailable:
+        pass
+    return None
+
+
+def authorized(action: str, *, other_user_action: str | None = None,
+               own_action: str | None = None) -> Callable[[F], F]:
     """Mark an async interface method as needing ``action`` and wrap it.
 
     With ``other_user_action``, the object has an owner (``owner_uid``): its owner needs
     ``action``, anyone else ``other_user_action`` (a job's cancel, for instance).
+    With ``own_action``, a caller polkit allows that action (but not ``action``) may act
+    on what their own file permissions allow: the call runs with ``acting_for_caller()``
+    true and the core uses the caller's filesystem identity.
     The wrapper authorizes the caller with polkit, telling it what the call is about
     (call_details: the method's ``path``/``source``/``destination``/``name`` arguments,
     the object's filesystem or job), runs the method, and turns core errors
     into named D-Bus errors; anything unexpected is logged with its traceback and the
     caller gets org.btrfsd1.Error.Failed without internals.
     """
-    for a in (action, other_user_action or action):
+    for a in (action, other_user_action or action, own_action or action):
         if a not in ALL_ACTIONS:
             raise ValueError(f"unknown polkit action {a}")
 
@@ -226,14 +260,21 @@ def authorized(action: str, *, other_user_action: str | None = None) -> Callable
         async def wrapper(self: HasAuthority, *args: Any) -> Any:
             msg = current_message()
             uid: int | str = "?"
-            token = None
+            token = own_token = None
             needed: str | Callable[[int], str] = action
             if other_user_action is not None:
                 owner = cast("HasOwner", self).owner_uid
                 needed = lambda uid: action if uid == owner else other_user_action  # noqa: E731
             try:
                 details = call_details(self, args, positions)
-                caller = await authorize(self.authority, msg, needed, details)
+                quick = (await _allowed_without_asking(self.authority, msg, action,
+                                                       own_action, details)
+                         if own_action is not None else None)
+                if quick is not None:
+                    caller, only_own = quick
+                    own_token = _own_grant.set(only_own)
+                else:
+                    caller = await authorize(self.authority, msg, needed, details)
                 uid = caller.uid
                 token = _current_caller.set(caller)
                 return await fn(self, *args)
@@ -253,6 +294,8 @@ def authorized(action: str, *, other_user_action: str | None = None) -> Callable
             finally:
                 if token is not None:
                     _current_caller.reset(token)
+                if own_token is not None:
+                    _own_grant.reset(own_token)
 
         setattr(wrapper, ACTION_ATTR, action)
         setattr(wrapper, OTHER_USER_ACTION_ATTR, other_user_action)

@@ -15,9 +15,10 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.errors import DBusError
 
 from ..constants import ERROR_PREFIX
-from ..errors import BtrfsdError, FactValue, Hint, HintKind
+from ..errors import BtrfsdError, FactValue, Hint, HintKind, NotPermitted
 from ..names import display, to_bus
 from .paths import filesystem_path, job_path
+from .polkit import ACCESS_DENIED
 from .variants import to_variant
 
 log = logging.getLogger(__name__)
@@ -74,4 +75,6 @@ def to_dbus_error(err: BtrfsdError) -> DBusError:
             extra, text = {}, message
         details.update(extra)
         details["message"] = Variant("s", message)
+    if isinstance(err, NotPermitted):
+        return DetailedError(ACCESS_DENIED, text, details)
     return DetailedError(ERROR_PREFIX + err.name, text, details)

@@ -40,7 +40,7 @@ from .options import (
 from .paths import job_path
 from .polkit import Authority
 from .variants import to_vardict, usec
-from .visibility import expensive_read, read_view
+from .visibility import expensive_read, own_identity, read_view
 
 StrList = Annotated[list[str], DBusSignature("as")]
 # One array per field, entry i of each describing subvolume i: id, parent id, path, uuid,
@@ -187,26 +187,28 @@ class FilesystemInterface(ServiceInterface):
         return result
 
     @dbus_method(name="CreateSubvolume")
-    @authorized(Action.SUBVOLUME_CREATE)
+    @authorized(Action.SUBVOLUME_CREATE, own_action=Action.SUBVOLUME_CREATE_OWN)
     async def create_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusStr:
         parse_options(NoOptions, options)
-        return to_bus(await self._service.subvolumes.create(self.fs, from_bus(path)))
+        return to_bus(await self._service.subvolumes.create(
+            self.fs, from_bus(path), as_caller=await own_identity()))
 
     @dbus_method(name="DeleteSubvolume")
-    @authorized(Action.SUBVOLUME_DELETE)
+    @authorized(Action.SUBVOLUME_DELETE, own_action=Action.SUBVOLUME_DELETE_OWN)
     async def delete_subvolume(self, path: DBusStr, options: OptionsArg) -> None:
         opts = parse_options(DeleteOptions, options)
-        await self._service.subvolumes.delete(self.fs, from_bus(path), recursive=opts.recursive)
+        await self._service.subvolumes.delete(self.fs, from_bus(path), recursive=opts.recursive,
+                                              as_caller=await own_identity())
 
     @dbus_method(name="CreateSnapshot")
-    @authorized(Action.SNAPSHOT_CREATE)
+    @authorized(Action.SNAPSHOT_CREATE, own_action=Action.SNAPSHOT_CREATE_OWN)
     async def create_snapshot(
         self, source: DBusStr, destination: DBusStr, options: OptionsArg
     ) -> DBusStr:
         opts = parse_options(SnapshotOptions, options)
         made = await self._service.subvolumes.snapshot(
             self.fs, from_bus(source), from_bus(destination), read_only=opts.read_only,
-            recursive=opts.recursive)
+            recursive=opts.recursive, as_caller=await own_identity())
         return to_bus(made)
 
     @dbus_method(name="SetReadOnly")

@@ -20,7 +20,7 @@ from dbus_fast import Message, MessageType
 from ..constants import Action
 from ..core.service import Service
 from ..core.subvolumes import Creds
-from .auth import current_caller
+from .auth import acting_for_caller, current_caller
 from .context import current_bus, current_message
 from .polkit import Authority, PolkitUnavailable
 
@@ -79,3 +79,12 @@ def expensive_read(service: Service) -> Iterator[None]:
         return
     with service.read_limit.hold(caller.uid):
         yield
+
+
+async def own_identity() -> Creds | None:
+    """The caller's identity when the call was allowed only for their own objects (the
+    core then lets the kernel judge with it); None when it acts with btrfsd's."""
+    if not acting_for_caller():
+        return None
+    caller = current_caller()
+    return await _creds(caller.sender, caller.uid)

@@ -7,17 +7,20 @@ BtrfsdError subclasses.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 from .. import constants
-from ..errors import AlreadyExists, Busy, InvalidArgument, NotFound
+from ..errors import AlreadyExists, BtrfsdError, Busy, InvalidArgument, NotFound, NotPermitted
 from ..fs import layouts, paths, subvol
 from ..fs.creds import Creds as Creds  # front ends build it from a caller
+from ..fs.creds import acting_as
 
 # SubvolumeInfo is part of the core's vocabulary: front ends take it from here
 from ..fs.subvol import SubvolumeInfo as SubvolumeInfo
@@ -38,6 +41,24 @@ def _require_subvolume(res: paths.Resolved) -> None:
 def _require_absent(res: paths.Resolved) -> None:
     if res.exists:
         raise AlreadyExists(f"{res.path} already exists; choose another name.")
+
+
+@contextmanager
+def _kernel_judges(creds: Creds | None) -> Iterator[None]:
+    """Make the body's kernel calls with ``creds``' filesystem identity (None: as root),
+    so the kernel's own permission checks decide; its refusal is NotPermitted."""
+    if creds is None:
+        yield
+        return
+    try:
+        with acting_as(creds):
+            yield
+    except BtrfsdError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise NotPermitted(e.message) from None
+        raise
+    except PermissionError as e:  # os calls made directly (the default snapshot place)
+        raise NotPermitted(f"Permission denied: {e.filename or ''}".rstrip(": ")) from None
 
 
 def _visible(fs: Filesystem, items: list[SubvolumeInfo], creds: Creds
@@ -149,16 +170,20 @@ class Subvolumes:
         return await self._run(self._info, fs, path, as_caller)
 
     # -- changing --------------------------------------------------------------------
-    def _create(self, fs: Filesystem, path: str) -> str:
-        with paths.resolve(path, must_exist=False) as res:
+    def _create(self, fs: Filesystem, path: str, as_caller: Creds | None) -> str:
+        with paths.resolve(path, must_exist=False, as_caller=as_caller) as res:
             _require_absent(res)
             self._parent_member(fs, res)
-            subvol.create_subvolume(res)
+            with _kernel_judges(as_caller):
+                subvol.create_subvolume(res)
             return res.path
 
-    async def create(self, fs: Filesystem, path: str) -> str:
-        """Create an empty subvolume; return its canonical path. Raises BtrfsdError."""
-        made = await self._run(self._create, fs, path)
+    async def create(self, fs: Filesystem, path: str, *, as_caller: Creds | None = None
+                     ) -> str:
+        """Create an empty subvolume; return its canonical path. With ``as_caller`` the
+        kernel decides with that caller's identity (they need write access to the
+        directory). Raises BtrfsdError (NotPermitted when the kernel refuses them)."""
+        made = await self._run(self._create, fs, path, as_caller)
         log.info("subvolume created path=%s fs=%s", made, fs.uuid)
         return made
 
@@ -173,9 +198,15 @@ class Subvolumes:
         if info.id == fs.default_subvolume_id:
             raise Busy(f"{path} is the default subvolume; make another one the default first.")
 
-    def _delete(self, fs: Filesystem, path: str, recursive: bool) -> str:
-        with paths.resolve(path) as res:
+    def _delete(self, fs: Filesystem, path: str, recursive: bool,
+                as_caller: Creds | None) -> str:
+        with paths.resolve(path, as_caller=as_caller) as res:
             _require_subvolume(res)
+            assert res.st is not None
+            if as_caller is not None and res.st.st_uid != as_caller.uid:
+                # the kernel would let anyone with write access to the directory delete
+                # it; an own-objects grant covers only what the caller owns
+                raise NotPermitted(f"{res.path} belongs to uid {res.st.st_uid}, not to you.")
             fd = res.open()
             self._member(fs, res, fd)
             info = subvol.subvolume_info(fd, res.path)
@@ -190,7 +221,8 @@ class Subvolumes:
                 self._protect(fs, n, f"{res.path}/{n.path}")
             # by the id checked above, from the fd it was read on: a swap of the name
             # (or of any directory on the way to a nested one) cannot redirect it
-            left = subvol.delete_subvolume(fd, res.path, info, nested)
+            with _kernel_judges(as_caller):
+                left = subvol.delete_subvolume(fd, res.path, info, nested)
             for s in left:
                 log.warning("recursive delete of %s left nested subvolume %s alone: %s",
                             res.path, s.path, s.why)
@@ -234,14 +266,18 @@ class Subvolumes:
             for hook in self.delete_hooks:
                 hook.after_delete(fs)
 
-    async def delete(self, fs: Filesystem, path: str, *, recursive: bool = False) -> str:
+    async def delete(self, fs: Filesystem, path: str, *, recursive: bool = False,
+                     as_caller: Creds | None = None) -> str:
         """Delete a subvolume or snapshot (and nested ones if ``recursive``).
 
         Refuses the top level, mounted subvolumes and the default subvolume. A nested
         subvolume moved out meanwhile is left alone (logged); one that keeps the
-        subvolume from being deleted is named in the error. Raises BtrfsdError.
+        subvolume from being deleted is named in the error. With ``as_caller`` the kernel
+        decides with that caller's identity (write access to the directory, and the
+        sticky bit's ownership rule). Raises BtrfsdError (NotPermitted).
         """
-        gone = await self._with_delete_hooks(fs, self._delete, fs, path, recursive)
+        gone = await self._with_delete_hooks(fs, self._delete, fs, path, recursive,
+                                             as_caller)
         log.info("subvolume deleted path=%s fs=%s recursive=%s", gone, fs.uuid, recursive)
         return gone
 
@@ -320,8 +356,9 @@ class Subvolumes:
             name = f"{stamp}-{n}"
 
     def _snapshot(self, fs: Filesystem, source: str, dest: str, read_only: bool,
-                  recursive: bool, when: float | None = None) -> str:
-        with paths.resolve(source) as src:
+                  recursive: bool, when: float | None = None,
+                  as_caller: Creds | None = None) -> str:
+        with paths.resolve(source, as_caller=as_caller) as src:
             _require_subvolume(src)
             src_fd = src.open()
             self._member(fs, src, src_fd)
@@ -332,8 +369,9 @@ class Subvolumes:
                         f"default place ({constants.DEFAULT_SNAPSHOT_DIR} inside the source) "
                         "would take in earlier snapshots."
                     )
-                dest = self._default_destination(src, when)
-            with paths.resolve(dest, must_exist=False) as dst:
+                with _kernel_judges(as_caller):
+                    dest = self._default_destination(src, when)
+            with paths.resolve(dest, must_exist=False, as_caller=as_caller) as dst:
                 _require_absent(dst)
                 self._parent_member(fs, dst)
                 if recursive and dst.path.startswith(src.path.rstrip("/") + "/"):
@@ -342,20 +380,24 @@ class Subvolumes:
                         f"({dst.path}): it would take in earlier snapshots; give a "
                         "destination outside the source."
                     )
-                subvol.create_snapshot(
-                    src_fd, src.path, dst, read_only=read_only, recursive=recursive
-                )
+                with _kernel_judges(as_caller):
+                    subvol.create_snapshot(
+                        src_fd, src.path, dst, read_only=read_only, recursive=recursive
+                    )
                 return dst.path
 
     async def snapshot(self, fs: Filesystem, source: str, dest: str = "", *,
                        read_only: bool = True, recursive: bool = False,
-                       when: float | None = None) -> str:
+                       when: float | None = None, as_caller: Creds | None = None) -> str:
         """Snapshot ``source`` to ``dest`` (default ``<source>/.snapshots/<UTC time>``, or
-        ``.btrfsd-snapshots`` beside snapper or btrbk: docs/coexistence.md).
+        ``.btrfsd-snapshots`` beside snapper or btrbk: docs/coexistence.md). With
+        ``as_caller`` the kernel decides with that caller's identity (they must own the
+        source and may write the destination directory).
 
-        Returns the snapshot's path. Raises BtrfsdError.
+        Returns the snapshot's path. Raises BtrfsdError (NotPermitted).
         """
-        made = await self._run(self._snapshot, fs, source, dest, read_only, recursive, when)
+        made = await self._run(self._snapshot, fs, source, dest, read_only, recursive, when,
+                               as_caller)
         log.info("snapshot created source=%s path=%s read_only=%s recursive=%s fs=%s",
                  source, made, read_only, recursive, fs.uuid)
         return made

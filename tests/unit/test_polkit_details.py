@@ -220,7 +220,11 @@ async def _details_sent(iface: ServiceInterface, method: Any) -> tuple[str, Mapp
             await method.fn(iface, *args)
     finally:
         context._current_message.reset(token)
-    [(action, details)] = authority.calls
+    # a method with an own-objects action asks for both without a question first; the
+    # last call is the one that decides (the method's own action), and every call
+    # carries the same details
+    action, details = authority.calls[-1]
+    assert all(d == details for _, d in authority.calls), authority.calls
     return action, details
 
 
