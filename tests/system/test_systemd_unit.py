@@ -4,7 +4,7 @@ Every feature runs through the unit's sandbox (systemd-units/btrfsd.service,
 docs/hardening.md): subvolumes and snapshots, other users' subvolumes, scrub with a speed
 limit, balance, quotas, schedules, polkit deciding for an unprivileged caller, a mount made
 after start. A failure names the feature and the directive most likely to blame. The box
-root is built once per machine (~1-2 min, cached under /var/tmp); a warm run takes ~40 s.
+root is built once per machine (~95 s, cached under /var/tmp); a warm run takes ~15 s.
 """
 
 from __future__ import annotations
