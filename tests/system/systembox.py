@@ -59,6 +59,22 @@ def missing_prerequisite() -> str | None:
     return None
 
 
+def remove_stale_images(keep: Path) -> None:
+    """Unmount and detach what a killed run left (its box is down by now). Runs hold
+    /tmp/btrfsd-integration.lock, so no other run of this test owns one of these."""
+    for work in Path(tempfile.gettempdir()).glob("btrfsd-systest-*"):
+        if work == keep or not work.is_dir():
+            continue
+        fs = LoopFs(work / "img", work / "mnt")
+        loops = subprocess.run(["losetup", "-j", str(fs.image)], capture_output=True,
+                               text=True).stdout.split()
+        fs.device = loops[0].rstrip(":") if loops else ""
+        fs.destroy()
+        with contextlib.suppress(OSError):
+            fs.mount_point.rmdir()
+            work.rmdir()
+
+
 class Box:
     """The booted box with btrfsd installed (see the module's docstring)."""
 
@@ -111,6 +127,7 @@ class Box:
             raise RuntimeError(f"{self.venv} was not made with Debian's /usr/bin/python3: the "
                                "box cannot run it (its python3 is /usr/bin/python3)")
         self.tool("down", check=False)  # a box left by an interrupted run
+        remove_stale_images(keep=self.workdir)
         self.fs.create("1G", label="btrfsd-systest")
         start = time.monotonic()
         self.tool("up", "--bind", f"{self.fs.mount_point}:{MNT}",
