@@ -68,6 +68,15 @@ class ManagerInterface(ServiceInterface):
         parse_options(NoOptions, options)
         return [filesystem_path(fs.uuid) for fs in self._service.registry.all()]
 
+    @dbus_method(name="GetStatus")
+    @authorized(Action.READ)
+    async def get_status(self, options: OptionsArg) -> VariantDict:
+        parse_options(NoOptions, options)
+        st = self._service.status()
+        return {"version": Variant("s", VERSION), "filesystems": Variant("u", st.filesystems),
+                "active_jobs": Variant("u", st.active_jobs),
+                "problems": Variant("as", [display(p) for p in st.problems])}
+
     @dbus_method(name="GetJobs")
     @authorized(Action.READ)
     async def get_jobs(self, options: OptionsArg) -> Annotated[list[str], DBusSignature("ao")]:

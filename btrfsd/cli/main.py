@@ -22,6 +22,20 @@ Handler = Callable[[Client, argparse.Namespace], Awaitable[Any]]
 
 
 # -- handlers: each returns JSON-able data and prints the human form itself -------------
+async def status(c: Client, a: argparse.Namespace) -> Any:
+    (info,) = await c.manager("GetStatus", "a{sv}", {})
+    data = Client.plain(info)
+    if not a.json:
+        output.console.print(f"btrfsd {data['version']}: {data['filesystems']} filesystem(s), "
+                             f"{data['active_jobs']} job(s) running", markup=False,
+                             highlight=False)
+        for problem in data["problems"]:
+            output.console.print(f"problem: {problem}", markup=False, highlight=False)
+        if not data["problems"]:
+            output.console.print("no problems since btrfsd started")
+    return data
+
+
 async def fs_list(c: Client, a: argparse.Namespace) -> Any:
     (paths,) = await c.manager("GetFilesystems", "a{sv}", {})
     items = []
@@ -146,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(handler=handler)
         return sp
 
+    cmd(sub, "status", status, "btrfsd's version, what it serves, problems since its start")
     fs = sub.add_parser("fs", help="filesystems").add_subparsers(dest="cmd", required=True)
     cmd(fs, "list", fs_list, "list mounted btrfs filesystems")
 

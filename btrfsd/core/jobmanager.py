@@ -83,6 +83,10 @@ class JobManager:
     def _save_soon(self) -> None:
         in_background(self.store.save(self._state))
 
+    async def _persist(self, job: Job) -> None:
+        self._state.running[job.id] = job.record()
+        await self.store.save(self._state)
+
     def _new_id(self) -> int:
         # Ids (and so object paths) are never reused, even across restarts.
         job_id = self._state.next_job_id
@@ -212,6 +216,7 @@ class JobManager:
         self._check_free(fs)
         job = Job(id=self._new_id(), operation=operation, filesystem=fs.uuid,
                   started_by_uid=uid)
+        job.persist_with(self._persist)
         self._active[fs.uuid] = job  # claim before the first await: no double start
         try:
             found = await asyncio.to_thread(self._find, fs)
@@ -226,6 +231,8 @@ class JobManager:
         except BaseException:
             if self._active.get(fs.uuid) is job:
                 del self._active[fs.uuid]
+            if self._state.running.pop(job.id, None) is not None:  # persisted by prepare
+                self._save_soon()
             raise
         self._launch(job, runner)
         return job

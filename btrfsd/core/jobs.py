@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
@@ -88,6 +88,7 @@ class Job(JobRecord):
     _on_change: list[ChangeListener] = PrivateAttr(default_factory=list)
     _on_end: list[EndListener] = PrivateAttr(default_factory=list)
     _updating: bool = PrivateAttr(default=False)
+    _persist: Callable[[Job], Awaitable[None]] | None = PrivateAttr(default=None)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # One way in: a field set elsewhere would skip the listeners (and the state file).
@@ -115,6 +116,17 @@ class Job(JobRecord):
             self._on_change.remove(on_change)
         if on_end in self._on_end:
             self._on_end.remove(on_end)
+
+    def persist_with(self, save: Callable[[Job], Awaitable[None]]) -> None:
+        """Set how ``persist()`` writes this job's record (the JobManager does)."""
+        self._persist = save
+
+    async def persist(self) -> None:
+        """Wait until the state file holds this job's record as it is now: for a runner
+        about to change a setting it must put back after a crash (``undo``). Raises
+        nothing (a failed write is logged by the store)."""
+        if self._persist is not None:
+            await self._persist(self)
 
     def update(self, **changes: Any) -> None:
         """Set fields and tell listeners which ones changed (only those that did).

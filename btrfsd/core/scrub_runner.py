@@ -110,39 +110,51 @@ class ScrubRunner:
         self._control = RunnerControl(OPERATION)
 
     # -- set-up (blocking parts in threads) -----------------------------------------
-    def _prepare_blocking(self) -> tuple[int, dict[str, int]]:
-        """Open, size the work, set the speed limit; return the bytes to scrub and the
-        limits to put back."""
+    def _size_blocking(self) -> tuple[int, dict[str, int]]:
+        """Open and size the work; with a speed limit, check the kernel has one and read
+        the limits in force (to put back). Returns the bytes to scrub and those limits."""
         self._fd = open_mount(self.fs)
-        saved: dict[str, int] = {}
         try:
             self._devids = sysfs.device_ids(self.fs.uuid)
             total = ioctl.bytes_to_scrub(self._fd)
+            saved: dict[str, int] = {}
             if self.limit:
                 for devid in self._devids:
                     if not kscrub.speed_limit_supported(self.fs.uuid, devid):
                         raise InvalidArgument("This kernel has no scrub speed limit "
                                               "(needs Linux 5.14); start without a limit.")
-                for devid in self._devids:
                     saved[str(devid)] = kscrub.read_speed_limit(self.fs.uuid, devid)
-                    kscrub.write_speed_limit(self.fs.uuid, devid, self.limit)
+            return total, saved
         except (OSError, BtrfsdError) as e:
-            _put_back_limits(self.fs.uuid, saved)  # limits set before the failure go back
             self._close()
             if isinstance(e, OSError):
                 raise Failed(f"Cannot prepare the scrub of {self.fs.uuid}: {e}.") from None
             raise
-        return total, saved
+
+    def _limit_blocking(self, saved: dict[str, int]) -> None:
+        """Set the speed limit on every device; on a failure put back what was set."""
+        try:
+            for devid in self._devids:
+                kscrub.write_speed_limit(self.fs.uuid, devid, self.limit)
+        except OSError as e:
+            _put_back_limits(self.fs.uuid, saved)
+            self._close()
+            raise Failed(f"Cannot set the scrub speed limit of {self.fs.uuid}: {e}.") from None
 
     async def prepare(self, job: Job) -> None:
-        """Open the filesystem, size the work, apply the speed limit.
+        """Open the filesystem, size the work, apply the speed limit: the limits in
+        force are in the state file (job.persist) before any is changed, so a crash in
+        between still puts them back at the next start.
 
         Raises InvalidArgument (no speed limit support) or Failed.
         """
-        total, saved = await asyncio.to_thread(self._prepare_blocking)
+        total, saved = await asyncio.to_thread(self._size_blocking)
         job.update(bytes_total=total, undo=saved,
                    details={**job.details, "readonly": self.readonly, "limit": self.limit,
                             "devices": len(self._devids)})
+        if saved:
+            await job.persist()
+            await asyncio.to_thread(self._limit_blocking, saved)
 
     async def _put_back(self, job: Job) -> None:
         if job.undo:

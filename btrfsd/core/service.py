@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..config import Settings
 from ..errors import AlreadyRunning
@@ -27,6 +28,7 @@ from .quotas import Quotas
 from .rescan_runner import RescanKind
 from .schedules import Schedules
 from .scrub_runner import ScrubKind
+from .state import state_problems
 from .subvolumes import Subvolumes
 from .threads import in_background
 from .timer import ScheduleTimer
@@ -35,6 +37,14 @@ log = logging.getLogger(__name__)
 
 AlertListener = Callable[[QuotaAlert], None]
 LOCK_FILE = "btrfsd.lock"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    filesystems: int
+    active_jobs: int
+    # sentences: state files that could not be used (moved aside) since the start
+    problems: list[str]
 
 
 class Service:
@@ -72,6 +82,12 @@ class Service:
         self._open = False
         self._lock_fd = -1
         self.registry.add_listener(self._on_filesystems_changed)
+
+    def status(self) -> ServiceStatus:
+        """How the service is: what it serves, what runs, what went wrong at start."""
+        return ServiceStatus(filesystems=len(self.registry.all()),
+                             active_jobs=sum(1 for j in self.jobs.jobs() if j.active),
+                             problems=state_problems())
 
     def add_quota_alert_listener(self, listener: AlertListener) -> None:
         """Hear every quota alert (a front end turns it into a signal, a message, ...)."""

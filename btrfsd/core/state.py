@@ -157,11 +157,27 @@ def load_model(path: Path, model: type[M], what: str) -> M:
         log.error("%s file %s %s, and it cannot be moved aside (%s); btrfsd starts "
                   "without it and will replace it on the next change: copy it elsewhere "
                   "now if it matters", what, path, problem, e.strerror or e)
+        _problems.append(f"The {what} file {path} {problem} and could not be moved aside; "
+                         "btrfsd started without it.")
     else:
         log.error("%s file %s %s; moved it to %s and started without it. To use it "
                   "again: stop btrfsd, repair it, move it back to %s and start btrfsd",
                   what, path, problem, aside, path.name)
+        _problems.append(f"The {what} file {path} {problem}; it was moved to {aside} and "
+                         "btrfsd started without it.")
     return model()
+
+
+# What loading found wrong since the daemon started, for an operator to see (Manager
+# GetStatus, btrfsctl status) besides the log; bounded, newest last.
+_problems: list[str] = []
+MAX_PROBLEMS = 50
+
+
+def state_problems() -> list[str]:
+    """Sentences about state files that could not be used since btrfsd started."""
+    del _problems[:-MAX_PROBLEMS]
+    return list(_problems)
 
 
 class PersistedState(BaseModel):

@@ -291,6 +291,7 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "ListSubvolumes": lambda w, c: w.fs_call(c, "ListSubvolumes", "a{sv}", {}),
     "GetSubvolume": lambda w, c: w.fs_call(c, "GetSubvolume", "sa{sv}", str(w.mnt), {}),
     "GetJobs": lambda w, c: w.manager_call(c, "GetJobs", "a{sv}", {}),
+    "GetStatus": lambda w, c: w.manager_call(c, "GetStatus", "a{sv}", {}),
     "GetLastResults": lambda w, c: w.fs_call(c, "GetLastResults", "a{sv}", {}),
     "GetQuotaUsage": lambda w, c: w.fs_call(c, "GetQuotaUsage", "a{sv}", {}),
     "GetSchedules": lambda w, c: w.manager_call(c, "GetSchedules", "a{sv}", {}),

@@ -163,3 +163,12 @@ def test_quota_commands(world: World) -> None:
                 ] == [0]
     finally:
         assert ctl(world, "quota", "disable", str(world.mnt)).returncode == 0
+
+
+def test_status_says_what_is_served(world: World) -> None:
+    r = ctl(world, "--json", "status", user=TEST_USER)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["filesystems"] >= 1 and isinstance(data["problems"], list)
+    r = ctl(world, "status")
+    assert r.returncode == 0 and "filesystem(s)" in r.stdout, r.stderr

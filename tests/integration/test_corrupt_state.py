@@ -48,6 +48,13 @@ def test_garbage_in_every_state_file_does_not_stop_the_daemon(world: World) -> N
             # either gone, or a fresh file the daemon wrote since
             assert not p.exists() or p.read_bytes() != GARBAGE, p
         assert "is not UTF-8 text" in sb.daemon_log()
+        # an operator sees it without reading the log: Manager.GetStatus, btrfsctl status
+        status = world.manager_call(world.user, "GetStatus", "a{sv}", {})
+        assert status["ok"], status
+        problems = status["body"][0]["problems"]
+        for p in paths:
+            assert any(str(p) in line and "moved to" in line for line in problems), (p,
+                                                                                     problems)
     finally:
         sb.stop("btrfsd")
         for p in paths:

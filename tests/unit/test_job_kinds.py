@@ -171,3 +171,39 @@ async def test_a_crash_is_recovered_by_the_kind_and_reported(tmp_path: Path) -> 
     assert not store.load().running
     await second.shutdown()
     await first.shutdown()  # ends the "dead" daemon's task, which still waits
+
+
+class PersistingRunner(ToyRunner):
+    """Records what the state file held when the setting would have been changed."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(1)
+        self.state_dir = state_dir
+        self.saw: dict[str, int] | None = None
+
+    async def prepare(self, job: Job) -> None:
+        job.update(undo={"limit": 7})
+        await job.persist()
+        rec = StateStore(self.state_dir).load().running.get(job.id)
+        self.saw = rec.undo if rec is not None else None
+        raise InvalidArgument("changed my mind")
+
+
+async def test_a_runner_can_persist_what_to_put_back_before_changing_it(
+        tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    manager = JobManager(Registry(), tmp_path / "state", retention=60, poll_interval=0.05)
+    runner = PersistingRunner(tmp_path / "state")
+
+    class Kind(ToyKind):
+        def runner(self, fs: Filesystem, params: object) -> ToyRunner:
+            return runner
+
+    manager.register(Kind())
+    await manager.open()
+    with pytest.raises(InvalidArgument):
+        await manager.start(fs, 0, "toy", ToyParams(1))
+    assert runner.saw == {"limit": 7}  # on disk before the change
+    await _until(lambda: not StateStore(tmp_path / "state").load().running,
+                 "a failed start to leave no record")
+    await manager.shutdown()
