@@ -114,7 +114,8 @@ class ManagerInterface(ServiceInterface):
     @authorized(Action.READ)
     async def get_schedules(self, options: OptionsArg) -> ScheduleDicts:
         parse_options(NoOptions, options)
-        return {s.name: schedule_dict(s) for s in self._service.schedules.all()}
+        view = await read_view(self.authority)
+        return {s.name: schedule_dict(s) for s in await self._service.schedules.visible(view)}
 
     @dbus_method(name="RunSchedule")
     @authorized(Action.SCHEDULE_MANAGE)
@@ -133,7 +134,8 @@ class ManagerInterface(ServiceInterface):
     async def explain_schedule(self, name: DBusStr, options: OptionsArg) -> Explanation:
         parse_options(NoOptions, options)
         with expensive_read(self._service):
-            planned = await self._service.schedules.plan(name)
+            planned = await self._service.schedules.plan(
+                name, visible_to=await read_view(self.authority))
         return [[to_bus(p.path), p.uuid, usec(p.record.created), p.record.important,
                  p.decision.keep, ",".join(p.decision.reasons), p.record.description]
                 for p in planned]

@@ -23,7 +23,7 @@ from ..errors import AlreadyExists, BtrfsdError, Hint, HintKind, InvalidArgument
 from .filesystems import Filesystem
 from .retention import Candidate, Decision, Limits, decide
 from .state import load_model, validation_problems, write_atomic
-from .subvolumes import Subvolumes
+from .subvolumes import Creds, Subvolumes
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,12 @@ class Schedules:
     def all(self) -> list[Schedule]:
         return [self.file.schedules[n] for n in sorted(self.file.schedules)]
 
+    async def visible(self, creds: Creds | None) -> list[Schedule]:
+        """The schedules whose subvolume ``creds`` could find (all for None or root)."""
+        everything = self.all()
+        seen = await self.subvolumes.reachable([s.subvolume for s in everything], creds)
+        return [s for s, ok in zip(everything, seen, strict=True) if ok]
+
     def get(self, name: str) -> Schedule:
         """Raises NotFound."""
         try:
@@ -225,13 +231,19 @@ class Schedules:
                  len(result.deleted), len(result.failed))
         return result
 
-    async def plan(self, name: str) -> list[Planned]:
+    async def plan(self, name: str, *, visible_to: Creds | None = None) -> list[Planned]:
         """Every snapshot of the schedule, youngest first, with the rule that keeps it (or
-        none: to be deleted). Raises NotFound."""
+        none: to be deleted). With ``visible_to``: a schedule of a subvolume that caller
+        could not find does not exist for them, and only snapshots they could find are
+        listed. Raises NotFound."""
         schedule = self.get(name)
+        if not (await self.subvolumes.reachable([schedule.subvolume], visible_to))[0]:
+            raise NotFound(f"There is no schedule {name!r}.",
+                           hint=Hint(HintKind.LIST_SCHEDULES, {"name": name}))
         fs = await self._target(schedule)
         planned, _ = await self._plan(schedule, fs)
-        return planned
+        seen = await self.subvolumes.reachable([p.path for p in planned], visible_to)
+        return [p for p, ok in zip(planned, seen, strict=True) if ok]
 
     async def _plan(self, schedule: Schedule, fs: Filesystem
                     ) -> tuple[list[Planned], list[str]]:

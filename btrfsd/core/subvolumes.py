@@ -127,6 +127,13 @@ class Subvolumes:
         finally:
             os.close(fd)
 
+    async def reachable(self, where: list[str], creds: Creds | None) -> list[bool]:
+        """For each absolute path, whether ``creds`` could find it (all True for None or
+        root). Raises OSError when the identity cannot be taken."""
+        if creds is None or creds.is_root:
+            return [True] * len(where)
+        return await self._run(paths.reachable, where, creds)
+
     async def is_public(self, path: str) -> bool:
         """Whether any local user could reach an absolute ``path``: what may be said to
         everyone, in a broadcast signal say. Raises nothing (False when it cannot

@@ -70,3 +70,30 @@ def test_one_callers_listings_are_bounded_and_others_still_served(world: World) 
     for r in replies:
         assert r["ok"] or r["error"] == "org.btrfsd1.Error.Busy", r
     assert any(r["ok"] for r in replies)
+
+
+def test_schedules_of_hidden_subvolumes_are_hidden(world: World) -> None:
+    d = world.scratch()
+    (d / "closed").mkdir(mode=0o700)
+    for sub in ("open-sv", "closed/hidden-sv"):
+        assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(d / sub), {})["ok"]
+    names = {"priv-open": d / "open-sv", "priv-hidden": d / "closed/hidden-sv"}
+    try:
+        for name, sv in names.items():
+            r = world.manager_call(world.root, "SetSchedule", "sa{sv}a{sv}", name,
+                                   {"subvolume": V("s", str(sv)), "every": V("t", 3600),
+                                    "keep_last": V("u", 3)}, {})
+            assert r["ok"], r
+            assert world.manager_call(world.root, "RunSchedule", "sa{sv}", name, {})["ok"]
+        seen = world.manager_call(world.user, "GetSchedules", "a{sv}", {})["body"][0]
+        assert "priv-open" in seen and "priv-hidden" not in seen, seen
+        assert "priv-hidden" in world.manager_call(world.admin, "GetSchedules", "a{sv}",
+                                                   {})["body"][0]
+        r = world.manager_call(world.user, "ExplainSchedule", "sa{sv}", "priv-hidden", {})
+        missing = world.manager_call(world.user, "ExplainSchedule", "sa{sv}", "nope", {})
+        assert r["error"] == missing["error"] == "org.btrfsd1.Error.NotFound", (r, missing)
+        r = world.manager_call(world.user, "ExplainSchedule", "sa{sv}", "priv-open", {})
+        assert r["ok"] and len(r["body"][0]) == 1, r
+    finally:
+        for name in names:
+            world.manager_call(world.root, "RemoveSchedule", "sa{sv}", name, {})

@@ -36,6 +36,9 @@ class FakeSubvolumes:
     async def list(self, fs: Filesystem, **_: Any) -> list[SubvolumeInfo]:
         return self.present
 
+    async def reachable(self, where: list[str], creds: object) -> list[bool]:
+        return [True] * len(where)
+
     async def delete(self, fs: Filesystem, path: str) -> str:
         self.deleted.append(path)
         return path
