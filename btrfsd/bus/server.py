@@ -46,6 +46,7 @@ class Server:
         self._fs_objects: dict[str, FilesystemInterface] = {}
         self._job_objects: dict[int, JobInterface] = {}
         self._stop = asyncio.Event()
+        self._last_warning: asyncio.Task[None] | None = None
 
     def _export(self, path: str, interface: ServiceInterface) -> None:
         check_interface(interface)  # fail closed: no method without a polkit action
@@ -63,9 +64,14 @@ class Server:
             iface.emit_changes()
 
     def _on_quota_alert(self, alert: QuotaAlert) -> None:
-        in_background(self._quota_warning(alert))
+        # one after the other: the levels of one crossing must arrive in order
+        self._last_warning = in_background(self._quota_warning(alert, self._last_warning))
 
-    async def _quota_warning(self, alert: QuotaAlert) -> None:
+    async def _quota_warning(self, alert: QuotaAlert,
+                             before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
         # A signal goes to every listener on the bus: it names the subvolume only when
         # any local user could reach it; otherwise the path is "" and a listener finds
         # its own subvolumes by qgroup id in GetQuotaUsage, which answers per caller.
