@@ -23,7 +23,8 @@ pytestmark = pytest.mark.system
 
 MAX_EXPOSURE = 2.5  # systemd-logind scores 2.8 here, systemd-timesyncd 2.3
 CAPS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_FOWNER": 3,
-        "CAP_FSETID": 4, "CAP_SETFCAP": 31, "CAP_MKNOD": 27, "CAP_SYS_ADMIN": 21}
+        "CAP_FSETID": 4, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETFCAP": 31,
+        "CAP_MKNOD": 27, "CAP_SYS_ADMIN": 21}
 DENIED_EXITS = {12: "AccessDenied", 13: "InteractiveAuthorizationRequired"}
 
 
@@ -231,6 +232,12 @@ def test_polkit_decides_for_an_unprivileged_caller(box: Box) -> None:
              "RestrictAddressFamilies=/PrivateNetwork= (the bus and polkitd are Unix "
              "sockets), or the D-Bus policy")
     assert MNT in out, out
+    # a read that walks a path with the caller's identity (issue 17): needs CAP_SETUID,
+    # CAP_SETGID and setfsuid/setfsgid/setgroups through the unit's filters
+    r = box.ctl("--json", "subvolume", "list", MNT, user=USER)
+    ok(r, box, f"a subvolume listing by {USER} (walked with their identity)",
+       "CapabilityBoundingSet= (CAP_SETUID/CAP_SETGID) or SystemCallFilter= (setfsuid, "
+       "setfsgid, setgroups)")
     r = box.ctl("subvolume", "create", f"{MNT}/not-yours", user=USER)
     assert r.returncode in DENIED_EXITS, (
         f"subvolume create by {USER}: exit {r.returncode}, expected a polkit refusal "
