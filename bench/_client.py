@@ -2,6 +2,7 @@
 
 argv: KIND N FS_OBJECT_PATH ARG...   prints a JSON list of per-call seconds.
 KIND getfs_for takes N as seconds and says "ready" on stderr once connected.
+KIND list also says "rows R" on stderr: how many subvolumes the last reply held.
 Only the standard library and dbus-fast: it is copied into the sandbox and run from there.
 """
 
@@ -65,6 +66,8 @@ async def main():
         times.append(time.perf_counter() - t)
         if reply.message_type == MessageType.ERROR:
             raise SystemExit(f"{kind} failed: {reply.error_name}: {reply.body}")
+    if kind == "list" and times:
+        print(f"rows {len(reply.body[0][0])}", file=sys.stderr)
     print(json.dumps(times))
 
 

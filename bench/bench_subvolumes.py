@@ -1,7 +1,9 @@
 """Benchmark: btrfsd over D-Bus vs raw btrfsutil vs the btrfs CLI, in one run, one image.
 
 Run as root: scripts/dev bench   (or: /opt/btrfsd-venv/bin/python bench/bench_subvolumes.py)
-Prints a table (p50/p99 in ms). Options: --n N (calls per row), --list-sizes 1000,10000.
+Prints a table (p50/p99 in ms). Options: --n N (calls per row), --list-sizes 1000,10000,
+--privacy-reps N (calls per row of the read-privacy section), --sections (a subset of
+create,list,privacy,stall; all by default).
 Absolute numbers drift between runs on shared machines; compare rows of the same run.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import btrfsutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixtures"))
-from sandbox import TEST_ADMIN, Sandbox
+from sandbox import TEST_ADMIN, TEST_USER, LoopFs, Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_sandbox, is_root, pct, rss_kib, timed, wall
@@ -74,6 +76,17 @@ class Bench:
         if proc.returncode != 0:
             raise RuntimeError(err)
         return json.loads(out)  # type: ignore[no-any-return]
+
+    def list_rows(self, fs_obj: str, n: int, user: str | None = None
+                  ) -> tuple[list[float], int]:
+        """Per-call seconds of n ListSubvolumes calls, and how many rows the reply had."""
+        proc = self.spawn(fs_obj, "list", str(n), user=user)
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(err)
+        rows = next(int(line.split()[1]) for line in err.splitlines()
+                    if line.startswith("rows "))
+        return json.loads(out), rows
 
     def add(self, name: str, samples: list[float]) -> None:
         self.rows.append((name, samples))
@@ -137,6 +150,8 @@ class Bench:
 
     def run_list(self, sizes: list[int]) -> None:
         src = self.mnt / "source"
+        if not src.exists():  # the create/snapshot section was left out
+            btrfsutil.create_subvolume(str(src))
         d = self.dir("many")
         made = 0
         for size in sizes:
@@ -154,6 +169,55 @@ class Bench:
                                                                  info=True))))
             self.add(f"list {total} subvolumes, D-Bus ListSubvolumes",
                      self.dbus("list", reps))
+
+    PRIVACY_WHO = (("root", None), ("user", TEST_USER), ("admin", TEST_ADMIN))
+
+    def run_privacy(self, fs: LoopFs, sizes: list[int], reps: int, rounds: int = 5) -> None:
+        """Issue 17: ListSubvolumes of a whole filesystem as root, as the unprivileged
+        test user (btrfsd checks every path with the user's identity) and as the admin
+        group's member (read-all through the example rules: the whole view, plus one
+        polkit check), calls interleaved in ``rounds``. On its own filesystem, so
+        ``size`` is exactly the number of subvolumes listed. The snapshots sit in two
+        0755 directories (the user's listing has every row); the "half hidden" variant
+        makes one of them 0700 (root's), so the user gets about half the rows."""
+        mnt = fs.mount_point
+        fs_obj = "/org/btrfsd1/filesystems/" + fs.uuid.replace("-", "_")
+        deadline = time.monotonic() + 15
+        while True:  # the daemon picks the new mount up from mountinfo
+            try:
+                self.list_rows(fs_obj, 1)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        src = mnt / "source"
+        btrfsutil.create_subvolume(str(src))
+        for i in range(50):
+            (src / f"f{i}").write_bytes(os.urandom(4096))
+        halves = [mnt / "snaps-a", mnt / "snaps-b"]
+        for d in halves:
+            d.mkdir()
+            os.chmod(d, 0o755)
+        made = 0
+        per = max(1, reps // rounds)
+        for size in sizes:
+            for i in range(made, max(made, size - 1)):  # size - 1 snapshots + the source
+                btrfsutil.create_snapshot(str(src), str(halves[i % 2] / f"m{i}"),
+                                          read_only=True)
+            made = max(made, size - 1)
+            for variant, mode in (("", 0o755), ("half hidden, ", 0o700)):
+                os.chmod(halves[1], mode)
+                samples: dict[str, list[float]] = {}
+                rows: dict[str, int] = {}
+                for _ in range(rounds):
+                    for who, user in self.PRIVACY_WHO:
+                        got, rows[who] = self.list_rows(fs_obj, per, user=user)
+                        samples.setdefault(who, []).extend(got)
+                for who, _user in self.PRIVACY_WHO:
+                    self.add(f"privacy: list {made + 1}, {variant}{who} "
+                             f"({rows[who]} rows)", samples[who])
+            os.chmod(halves[1], 0o755)
 
     def reader(self, seconds: float) -> subprocess.Popen[str]:
         """A client calling GetFilesystems back to back for ``seconds``, once connected."""
@@ -235,6 +299,41 @@ class Bench:
             if cli and dbus:
                 out.append(f"target: list {size} over D-Bus within 2x the CLI: "
                            f"{dbus / cli:.2f}x -> {'met' if dbus <= 2 * cli else 'not met'}")
+        out.extend(self.privacy_targets())
+        return out
+
+    def privacy_rows(self) -> dict[tuple[str, str, str], tuple[list[float], int]]:
+        """(size, variant, who) -> (samples, rows) of the privacy section's rows."""
+        found: dict[tuple[str, str, str], tuple[list[float], int]] = {}
+        for name, s in self.rows:
+            if not name.startswith("privacy: list "):
+                continue
+            head, _, rows = name.rpartition(" (")
+            size, _, rest = head[len("privacy: list "):].partition(", ")
+            variant, _, who = rest.rpartition(", ")
+            found[(size, variant, who)] = (s, int(rows.split()[0]))
+        return found
+
+    def privacy_targets(self) -> list[str]:
+        """Issue 17: the unprivileged caller's listing of 10,000 within 1.5x of root's
+        (p50; judged where the user sees every row). Ratios for every size and variant."""
+        found = self.privacy_rows()
+        out: list[str] = []
+        for (size, variant, who), (s, rows) in found.items():
+            if who == "root":
+                continue
+            root = found.get((size, variant, "root"))
+            if root is None:
+                continue
+            r50 = pct(s, 50) / pct(root[0], 50)
+            r99 = pct(s, 99) / pct(root[0], 99)
+            what = (f"list {size}{', ' + variant if variant else ''}: {who} / root "
+                    f"p50 {r50:.2f}x, p99 {r99:.2f}x ({rows} vs {root[1]} rows)")
+            if who == "user" and not variant and int(size) >= 10_000:
+                out.append(f"target: {what}, within 1.5x -> "
+                           f"{'met' if r50 <= 1.5 else 'not met'}")
+            else:
+                out.append(f"ratio: {what}")
         return out
 
 
@@ -242,22 +341,37 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--list-sizes", default="1000,10000")
+    ap.add_argument("--privacy-reps", type=int, default=30,
+                    help="ListSubvolumes calls per row of the read-privacy section")
+    ap.add_argument("--sections", default="create,list,privacy,stall",
+                    help="which sections to run, of create,list,privacy,stall")
     ap.add_argument("--stall", action=argparse.BooleanOptionalAction, default=True,
                     help="read calls while a snapshot flushes dirty data")
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
+    if unknown := sections - {"create", "list", "privacy", "stall"}:
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if not args.stall:
+        sections.discard("stall")
+    sizes = [int(x) for x in args.list_sizes.split(",")]
     if not is_root():
         return 2
     with bench_sandbox() as sb:
         sb.add_filesystem("8G", "btrfsd-bench")
+        priv = sb.add_filesystem("8G", "btrfsd-bench-priv") if "privacy" in sections else None
         sb.wait_for_name("org.btrfsd1")
         time.sleep(0.5)  # let the daemon see the new mount
         pid = sb._procs["btrfsd"].pid
         b = Bench(sb, args.n)
         rss = {"idle": rss_kib(pid)}
         try:
-            b.run_create_and_snapshot()
-            b.run_list([int(x) for x in args.list_sizes.split(",")])
-            if args.stall:  # last: its big files would slow the snapshots of the rows above
+            if "create" in sections:
+                b.run_create_and_snapshot()
+            if "list" in sections:
+                b.run_list(sizes)
+            if priv is not None:  # its own filesystem: the rows above do not change it
+                b.run_privacy(priv, sizes, args.privacy_reps)
+            if "stall" in sections:  # last: its big files would slow the snapshots above
                 b.run_stall()
         except Exception:
             print(sb.daemon_log()[-4000:], file=sys.stderr)
