@@ -242,7 +242,8 @@ def _hidden_ids(fs: Filesystem, paths: dict[int, str], creds: Creds) -> set[int]
     ids = sorted(paths)
     where = [fs.path_of(paths[i]) if i != constants.TOP_LEVEL_SUBVOLUME_ID
              else fs.path_of("") for i in ids]
-    seen = iter(fs_paths.reachable([w for w in where if w is not None], creds))
+    seen = iter(fs_paths.reachable([w for w in where if w is not None], creds,
+                                   names_exist=True))
     return {i for i, w in zip(ids, where, strict=True) if w is None or not next(seen)}
 
 

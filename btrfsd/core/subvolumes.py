@@ -66,7 +66,9 @@ def _visible(fs: Filesystem, items: list[SubvolumeInfo], creds: Creds
     """The subvolumes ``creds`` could find by path (blocking): reachable through a mount,
     every directory on the way searchable by them."""
     where = [fs.path_of(s.path) for s in items]
-    shown = iter(paths.reachable([w for w in where if w is not None], creds))
+    # the names come from the kernel's listing: judging each directory once is enough
+    shown = iter(paths.reachable([w for w in where if w is not None], creds,
+                                 names_exist=True))
     return [s for s, w in zip(items, where, strict=True) if w is not None and next(shown)]
 
 

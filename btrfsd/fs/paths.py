@@ -240,34 +240,51 @@ def _walk(parts: list[str], must_exist: bool, *, hidden: bool) -> Resolved:
             os.close(leftover)
 
 
-def reachable(paths: list[str], creds: Creds) -> list[bool]:
+def reachable(paths: list[str], creds: Creds, *, names_exist: bool = False) -> list[bool]:
     """For each absolute path, whether ``creds`` could find it: every directory on the
     way searchable by them, walked without following a link (blocking). Each parent
-    directory is walked once, however many names it holds. Raises nothing for a path
-    that is bad or missing (it is simply not reachable); OSError when the identity
-    cannot be taken."""
+    directory is walked and judged once, however many names it holds. With
+    ``names_exist`` (the paths come from the kernel's own listing) a name in a searchable
+    directory counts as found without a lookup of its own: one system call per
+    directory, not per name. Raises nothing for a path that is bad or missing (it is
+    simply not reachable); OSError when the identity cannot be taken."""
     found: list[bool] = []
-    parents: dict[str, int | None] = {}
+    parents: dict[str, tuple[int | None, bool]] = {}
     with acting_as(creds):
         try:
             for path in paths:
                 parent, _, name = path.rpartition("/")
                 if parent not in parents:
-                    parents[parent] = _parent_handle(parent)
-                fd = parents[parent]
-                if fd is None or not name:
+                    parents[parent] = _judge_parent(parent)
+                fd, searchable = parents[parent]
+                if fd is None or not name or not searchable:
                     found.append(False)
-                    continue
-                try:
-                    os.stat(name, dir_fd=fd, follow_symlinks=False)
+                elif names_exist:
                     found.append(True)
-                except OSError:
-                    found.append(False)
+                else:
+                    try:
+                        os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        found.append(True)
+                    except OSError:
+                        found.append(False)
         finally:
-            for fd in parents.values():
+            for fd, _ in parents.values():
                 if fd is not None:
                     os.close(fd)
     return found
+
+
+def _judge_parent(parent: str) -> tuple[int | None, bool]:
+    """The directory's handle (None: not reachable) and whether names in it can be
+    looked up (search permission: looking up "." in it needs exactly that)."""
+    fd = _parent_handle(parent)
+    if fd is None:
+        return None, False
+    try:
+        os.stat(".", dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return fd, False
+    return fd, True
 
 
 def _parent_handle(parent: str) -> int | None:

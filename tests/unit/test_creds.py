@@ -14,7 +14,7 @@ import pytest
 
 from btrfsd.errors import NotFound
 from btrfsd.fs.creds import Creds, acting_as
-from btrfsd.fs.paths import resolve
+from btrfsd.fs.paths import reachable, resolve
 
 NOBODY = Creds(uid=65534, gid=65534)
 
@@ -83,3 +83,17 @@ def test_the_identity_is_this_threads_only_and_given_back(tree: Path) -> None:
     with acting_as(NOBODY):
         assert not os.path.exists(inside)
     assert os.path.exists(inside) and os.getgroups() == groups
+
+
+def test_reachable_judges_each_directory_once_and_by_search_permission(tree: Path) -> None:
+    (tree / "readable").mkdir()
+    os.chmod(tree / "readable", 0o744)  # listable, not searchable: names cannot be found
+    (tree / "searchable").mkdir()
+    os.chmod(tree / "searchable", 0o711)  # not listable, searchable: names can be found
+    for d in ("readable", "searchable"):
+        (tree / d / "x").mkdir()
+    paths = [str(tree / "readable" / "x"), str(tree / "searchable" / "x"),
+             str(tree / "secret" / "inside"), str(tree / "public" / "sub")]
+    for names_exist in (False, True):
+        assert reachable(paths, NOBODY, names_exist=names_exist) == [False, True, False, True]
+    assert reachable([str(tree / "public" / "nothing")], NOBODY) == [False]
