@@ -101,3 +101,28 @@ def test_schedules_of_hidden_subvolumes_are_hidden(world: World) -> None:
     finally:
         for name in names:
             world.manager_call(world.root, "RemoveSchedule", "sa{sv}", name, {})
+
+
+def test_what_the_user_owns_they_see_also_behind_their_own_closed_directory(
+        world: World) -> None:
+    import pwd
+
+    uid = pwd.getpwnam(TEST_USER).pw_uid
+    d = world.scratch()
+    home = d / "home-u"
+    assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(home), {})["ok"]
+    os.chown(home, uid, -1)
+    os.chmod(home, 0o700)  # theirs, closed to everyone else
+    assert world.fs_call(world.root, "CreateSubvolume", "sa{sv}", str(home / "inner"), {})["ok"]
+    # root's snapshot of their home into the default place: .snapshots is root's, 0750
+    r = world.fs_call(world.root, "CreateSnapshot", "ssa{sv}", str(home), "", {})
+    assert r["ok"], r
+    rel = d.name
+    mine = {p for p in _paths(world, world.user) if p.startswith(rel + "/")}
+    assert mine == {f"{rel}/home-u", f"{rel}/home-u/inner"}, mine
+    # as the kernel's own listing for that user: the snapshot's directory is not theirs
+    r2 = subprocess.run([*world.sb.as_user(TEST_USER), "btrfs", "subvolume", "list", "-o",
+                         str(home)], capture_output=True, text=True, env=world.sb.env)
+    if r2.returncode == 0:
+        assert not any(".snapshots" in line for line in r2.stdout.splitlines())
+    assert world.fs_call(world.user, "GetSubvolume", "sa{sv}", str(home / "inner"), {})["ok"]
