@@ -5,6 +5,7 @@ missing path; root and the admin group (polkit's read-all) see everything."""
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -105,8 +106,6 @@ def test_schedules_of_hidden_subvolumes_are_hidden(world: World) -> None:
 
 def test_what_the_user_owns_they_see_also_behind_their_own_closed_directory(
         world: World) -> None:
-    import pwd
-
     uid = pwd.getpwnam(TEST_USER).pw_uid
     d = world.scratch()
     home = d / "home-u"
