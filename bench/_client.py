@@ -3,12 +3,16 @@
 argv: KIND N FS_OBJECT_PATH ARG...   prints a JSON list of per-call seconds.
 KIND getfs_for takes N as seconds and says "ready" on stderr once connected.
 KIND list also says "rows R" on stderr: how many subvolumes the last reply held.
+KIND list_flood takes N as calls kept in flight: each of N loops calls ListSubvolumes back
+to back until SIGTERM, then it prints {"ok": seconds of each answered call, "busy": count
+refused with Busy, "other": other errors} (it says "ready" on stderr once connected).
 Only the standard library and dbus-fast: it is copied into the sandbox and run from there.
 """
 
 import asyncio
 import itertools
 import json
+import signal
 import sys
 import time
 
@@ -46,9 +50,37 @@ def message(kind, i, fs, args):
     raise SystemExit(f"unknown kind {kind}")
 
 
+async def flood(bus, inflight, fs):
+    """``inflight`` loops of ListSubvolumes back to back until SIGTERM."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    ok, counts = [], {"busy": 0, "other": 0}
+
+    async def loop():
+        while not stop.is_set():
+            t = time.perf_counter()
+            reply = await bus.call(message("list", 0, fs, []))
+            if reply.message_type != MessageType.ERROR:
+                ok.append(time.perf_counter() - t)
+            elif reply.error_name == "org.btrfsd1.Error.Busy":
+                counts["busy"] += 1
+            else:
+                counts["other"] += 1
+                print(f"error {reply.error_name}: {reply.body}", file=sys.stderr)
+
+    print("ready", file=sys.stderr, flush=True)
+    tasks = [asyncio.create_task(loop()) for _ in range(inflight)]
+    await stop.wait()
+    await asyncio.gather(*tasks)  # each finishes the call it has in flight
+    print(json.dumps({"ok": ok, **counts}))
+
+
 async def main():
     kind, n, fs, *args = sys.argv[1:]
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    if kind == "list_flood":
+        await flood(bus, int(n), fs)
+        return
     if kind == "polkit":
         args = [bus.unique_name]
     if kind == "getfs_for":  # N is seconds here: call back to back for that long

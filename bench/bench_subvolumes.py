@@ -3,7 +3,8 @@
 Run as root: scripts/dev bench   (or: /opt/btrfsd-venv/bin/python bench/bench_subvolumes.py)
 Prints a table (p50/p99 in ms). Options: --n N (calls per row), --list-sizes 1000,10000,
 --privacy-reps N (calls per row of the read-privacy section), --sections (a subset of
-create,list,privacy,stall; all by default).
+create,list,privacy,stall,limit; all but limit by default), --limit-users K,
+--limit-inflight C (the limit section's flooding clients and calls each keeps running).
 Absolute numbers drift between runs on shared machines; compare rows of the same run.
 """
 
@@ -14,11 +15,13 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import btrfsutil
 
@@ -42,6 +45,9 @@ class Bench:
         os.chmod(self.client, 0o644)
         self.rows: list[tuple[str, list[float]]] = []
         self.stalls: list[tuple[str, float, float]] = []  # how, longest call, wall (ms)
+        self.notes: list[str] = []
+        self.made: dict[Path, int] = {}  # snapshots populate() made, per mount point
+        self.limits: list[tuple[str, float, int, int, int]] = []  # load, s, ok, busy, other
 
     @staticmethod
     def fresh_dir(path: Path) -> Path:
@@ -70,12 +76,13 @@ class Bench:
                                 stderr=subprocess.PIPE, text=True, cwd=self.sb.workdir)
 
     @staticmethod
-    def collect(proc: subprocess.Popen[str]) -> list[float]:
-        """Wait for a timing client; its per-call seconds. Raises RuntimeError if it failed."""
+    def collect(proc: subprocess.Popen[str]) -> Any:
+        """Wait for a timing client; its output (per-call seconds). Raises RuntimeError if
+        it failed."""
         out, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(err)
-        return json.loads(out)  # type: ignore[no-any-return]
+        return json.loads(out)
 
     def list_rows(self, fs_obj: str, n: int, user: str | None = None
                   ) -> tuple[list[float], int]:
@@ -180,32 +187,11 @@ class Bench:
         ``size`` is exactly the number of subvolumes listed. The snapshots sit in two
         0755 directories (the user's listing has every row); the "half hidden" variant
         makes one of them 0700 (root's), so the user gets about half the rows."""
-        mnt = fs.mount_point
-        fs_obj = "/org/btrfsd1/filesystems/" + fs.uuid.replace("-", "_")
-        deadline = time.monotonic() + 15
-        while True:  # the daemon picks the new mount up from mountinfo
-            try:
-                self.list_rows(fs_obj, 1)
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        src = mnt / "source"
-        btrfsutil.create_subvolume(str(src))
-        for i in range(50):
-            (src / f"f{i}").write_bytes(os.urandom(4096))
-        halves = [mnt / "snaps-a", mnt / "snaps-b"]
-        for d in halves:
-            d.mkdir()
-            os.chmod(d, 0o755)
-        made = 0
+        fs_obj = self.many_fs(fs)
+        halves = self.many_dirs(fs)
         per = max(1, reps // rounds)
         for size in sizes:
-            for i in range(made, max(made, size - 1)):  # size - 1 snapshots + the source
-                btrfsutil.create_snapshot(str(src), str(halves[i % 2] / f"m{i}"),
-                                          read_only=True)
-            made = max(made, size - 1)
+            made = self.populate(fs, size)
             for variant, mode in (("", 0o755), ("half hidden, ", 0o700)):
                 os.chmod(halves[1], mode)
                 samples: dict[str, list[float]] = {}
@@ -218,6 +204,96 @@ class Bench:
                     self.add(f"privacy: list {made + 1}, {variant}{who} "
                              f"({rows[who]} rows)", samples[who])
             os.chmod(halves[1], 0o755)
+
+    def many_fs(self, fs: LoopFs) -> str:
+        """The object path of the privacy/limit sections' own filesystem, once btrfsd has
+        picked its mount up from mountinfo; makes its source subvolume (50 small files)
+        and the two 0755 directories its snapshots go in, if not there yet."""
+        fs_obj = "/org/btrfsd1/filesystems/" + fs.uuid.replace("-", "_")
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.list_rows(fs_obj, 1)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        src = fs.mount_point / "source"
+        if not src.exists():
+            btrfsutil.create_subvolume(str(src))
+            for i in range(50):
+                (src / f"f{i}").write_bytes(os.urandom(4096))
+        for d in self.many_dirs(fs):
+            if not d.exists():
+                d.mkdir()
+                os.chmod(d, 0o755)
+        return fs_obj
+
+    @staticmethod
+    def many_dirs(fs: LoopFs) -> list[Path]:
+        return [fs.mount_point / "snaps-a", fs.mount_point / "snaps-b"]
+
+    def populate(self, fs: LoopFs, size: int) -> int:
+        """Tops ``fs`` up to ``size`` subvolumes (size - 1 read-only snapshots of the source,
+        alternating between the two directories); the number of snapshots it has."""
+        made = self.made.get(fs.mount_point, 0)
+        src, halves = fs.mount_point / "source", self.many_dirs(fs)
+        for i in range(made, max(made, size - 1)):
+            btrfsutil.create_snapshot(str(src), str(halves[i % 2] / f"m{i}"), read_only=True)
+            if i % 1000 == 999:
+                print(f"  {i + 1} snapshots", file=sys.stderr, flush=True)
+        self.made[fs.mount_point] = made = max(made, size - 1)
+        return made
+
+    def run_limit(self, fs: LoopFs, size: int, users: int, inflight: int,
+                  getfs_n: int, list_n: int) -> None:
+        """Issue: one unprivileged caller looping on expensive reads must not starve others
+        (reads_per_caller). Root's cheap read (GetFilesystems) and root's ListSubvolumes of
+        ``size`` subvolumes, each from its own client process: idle, then while ``users``
+        client processes as the unprivileged test user each keep ``inflight``
+        ListSubvolumes calls running back to back. The user's calls answered vs refused
+        with Busy are counted."""
+        fs_obj = self.many_fs(fs)
+        total = self.populate(fs, size) + 1
+        root_getfs = lambda: self.dbus_on(fs_obj, "getfs", getfs_n)  # noqa: E731
+        root_list = lambda: self.dbus_on(fs_obj, "list", list_n)  # noqa: E731
+        self.add("limit: GetFilesystems, root, idle", root_getfs())
+        self.add(f"limit: list {total}, root, idle", root_list())
+        floods = [self.spawn(fs_obj, "list_flood", str(inflight), user=TEST_USER)
+                  for _ in range(users)]
+        try:
+            for proc in floods:
+                assert proc.stderr is not None
+                proc.stderr.readline()  # "ready"
+            time.sleep(1.0)  # every loop has calls running
+            start = time.perf_counter()
+            getfs = root_getfs()
+            lists = root_list()
+            seconds = time.perf_counter() - start
+        except RuntimeError as e:
+            if self.sb._procs["btrfsd"].poll() is None:
+                raise
+            self.notes.append(f"btrfsd EXITED under the load ({users} user clients x "
+                              f"{inflight} in flight); root's call got: "
+                              f"{str(e).strip().splitlines()[-1]}")
+            print(self.sb.daemon_log()[-6000:], file=sys.stderr)
+            for proc in floods:
+                proc.kill()
+                proc.communicate()
+            return
+        finally:
+            for proc in floods:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+        got = [self.collect(p) for p in floods]
+        load = f"{users} user clients x {inflight} in flight"
+        self.add(f"limit: GetFilesystems, root, under load ({load})", getfs)
+        self.add(f"limit: list {total}, root, under load ({load})", lists)
+        user_ok = [t for g in got for t in g["ok"]]
+        self.add(f"limit: list {total}, user's answered calls under load", user_ok)
+        self.limits.append((load, seconds, len(user_ok), sum(g["busy"] for g in got),
+                            sum(g["other"] for g in got)))
 
     def reader(self, seconds: float) -> subprocess.Popen[str]:
         """A client calling GetFilesystems back to back for ``seconds``, once connected."""
@@ -266,6 +342,10 @@ class Bench:
         for how, worst, wall_ms in self.stalls:
             lines.append(f"longest read call while a {how} snapshot flushed: "
                          f"{worst:.1f} ms (the snapshot took {wall_ms:.0f} ms)")
+        for load, seconds, ok, busy, other in self.limits:
+            lines.append(f"user's ListSubvolumes during root's {seconds:.1f} s under load "
+                         f"({load}): {ok} answered, {busy} refused Busy, {other} other errors")
+        lines.extend(self.notes)
         for k, v in rss.items():
             lines.append(f"btrfsd RSS {k}: {v / 1024:.1f} MiB")
         lines.extend(self.targets())
@@ -300,6 +380,22 @@ class Bench:
                 out.append(f"target: list {size} over D-Bus within 2x the CLI: "
                            f"{dbus / cli:.2f}x -> {'met' if dbus <= 2 * cli else 'not met'}")
         out.extend(self.privacy_targets())
+        out.extend(self.limit_ratios())
+        return out
+
+    def limit_ratios(self) -> list[str]:
+        """Root's calls under the user's load / idle (p50 and p99)."""
+        out = []
+        rows = dict(self.rows)
+        for name, s in self.rows:
+            if not name.startswith("limit: ") or ", root, under load" not in name:
+                continue
+            idle = rows.get(name.partition(", under load")[0] + ", idle")
+            if idle:
+                what = name[len("limit: "):].partition(", under load")[0]
+                out.append(f"ratio: {what} under load / idle: p50 "
+                           f"{pct(s, 50) / pct(idle, 50):.2f}x, "
+                           f"p99 {pct(s, 99) / pct(idle, 99):.2f}x")
         return out
 
     def privacy_rows(self) -> dict[tuple[str, str, str], tuple[list[float], int]]:
@@ -344,12 +440,19 @@ def main() -> int:
     ap.add_argument("--privacy-reps", type=int, default=30,
                     help="ListSubvolumes calls per row of the read-privacy section")
     ap.add_argument("--sections", default="create,list,privacy,stall",
-                    help="which sections to run, of create,list,privacy,stall")
+                    help="which sections to run, of create,list,privacy,stall,limit")
+    ap.add_argument("--limit-users", type=int, default=4,
+                    help="limit section: client processes of the unprivileged user")
+    ap.add_argument("--limit-inflight", type=int, default=4,
+                    help="limit section: ListSubvolumes calls each of them keeps running")
+    ap.add_argument("--limit-reps", type=int, default=20,
+                    help="limit section: root's ListSubvolumes calls per row "
+                         "(GetFilesystems: 10x as many)")
     ap.add_argument("--stall", action=argparse.BooleanOptionalAction, default=True,
                     help="read calls while a snapshot flushes dirty data")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
-    if unknown := sections - {"create", "list", "privacy", "stall"}:
+    if unknown := sections - {"create", "list", "privacy", "stall", "limit"}:
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
     if not args.stall:
         sections.discard("stall")
@@ -358,7 +461,8 @@ def main() -> int:
         return 2
     with bench_sandbox() as sb:
         sb.add_filesystem("8G", "btrfsd-bench")
-        priv = sb.add_filesystem("8G", "btrfsd-bench-priv") if "privacy" in sections else None
+        priv = (sb.add_filesystem("8G", "btrfsd-bench-priv")
+                if sections & {"privacy", "limit"} else None)
         sb.wait_for_name("org.btrfsd1")
         time.sleep(0.5)  # let the daemon see the new mount
         pid = sb._procs["btrfsd"].pid
@@ -369,14 +473,18 @@ def main() -> int:
                 b.run_create_and_snapshot()
             if "list" in sections:
                 b.run_list(sizes)
-            if priv is not None:  # its own filesystem: the rows above do not change it
-                b.run_privacy(priv, sizes, args.privacy_reps)
+            if priv is not None and "privacy" in sections:  # its own filesystem: the
+                b.run_privacy(priv, sizes, args.privacy_reps)  # rows above do not change it
+            if priv is not None and "limit" in sections:  # the same one, largest size
+                b.run_limit(priv, max(sizes), args.limit_users, args.limit_inflight,
+                            10 * args.limit_reps, args.limit_reps)
             if "stall" in sections:  # last: its big files would slow the snapshots above
                 b.run_stall()
         except Exception:
             print(sb.daemon_log()[-4000:], file=sys.stderr)
             raise
-        rss["after runs"] = rss_kib(pid)
+        if sb._procs["btrfsd"].poll() is None:
+            rss["after runs"] = rss_kib(pid)
         print(b.table(rss))
     return 0
 
