@@ -13,6 +13,7 @@ import inspect
 import logging
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
 
@@ -21,6 +22,7 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
 from ..constants import ALL_ACTIONS, ERROR_PREFIX
+from ..core.limits import PerCallerLimit
 from ..errors import BtrfsdError
 from .context import current_message
 from .errors import to_dbus_error
@@ -233,8 +235,25 @@ async def _allowed_without_asking(authority: Authority, msg: Message, action: st
     return None
 
 
+class HasReadLimit(Protocol):
+    @property
+    def read_limit(self) -> PerCallerLimit: ...
+
+
+async def _place(obj: object, msg: Message, expensive: bool
+                 ) -> AbstractContextManager[None]:
+    """The caller's place for an expensive call (nothing for others, or root). Raises
+    DBusError when the bus cannot say who the caller is."""
+    if not expensive:
+        return nullcontext()
+    uid = await cast("HasAuthority", obj).authority.uid_of(msg.sender or "")
+    if uid == 0:
+        return nullcontext()
+    return cast("HasReadLimit", obj).read_limit.hold(uid)
+
+
 def authorized(action: str, *, other_user_action: str | None = None,
-               own_action: str | None = None) -> Callable[[F], F]:
+               own_action: str | None = None, expensive: bool = False) -> Callable[[F], F]:
     """Mark an async interface method as needing ``action`` and wrap it.
 
     With ``other_user_action``, the object has an owner (``owner_uid``): its owner needs
@@ -242,6 +261,10 @@ def authorized(action: str, *, other_user_action: str | None = None,
     With ``own_action``, a caller polkit allows that action (but not ``action``) may act
     on what their own file permissions allow: the call runs with ``acting_for_caller()``
     true and the core uses the caller's filesystem identity.
+    With ``expensive``, an unprivileged caller holds one of their few places
+    (``read_limit``, core/limits.py) for the whole call, taken *before* polkit is asked:
+    a caller over the limit gets Busy for the price of a dictionary look-up, so a flood of
+    refused calls costs the daemon almost nothing.
     The wrapper authorizes the caller with polkit, telling it what the call is about
     (call_details: the method's ``path``/``source``/``destination``/``name`` arguments,
     the object's filesystem or job), runs the method, and turns core errors
@@ -266,18 +289,20 @@ def authorized(action: str, *, other_user_action: str | None = None,
                 owner = cast("HasOwner", self).owner_uid
                 needed = lambda uid: action if uid == owner else other_user_action  # noqa: E731
             try:
-                details = call_details(self, args, positions)
-                quick = (await _allowed_without_asking(self.authority, msg, action,
-                                                       own_action, details)
-                         if own_action is not None else None)
-                if quick is not None:
-                    caller, only_own = quick
-                    own_token = _own_grant.set(only_own)
-                else:
-                    caller = await authorize(self.authority, msg, needed, details)
-                uid = caller.uid
-                token = _current_caller.set(caller)
-                return await fn(self, *args)
+                # before polkit is asked: a caller over the limit costs a look-up only
+                with await _place(self, msg, expensive):
+                    details = call_details(self, args, positions)
+                    quick = (await _allowed_without_asking(self.authority, msg, action,
+                                                           own_action, details)
+                             if own_action is not None else None)
+                    if quick is not None:
+                        caller, only_own = quick
+                        own_token = _own_grant.set(only_own)
+                    else:
+                        caller = await authorize(self.authority, msg, needed, details)
+                    uid = caller.uid
+                    token = _current_caller.set(caller)
+                    return await fn(self, *args)
             except BtrfsdError as e:
                 log.info("call failed method=%s uid=%s error=%s: %s", msg.member, uid,
                          e.name, e.message)

@@ -18,6 +18,7 @@ from dbus_fast.constants import ErrorType
 from dbus_fast.service import ServiceInterface
 
 from ..constants import ERROR_PREFIX, ROOT_PATH
+from .writer import PatientWriter
 
 _current_message: ContextVar[Message | None] = ContextVar("btrfsd_message", default=None)
 _current_bus: ContextVar[MessageBus | None] = ContextVar("btrfsd_bus", default=None)
@@ -40,7 +41,15 @@ def current_message() -> Message:
 
 
 class CallerAwareBus(MessageBus):
-    """A MessageBus whose method handlers can see their message via current_message()."""
+    """A MessageBus whose method handlers can see their message via current_message(),
+    and whose writer waits for a full socket (bus/writer.py)."""
+
+    async def connect(self) -> CallerAwareBus:
+        """Connect, then put the patient writer in place (nothing large is sent before).
+        Raises what MessageBus.connect raises."""
+        await super().connect()
+        self._writer.__class__ = PatientWriter
+        return self
 
     def _make_method_handler(self, interface: ServiceInterface, method: Any) -> Callable[..., None]:
         inner = super()._make_method_handler(interface, method)

@@ -15,6 +15,7 @@ from ..core.balance_runner import BalanceParams
 from ..core.filesystems import Filesystem
 from ..core.inventory import Listing
 from ..core.jobs import JobRecord
+from ..core.limits import PerCallerLimit
 from ..core.maintenance import parse_plan
 from ..core.rescan_runner import OPERATION as RESCAN
 from ..core.scrub_runner import OPERATION as SCRUB
@@ -40,7 +41,7 @@ from .options import (
 from .paths import job_path
 from .polkit import Authority
 from .variants import to_vardict, usec
-from .visibility import expensive_read, own_identity, read_view
+from .visibility import own_identity, read_view
 
 StrList = Annotated[list[str], DBusSignature("as")]
 # One array per field, entry i of each describing subvolume i: id, parent id, path, uuid,
@@ -99,6 +100,10 @@ class FilesystemInterface(ServiceInterface):
         self.fs = fs
         self._service = service
         self._last: dict[str, Any] = self.snapshot_properties()
+
+    @property
+    def read_limit(self) -> PerCallerLimit:
+        return self._service.read_limit
 
     # -- properties (read-level data only: a Get carries no caller to authorize) --------
     @dbus_property(access=PropertyAccess.READ, name="Uuid")
@@ -163,13 +168,12 @@ class FilesystemInterface(ServiceInterface):
 
     # -- methods -------------------------------------------------------------------
     @dbus_method(name="ListSubvolumes")
-    @authorized(Action.READ)
+    @authorized(Action.READ, expensive=True)
     async def list_subvolumes(self, options: OptionsArg) -> SubvolumeColumns:
         opts = parse_options(ListOptions, options)
-        with expensive_read(self._service):
-            listing = await self._service.inventory.list(
-                self.fs, snapshots_of=from_bus(opts.snapshots_of),
-                visible_to=await read_view(self.authority))
+        listing = await self._service.inventory.list(
+            self.fs, snapshots_of=from_bus(opts.snapshots_of),
+            visible_to=await read_view(self.authority))
         return subvolume_columns(listing)
 
     @dbus_method(name="GetSubvolume")
@@ -280,15 +284,14 @@ class FilesystemInterface(ServiceInterface):
                                              exclusive=exclusive)
 
     @dbus_method(name="GetQuotaUsage")
-    @authorized(Action.READ)
+    @authorized(Action.READ, expensive=True)
     async def get_quota_usage(self, options: OptionsArg) -> QuotaUsage:
         opts = parse_options(QuotaUsageOptions, options)
         if opts.sync:
             # a sync commits a transaction: more than reading, so quota-manage's to ask
             await authorize(self.authority, current_message(), Action.QUOTA_MANAGE)
-        with expensive_read(self._service):
-            r = await self._service.quotas.report(
-                self.fs, sync=opts.sync, visible_to=await read_view(self.authority))
+        r = await self._service.quotas.report(
+            self.fs, sync=opts.sync, visible_to=await read_view(self.authority))
         return (r.mode, r.inconsistent,  # type: ignore[return-value]
                 [[q.qgroupid, to_bus(path), q.referenced, q.exclusive, q.max_referenced,
                   q.max_exclusive] for q, path in r.qgroups])

@@ -10,6 +10,7 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from ..constants import MANAGER_IFACE, VERSION, Action
+from ..core.limits import PerCallerLimit
 from ..core.schedules import RunResult, Schedule, parse_schedule
 from ..core.service import Service
 from ..names import display, from_bus, to_bus
@@ -25,7 +26,7 @@ from .options import (
 from .paths import filesystem_path, job_path
 from .polkit import Authority
 from .variants import usec
-from .visibility import expensive_read, read_view
+from .visibility import read_view
 
 VariantDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 ScheduleDicts = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
@@ -55,6 +56,10 @@ class ManagerInterface(ServiceInterface):
         super().__init__(MANAGER_IFACE)
         self.authority = authority
         self._service = service
+
+    @property
+    def read_limit(self) -> PerCallerLimit:
+        return self._service.read_limit
 
     @dbus_property(access=PropertyAccess.READ, name="Version")
     def version(self) -> DBusStr:
@@ -130,12 +135,11 @@ class ManagerInterface(ServiceInterface):
         return run_result_dict(await self._service.schedules.cleanup(name, dry_run=opts.dry_run))
 
     @dbus_method(name="ExplainSchedule")
-    @authorized(Action.READ)
+    @authorized(Action.READ, expensive=True)
     async def explain_schedule(self, name: DBusStr, options: OptionsArg) -> Explanation:
         parse_options(NoOptions, options)
-        with expensive_read(self._service):
-            planned = await self._service.schedules.plan(
-                name, visible_to=await read_view(self.authority))
+        planned = await self._service.schedules.plan(
+            name, visible_to=await read_view(self.authority))
         return [[to_bus(p.path), p.uuid, usec(p.record.created), p.record.important,
                  p.decision.keep, ",".join(p.decision.reasons), p.record.description]
                 for p in planned]

@@ -12,13 +12,10 @@ from __future__ import annotations
 import logging
 import pwd
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from dbus_fast import Message, MessageType
 
 from ..constants import Action
-from ..core.service import Service
 from ..core.subvolumes import Creds
 from .auth import acting_for_caller, current_caller
 from .context import current_bus, current_message
@@ -67,18 +64,6 @@ async def read_view(authority: Authority) -> Creds | None:
     if allowed:
         return None
     return await _creds(current_message().sender or "", caller.uid)
-
-
-@contextmanager
-def expensive_read(service: Service) -> Iterator[None]:
-    """Hold one of the caller's places for an expensive read (root is not counted).
-    Raises BtrfsdError Busy when the caller has too many running."""
-    caller = current_caller()
-    if caller.uid == 0:
-        yield
-        return
-    with service.read_limit.hold(caller.uid):
-        yield
 
 
 async def own_identity() -> Creds | None:

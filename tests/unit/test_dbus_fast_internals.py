@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
+from dbus_fast.aio.message_bus import _MessageWriter
 from dbus_fast.annotations import DBusStr
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
@@ -36,7 +37,11 @@ INTERNALS = [
     (ServiceInterface, "_get_methods", "bus/auth.py: every method declares a polkit action"),
     (ServiceInterface, "_get_all_property_values", "bus/context.py: InterfacesAdded values"),
     (DBusError, "_as_message", "bus/errors.py: error replies with details"),
+    (_MessageWriter, "write_callback", "bus/writer.py: waiting for a full socket"),
 ]
+# what PatientWriter reads and sets on dbus-fast's writer
+WRITER_FIELDS = ("messages", "buf", "offset", "unix_fds", "fut", "sock", "fd", "loop", "bus",
+                 "negotiate_unix_fd")
 
 
 @pytest.mark.parametrize("owner,name,where", INTERNALS,
@@ -137,6 +142,39 @@ async def test_the_internals_behave_as_btrfsd_needs(bus_address: str) -> None:
         assert added and added[0].path == ROOT_PATH, (
             "InterfacesAdded no longer comes from the ObjectManager's path (bus/context.py)")
         assert added[0].body[1]["org.btrfsd1.Probe"]["Answer"].value == "42"
+    finally:
+        client.disconnect()
+        server.disconnect()
+
+
+class Big(ServiceInterface):
+    """Replies larger than a socket buffer holds."""
+
+    def __init__(self) -> None:
+        super().__init__("org.btrfsd1.Big")
+
+    @dbus_method(name="Blob")
+    async def blob(self) -> DBusStr:
+        return "x" * (16 << 20)
+
+
+async def test_large_concurrent_replies_keep_the_connection(bus_address: str) -> None:
+    # dbus-fast 5.2 sent a second reply while a large one was half written, got EAGAIN
+    # and dropped the connection (btrfsd left the bus): bus/writer.py waits instead
+    server = await CallerAwareBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+    client = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+    try:
+        writer = server._writer
+        missing = [f for f in WRITER_FIELDS if not hasattr(writer, f)]
+        assert not missing, f"dbus-fast's writer lost {missing} (bus/writer.py uses them)"
+        server.export("/big", Big())
+        calls = [client.call(Message(destination=server.unique_name, path="/big",
+                                     interface="org.btrfsd1.Big", member="Blob"))
+                 for _ in range(8)]
+        replies = await asyncio.wait_for(asyncio.gather(*calls), 30)
+        assert all(r is not None and r.message_type == MessageType.METHOD_RETURN
+                   and len(r.body[0]) == 16 << 20 for r in replies)
+        assert server.connected, "the service dropped its bus connection"
     finally:
         client.disconnect()
         server.disconnect()
