@@ -64,7 +64,8 @@ class Filesystem:
             if inside == root or inside.startswith(root + "/") or root == "":
                 rest = inside[len(root):]
                 if best is None or len(root) > best[0]:
-                    best = (len(root), m.mount_point.rstrip("/") + rest)
+                    # the mounted root itself is the mount point, not "mount point/"
+                    best = (len(root), (m.mount_point.rstrip("/") + rest).rstrip("/") or "/")
         return best[1] if best else None
 
     def mounted_subvolume_ids(self) -> set[int]:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 from .. import constants
 from ..errors import BtrfsdError, Failed, Hint, HintKind, InvalidArgument, NotFound, from_errno
-from ..fs import paths as fs_paths
 from ..fs import quota as kquota
 from ..fs import subvol
 from ..units import format_bytes, qgroupid
 from .filesystems import Filesystem, open_mount
-from .subvolumes import Creds, Subvolumes
+from .subvolumes import Creds, Subvolumes, reachable_in
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +177,9 @@ class Quotas:
         usage = kquota.read_usage(fs.uuid)
         if visible_to is not None and not visible_to.is_root:
             # a subvolume's row only where the caller could find the subvolume
-            hidden = _hidden_ids(fs, paths, visible_to)
+            ids = list(paths)
+            found = reachable_in(fs, [paths[i] for i in ids], visible_to)
+            hidden = {i for i, ok in zip(ids, found, strict=True) if not ok}
             usage = [q for q in usage if q.level != 0 or q.subvolume_id not in hidden]
         return QuotaReport(mode, kquota.inconsistent(fs.uuid),
                            [(q, paths.get(q.subvolume_id, "") if q.level == 0 else "")
@@ -235,16 +236,6 @@ class Quotas:
     def usage_of(self, fs: Filesystem, subvolume_id: int) -> kquota.QgroupUsage | None:
         """One subvolume's qgroup (blocking; None when quotas are off or it has none)."""
         return kquota.read_qgroup(fs.uuid, 0, subvolume_id)
-
-
-def _hidden_ids(fs: Filesystem, paths: dict[int, str], creds: Creds) -> set[int]:
-    """Subvolume ids whose path ``creds`` could not reach (blocking)."""
-    ids = sorted(paths)
-    where = [fs.path_of(paths[i]) if i != constants.TOP_LEVEL_SUBVOLUME_ID
-             else fs.path_of("") for i in ids]
-    seen = iter(fs_paths.reachable([w for w in where if w is not None], creds,
-                                   names_exist=True))
-    return {i for i, w in zip(ids, where, strict=True) if w is None or not next(seen)}
 
 
 def _mode_name(mode: str) -> str:

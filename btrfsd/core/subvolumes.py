@@ -61,15 +61,22 @@ def _kernel_judges(creds: Creds | None) -> Iterator[None]:
         raise NotPermitted(f"Permission denied: {e.filename or ''}".rstrip(": ")) from None
 
 
-def _visible(fs: Filesystem, items: list[SubvolumeInfo], creds: Creds
-             ) -> list[SubvolumeInfo]:
-    """The subvolumes ``creds`` could find by path (blocking): reachable through a mount,
-    every directory on the way searchable by them."""
-    where = [fs.path_of(s.path) for s in items]
+def reachable_in(fs: Filesystem, rels: list[str], creds: Creds) -> list[bool]:
+    """For each path relative to the top level (from the kernel's listing), whether
+    ``creds`` could find it by path (blocking): shown by a mount, every directory on the
+    way searchable by them. Raises OSError when the identity cannot be taken."""
+    where = [fs.path_of(rel) for rel in rels]
     # the names come from the kernel's listing: judging each directory once is enough
     shown = iter(paths.reachable([w for w in where if w is not None], creds,
                                  names_exist=True))
-    return [s for s, w in zip(items, where, strict=True) if w is not None and next(shown)]
+    return [w is not None and next(shown) for w in where]
+
+
+def _visible(fs: Filesystem, items: list[SubvolumeInfo], creds: Creds
+             ) -> list[SubvolumeInfo]:
+    """The subvolumes ``creds`` could find by path (blocking)."""
+    found = reachable_in(fs, [s.path for s in items], creds)
+    return [s for s, ok in zip(items, found, strict=True) if ok]
 
 
 class DeleteHook(Protocol):

@@ -1,4 +1,5 @@
-from btrfsd.fs.mounts import parse_mountinfo
+from btrfsd.core.filesystems import Filesystem
+from btrfsd.fs.mounts import MountEntry, parse_mountinfo
 
 SAMPLE = (
     "22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
@@ -23,3 +24,14 @@ def test_only_btrfs_entries_with_fields() -> None:
 def test_missing_subvolid_is_none() -> None:
     (e,) = parse_mountinfo("50 22 0:41 / /x rw - btrfs /dev/sdb rw,ssd\n")
     assert e.subvolume_id is None
+
+
+def test_a_listing_path_is_found_through_the_mount_that_shows_it() -> None:
+    top = MountEntry(1, "0:1", "/", "/srv/pool", "/dev/x", {})
+    home = MountEntry(2, "0:1", "/@home", "/home", "/dev/x", {})
+    fs = Filesystem(uuid="u", mounts=[top, home])
+    assert fs.path_of("") == fs.path_of("/") == "/srv/pool"  # the top level itself
+    assert fs.path_of("data/snap") == "/srv/pool/data/snap"
+    assert fs.path_of("@home/alice") == "/home/alice"  # the closest root wins
+    assert fs.path_of("@home") == "/home"
+    assert Filesystem(uuid="u", mounts=[home]).path_of("data") is None
