@@ -21,15 +21,6 @@ from ..constants import ERROR_PREFIX, ROOT_PATH
 from .writer import PatientWriter
 
 _current_message: ContextVar[Message | None] = ContextVar("btrfsd_message", default=None)
-_current_bus: ContextVar[MessageBus | None] = ContextVar("btrfsd_bus", default=None)
-
-
-def current_bus() -> MessageBus:
-    """The bus the call being served came in on. Raises RuntimeError outside a call."""
-    bus = _current_bus.get()
-    if bus is None:
-        raise RuntimeError("no D-Bus call is being served in this context")
-    return bus
 
 
 def current_message() -> Message:
@@ -56,11 +47,9 @@ class CallerAwareBus(MessageBus):
 
         def handler(msg: Message, send_reply: Any) -> None:
             token = _current_message.set(msg)
-            bus_token = _current_bus.set(self)
             try:
                 inner(msg, send_reply)
             finally:
-                _current_bus.reset(bus_token)
                 _current_message.reset(token)
 
         return handler

@@ -195,14 +195,14 @@ class FilesystemInterface(ServiceInterface):
     async def create_subvolume(self, path: DBusStr, options: OptionsArg) -> DBusStr:
         parse_options(NoOptions, options)
         return to_bus(await self._service.subvolumes.create(
-            self.fs, from_bus(path), as_caller=await own_identity()))
+            self.fs, from_bus(path), as_caller=await own_identity(self.authority)))
 
     @dbus_method(name="DeleteSubvolume")
     @authorized(Action.SUBVOLUME_DELETE, own_action=Action.SUBVOLUME_DELETE_OWN)
     async def delete_subvolume(self, path: DBusStr, options: OptionsArg) -> None:
         opts = parse_options(DeleteOptions, options)
         await self._service.subvolumes.delete(self.fs, from_bus(path), recursive=opts.recursive,
-                                              as_caller=await own_identity())
+                                              as_caller=await own_identity(self.authority))
 
     @dbus_method(name="CreateSnapshot")
     @authorized(Action.SNAPSHOT_CREATE, own_action=Action.SNAPSHOT_CREATE_OWN)
@@ -212,7 +212,7 @@ class FilesystemInterface(ServiceInterface):
         opts = parse_options(SnapshotOptions, options)
         made = await self._service.subvolumes.snapshot(
             self.fs, from_bus(source), from_bus(destination), read_only=opts.read_only,
-            recursive=opts.recursive, as_caller=await own_identity())
+            recursive=opts.recursive, as_caller=await own_identity(self.authority))
         return to_bus(made)
 
     @dbus_method(name="SetReadOnly")

@@ -55,13 +55,21 @@ class Caller:
     uid: int
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a connection is, from the bus daemon's record of it."""
+
+    uid: int
+    groups: tuple[int, ...]
+
+
 class Authority:
     """Authorizes method calls with polkitd, failing closed (only uid 0) without it."""
 
     def __init__(self, bus: MessageBus) -> None:
         self._bus = bus
-        # Unique names are never reused on a bus, so a cached uid cannot go stale.
-        self._uids: OrderedDict[str, int] = OrderedDict()
+        # Unique names are never reused on a bus, so a cached identity cannot go stale.
+        self._ids: OrderedDict[str, Identity] = OrderedDict()
 
     async def _call(self, msg: Message, timeout: float) -> Message:
         # asyncio.timeout, not wait_for: no extra Task per call on this hot path.
@@ -70,31 +78,37 @@ class Authority:
         assert reply is not None
         return reply
 
-    async def uid_of(self, sender: str) -> int:
-        """Return the uid of a connection, as the bus daemon saw it connect.
-
-        Raises DBusError if the bus does not know the sender (it has gone away).
-        """
-        if (uid := self._uids.get(sender)) is not None:
-            return uid
+    async def identity_of(self, sender: str) -> Identity:
+        """The uid and groups of a connection, as the bus daemon saw it connect (never
+        what the caller says). Raises DBusError if the bus does not know the sender (it
+        has gone away)."""
+        if (known := self._ids.get(sender)) is not None:
+            return known
         reply = await self._call(
             Message(
                 destination="org.freedesktop.DBus",
                 path="/org/freedesktop/DBus",
                 interface="org.freedesktop.DBus",
-                member="GetConnectionUnixUser",
+                member="GetConnectionCredentials",
                 signature="s",
                 body=[sender],
             ),
             _TIMEOUT,
         )
-        if reply.message_type == MessageType.ERROR:
+        found = reply.body[0] if reply.message_type != MessageType.ERROR else {}
+        if "UnixUserID" not in found:
             raise DBusError(reply.error_name or ACCESS_DENIED, "cannot identify the caller")
-        uid = int(reply.body[0])
-        self._uids[sender] = uid
-        if len(self._uids) > 4096:
-            self._uids.popitem(last=False)
-        return uid
+        groups = found.get("UnixGroupIDs")  # a bus without them: no groups, fail closed
+        identity = Identity(uid=int(found["UnixUserID"].value),
+                            groups=tuple(int(g) for g in groups.value) if groups else ())
+        self._ids[sender] = identity
+        if len(self._ids) > 4096:
+            self._ids.popitem(last=False)
+        return identity
+
+    async def uid_of(self, sender: str) -> int:
+        """The uid of a connection (see identity_of). Raises DBusError."""
+        return (await self.identity_of(sender)).uid
 
     async def check(self, sender: str, action: str, interactive: bool,
                     details: Mapping[str, str] | None = None) -> tuple[bool, bool]:

@@ -11,44 +11,26 @@ from __future__ import annotations
 
 import logging
 import pwd
-from collections import OrderedDict
-
-from dbus_fast import Message, MessageType
 
 from ..constants import Action
 from ..core.subvolumes import Creds
 from .auth import acting_for_caller, current_caller
-from .context import current_bus, current_message
 from .polkit import Authority, PolkitUnavailable
 
 log = logging.getLogger(__name__)
 
 _NOBODY_GID = 65534
-# Unique names are never reused on a bus, so a cached identity cannot go stale.
-_cache: OrderedDict[str, Creds] = OrderedDict()
 
 
-async def _creds(sender: str, uid: int) -> Creds:
-    if (hit := _cache.get(sender)) is not None:
-        return hit
-    reply = await current_bus().call(Message(
-        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus", member="GetConnectionCredentials", signature="s",
-        body=[sender]))
-    groups: tuple[int, ...] = ()
-    if reply is not None and reply.message_type != MessageType.ERROR:
-        found = reply.body[0]
-        if "UnixGroupIDs" in found:
-            groups = tuple(int(g) for g in found["UnixGroupIDs"].value)
+async def _creds(authority: Authority, sender: str) -> Creds:
+    """The caller's filesystem identity: uid and groups from the bus daemon, primary gid
+    from the user database. Raises DBusError when the bus does not know the caller."""
+    who = await authority.identity_of(sender)
     try:
-        gid = pwd.getpwuid(uid).pw_gid
+        gid = pwd.getpwuid(who.uid).pw_gid
     except KeyError:  # a uid without a name: its own groups only, no guessed group
-        gid = groups[0] if groups else _NOBODY_GID
-    creds = Creds(uid=uid, gid=gid, groups=groups)
-    _cache[sender] = creds
-    if len(_cache) > 4096:
-        _cache.popitem(last=False)
-    return creds
+        gid = who.groups[0] if who.groups else _NOBODY_GID
+    return Creds(uid=who.uid, gid=gid, groups=who.groups)
 
 
 async def read_view(authority: Authority) -> Creds | None:
@@ -63,13 +45,12 @@ async def read_view(authority: Authority) -> Creds | None:
         allowed = False  # fail closed: the caller's own view
     if allowed:
         return None
-    return await _creds(current_message().sender or "", caller.uid)
+    return await _creds(authority, caller.sender)
 
 
-async def own_identity() -> Creds | None:
+async def own_identity(authority: Authority) -> Creds | None:
     """The caller's identity when the call was allowed only for their own objects (the
     core then lets the kernel judge with it); None when it acts with btrfsd's."""
     if not acting_for_caller():
         return None
-    caller = current_caller()
-    return await _creds(caller.sender, caller.uid)
+    return await _creds(authority, current_caller().sender)

@@ -150,7 +150,7 @@ class Subvolumes:
         if not path:
             return False
         try:
-            return (await self._run(paths.reachable, [path], ANY_USER))[0]
+            return (await self.reachable([path], ANY_USER))[0]
         except OSError as e:
             log.warning("cannot tell whether %s is public: %s", path, e)
             return False
