@@ -20,13 +20,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BtrfsdError, InvalidArgument, NotFound, from_errno
 from .creds import Creds, acting_as
 
 NAME_MAX = 255
-_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a directory on the way: a handle only, never through a symbolic link
+WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # the last component: any type (a link, a FIFO...) is opened as a handle, not followed
 _TARGET_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -200,23 +202,46 @@ def resolve(path: str, *, must_exist: bool = True, as_caller: Creds | None = Non
         return _walk(parts, must_exist, hidden=as_caller is not None and not as_caller.is_root)
 
 
+class Stuck(Exception):
+    """``descend`` could not open component number ``depth`` (``error`` says why)."""
+
+    def __init__(self, depth: int, error: OSError) -> None:
+        super().__init__(depth, error)
+        self.depth = depth
+        self.error = error
+
+
+def descend(dir_fd: int, parts: Sequence[str]) -> int:
+    """An O_PATH handle of the directory ``parts`` leads to from ``dir_fd``: each
+    component opened from the one before with WALK_FLAGS, so no symbolic link is ever
+    followed, and one handle held at a time (a 1,500-level path needs no 1,500 fds).
+    ``dir_fd`` stays the caller's; the handle returned is a new one (a duplicate of
+    ``dir_fd`` for no parts) that the caller closes. Raises Stuck."""
+    cur = os.dup(dir_fd)
+    for depth, part in enumerate(parts):
+        try:
+            nxt = os.open(part, WALK_FLAGS, dir_fd=cur)
+        except OSError as e:
+            os.close(cur)
+            raise Stuck(depth, e) from e
+        os.close(cur)
+        cur = nxt
+    return cur
+
+
 def _walk(parts: list[str], must_exist: bool, *, hidden: bool) -> Resolved:
     canonical = "/" + "/".join(parts)
     fds: list[int] = []
     try:
-        fd = os.open("/", _WALK_FLAGS)
+        root = os.open("/", WALK_FLAGS)
+        try:
+            fd = descend(root, parts[:-1])
+        except Stuck as e:
+            walked = "/" + "/".join(parts[:e.depth + 1])
+            raise _walk_error(e.error, walked, hidden) from e.error
+        finally:
+            os.close(root)
         fds.append(fd)
-        walked = ""
-        for part in parts[:-1]:
-            walked += "/" + part
-            try:
-                child = os.open(part, _WALK_FLAGS, dir_fd=fd)
-            except OSError as e:
-                raise _walk_error(e, walked, hidden) from e
-            # one directory handle at a time: a 1,500-level path needs no 1,500 fds
-            os.close(fds.pop())
-            fd = child
-            fds.append(fd)
         if not parts:
             res = Resolved(canonical, None, "", os.fstat(fd), target_fd=fd, _fds=fds)
             fds = []

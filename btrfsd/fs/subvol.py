@@ -19,15 +19,14 @@ from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import BtrfsdError, Busy, NotBtrfs, NotFound, from_errno
 from . import destroy, libbtrfsutil, treesearch
 from .ioctl import fs_info
-from .paths import Resolved
+from .paths import WALK_FLAGS, Resolved, Stuck, descend
 from .treesearch import format_uuid
 
 # Inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID).
 SUBVOLUME_ROOT_INO = 256
 # btrfs_root_item.flags bit for a read-only subvolume (BTRFS_ROOT_SUBVOL_RDONLY).
 ROOT_SUBVOL_RDONLY = 1
-# Walking below a subvolume: one O_PATH handle per component, never following a link.
-_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A directory reached by a walk, reopened from its handle for ioctls (never blocking).
 _OPEN_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC
 # What a walk meets when a name it was given now means something else.
 _MOVED = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
@@ -190,23 +189,30 @@ def open_dir_beneath(top_fd: int, rel_path: str) -> int | None:
     parts = rel_path.split("/") if rel_path else []
     if any(p in ("", ".", "..") for p in parts):
         return None  # not a path the kernel reports; never walk it
-    cur = top_fd
     try:
-        for part in parts:
-            nxt = os.open(part, _WALK_FLAGS, dir_fd=cur)
-            if cur != top_fd:
-                os.close(cur)  # one directory handle at a time, however deep
-            cur = nxt
+        cur = descend(top_fd, parts)
+    except Stuck as e:
+        if e.error.errno in _MOVED:
+            return None
+        code = e.error.errno or 0
+        raise from_errno(code, f"Cannot open {rel_path}: {os.strerror(code)}.") from e.error
+    try:
         # "." from the handle: the directory that was reached, whatever its name is now
-        return os.open(".", _OPEN_DIR_FLAGS, dir_fd=cur)
+        return _reopen_dir(cur, rel_path)
+    finally:
+        os.close(cur)
+
+
+def _reopen_dir(handle: int, shown: str) -> int | None:
+    """The directory an O_PATH handle names, opened for ioctls; None when it is gone.
+    Raises BtrfsdError for other failures."""
+    try:
+        return os.open(".", _OPEN_DIR_FLAGS, dir_fd=handle)
     except OSError as e:
         if e.errno in _MOVED:
             return None
         code = e.errno or 0
-        raise from_errno(code, f"Cannot open {rel_path}: {os.strerror(code)}.") from e
-    finally:
-        if cur != top_fd:
-            os.close(cur)
+        raise from_errno(code, f"Cannot open {shown}: {os.strerror(code)}.") from e
 
 
 def open_nested(top_fd: int, expect: SubvolumeInfo) -> int | None:
@@ -487,7 +493,7 @@ def _snapshot_nested(source_fd: int, source_path: str, fd: int, dest_path: str,
                            "Try again.") from e
             kernel_call(what, libbtrfsutil.create_snapshot, src_fd, pfd, name)
             try:
-                cfd = os.open(name, _WALK_FLAGS, dir_fd=pfd)
+                cfd = os.open(name, WALK_FLAGS, dir_fd=pfd)
                 try:
                     child_fd = os.open(".", _OPEN_DIR_FLAGS, dir_fd=cfd)
                 finally:
