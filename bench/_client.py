@@ -3,9 +3,10 @@
 argv: KIND N FS_OBJECT_PATH ARG...   prints a JSON list of per-call seconds.
 KIND getfs_for takes N as seconds and says "ready" on stderr once connected.
 KIND list also says "rows R" on stderr: how many subvolumes the last reply held.
-KIND list_flood takes N as calls kept in flight: each of N loops calls ListSubvolumes back
-to back until SIGTERM, then it prints {"ok": seconds of each answered call, "busy": count
-refused with Busy, "other": other errors} (it says "ready" on stderr once connected).
+KIND list_flood (getfs_flood) takes N as calls kept in flight: each of N loops calls
+ListSubvolumes (GetFilesystems) back to back until SIGTERM, then it prints {"ok": seconds
+of each answered call, "busy": count refused with Busy, "other": other errors} (it says
+"ready" on stderr once connected).
 Only the standard library and dbus-fast: it is copied into the sandbox and run from there.
 """
 
@@ -50,8 +51,8 @@ def message(kind, i, fs, args):
     raise SystemExit(f"unknown kind {kind}")
 
 
-async def flood(bus, inflight, fs):
-    """``inflight`` loops of ListSubvolumes back to back until SIGTERM."""
+async def flood(bus, inflight, fs, kind):
+    """``inflight`` loops of ``kind`` calls (list, getfs) back to back until SIGTERM."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     ok, counts = [], {"busy": 0, "other": 0}
@@ -59,7 +60,7 @@ async def flood(bus, inflight, fs):
     async def loop():
         while not stop.is_set():
             t = time.perf_counter()
-            reply = await bus.call(message("list", 0, fs, []))
+            reply = await bus.call(message(kind, 0, fs, []))
             if reply.message_type != MessageType.ERROR:
                 ok.append(time.perf_counter() - t)
             elif reply.error_name == "org.btrfsd1.Error.Busy":
@@ -78,8 +79,8 @@ async def flood(bus, inflight, fs):
 async def main():
     kind, n, fs, *args = sys.argv[1:]
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    if kind == "list_flood":
-        await flood(bus, int(n), fs)
+    if kind in ("list_flood", "getfs_flood"):
+        await flood(bus, int(n), fs, kind.removesuffix("_flood"))
         return
     if kind == "polkit":
         args = [bus.unique_name]

@@ -47,10 +47,11 @@ def is_root() -> bool:
 
 
 @contextlib.contextmanager
-def bench_sandbox() -> Iterator[Sandbox]:
+def bench_sandbox(config: str = "") -> Iterator[Sandbox]:
     """A quiet sandbox without its default filesystem (each benchmark makes its own);
-    this process's D-Bus clients talk to the sandbox's bus."""
-    with Sandbox(daemon_args=["--log-level", "warning"]) as sb:
+    this process's D-Bus clients talk to the sandbox's bus. ``config``: btrfsd.toml text
+    (to measure a setting against its default in the same way)."""
+    with Sandbox(daemon_args=["--log-level", "warning"], config=config) as sb:
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sb.address
         sb.filesystems[0].destroy()
         sb.filesystems.clear()

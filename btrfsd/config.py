@@ -83,6 +83,11 @@ class Settings(BaseModel):
     # How many expensive reads (listings, quota reports, schedule explanations) one
     # unprivileged caller may have running at once; more are refused with Busy.
     reads_per_caller: int = Field(default=2, ge=1, le=64)
+    # The share of btrfsd's time one unprivileged caller's expensive reads may take over
+    # time (0.25: a quarter), and how many seconds of them may come at once before the
+    # share applies; past it a read waits its turn, or gets Busy if that is over 5 s.
+    read_share: float = Field(default=0.25, gt=0, le=1)
+    read_burst: float = Field(default=1.0, gt=0, le=60)
 
 
 class ConfigError(Exception):

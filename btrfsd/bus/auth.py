@@ -13,7 +13,7 @@ import inspect
 import logging
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
 
@@ -241,9 +241,10 @@ class HasReadLimit(Protocol):
 
 
 async def _place(obj: object, msg: Message, expensive: bool
-                 ) -> AbstractContextManager[None]:
-    """The caller's place for an expensive call (nothing for others, or root). Raises
-    DBusError when the bus cannot say who the caller is."""
+                 ) -> AbstractAsyncContextManager[None]:
+    """The caller's place for an expensive call (nothing for others, or root); entering
+    it may wait for the caller's share of time (core/limits.py). Raises DBusError when
+    the bus cannot say who the caller is."""
     if not expensive:
         return nullcontext()
     uid = await cast("HasAuthority", obj).authority.uid_of(msg.sender or "")
@@ -264,7 +265,8 @@ def authorized(action: str, *, other_user_action: str | None = None,
     With ``expensive``, an unprivileged caller holds one of their few places
     (``read_limit``, core/limits.py) for the whole call, taken *before* polkit is asked:
     a caller over the limit gets Busy for the price of a dictionary look-up, so a flood of
-    refused calls costs the daemon almost nothing.
+    refused calls costs the daemon almost nothing; a caller who used up their share of
+    the daemon's time waits in that place first (the wait counts as theirs, not as work).
     The wrapper authorizes the caller with polkit, telling it what the call is about
     (call_details: the method's ``path``/``source``/``destination``/``name`` arguments,
     the object's filesystem or job), runs the method, and turns core errors
@@ -290,7 +292,7 @@ def authorized(action: str, *, other_user_action: str | None = None,
                 needed = lambda uid: action if uid == owner else other_user_action  # noqa: E731
             try:
                 # before polkit is asked: a caller over the limit costs a look-up only
-                with await _place(self, msg, expensive):
+                async with await _place(self, msg, expensive):
                     details = call_details(self, args, positions)
                     quick = (await _allowed_without_asking(self.authority, msg, action,
                                                            own_action, details)

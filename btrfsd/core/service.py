@@ -58,7 +58,9 @@ class Service:
         self.quotas = Quotas(self.subvolumes)
         self.inventory = Inventory(self.subvolumes, self.quotas)
         # expensive reads per unprivileged caller (front ends key it by the caller)
-        self.read_limit = PerCallerLimit(settings.reads_per_caller, "listings")
+        self.read_limit = PerCallerLimit(settings.reads_per_caller, "listings",
+                                         share=settings.read_share,
+                                         burst=settings.read_burst)
         self.jobs = JobManager(self.registry, settings.state_dir,
                                retention=settings.job_retention,
                                poll_interval=settings.job_poll_interval)

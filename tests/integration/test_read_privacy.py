@@ -9,7 +9,7 @@ import pwd
 import subprocess
 from pathlib import Path
 
-from conftest import FS_IFACE, V, World, request, subvolume_rows
+from conftest import FS_IFACE, TEST_CONFIG, V, World, request, subvolume_rows
 from sandbox import TEST_USER
 
 
@@ -71,6 +71,28 @@ def test_one_callers_listings_are_bounded_and_others_still_served(world: World) 
     for r in replies:
         assert r["ok"] or r["error"] == "org.btrfsd1.Error.Busy", r
     assert any(r["ok"] for r in replies)
+
+
+def test_a_caller_past_their_share_of_time_is_refused_and_others_still_served(
+        world: World) -> None:
+    # a share so small that one listing (a few ms: polkit's check alone is one) makes
+    # the next wait far over 5 s, so it is refused, saying when to ask again
+    # (top-level keys go before TEST_CONFIG's [quota_alerts] table)
+    world.sb.config = "read_share = 0.0001\nread_burst = 0.0001\n" + TEST_CONFIG
+    world.sb.restart_daemon()
+    try:
+        assert world.fs_call(world.user, "ListSubvolumes", "a{sv}", {})["ok"]
+        r = world.fs_call(world.user, "ListSubvolumes", "a{sv}", {})
+        assert r.get("error") == "org.btrfsd1.Error.Busy", r
+        assert "more than their share" in r["message"] and "ask again in" in r["message"], r
+        # cheap reads are not rationed; another caller and root are not affected
+        assert world.manager_call(world.user, "GetFilesystems", "a{sv}", {})["ok"]
+        assert world.fs_call(world.admin, "ListSubvolumes", "a{sv}", {})["ok"]
+        for _ in range(3):
+            assert world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})["ok"]
+    finally:
+        world.sb.config = TEST_CONFIG
+        world.sb.restart_daemon()
 
 
 def test_schedules_of_hidden_subvolumes_are_hidden(world: World) -> None:
