@@ -115,7 +115,7 @@ def test_remove_stops_it_and_keeps_configuration_and_state(box: DebBox) -> None:
     r = box.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y btrfsd", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert box.prop("ActiveState") in ("inactive", ""), box.journal()
-    assert box.sh("pgrep -f /usr/bin/btrfsd").returncode != 0, "btrfsd still runs"
+    assert box.sh("pgrep -f '[/]usr/bin/btrfsd'").returncode != 0, "btrfsd still runs"
     box.out("test -f /etc/btrfsd/btrfsd.toml && test -s /etc/btrfsd/schedules.json "
             "&& test -d /var/lib/btrfsd")
     box.out("! test -e /usr/bin/btrfsd && ! test -e /usr/lib/btrfsd")
