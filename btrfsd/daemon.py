@@ -55,8 +55,8 @@ def raise_fd_limit(log: logging.Logger) -> None:
         log.debug("open files limit raised from %d to %d (hard %d)", soft, target, hard)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the daemon; return the process exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's command line (also the source of its man page and completion)."""
     parser = argparse.ArgumentParser(prog="btrfsd", description="Btrfs management service")
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, help="job state directory (/var/lib/btrfsd)")
     parser.add_argument("--config-dir", type=Path, help="schedules directory (/etc/btrfsd)")
     parser.add_argument("--version", action="version", version=f"btrfsd {VERSION}")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon; return the process exit code."""
+    args = build_parser().parse_args(argv)
     try:
         settings, problems = config.load_settings(
             args.config, log_level=args.log_level, log_format=args.log_format,

@@ -60,7 +60,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Config
   <auth>EXTERNAL</auth>
   <!-- empty unless a test offers polkit activation; looked up again on each activation -->
   <servicedir>{service_dir}</servicedir>
-  <policy context="default">
+{extra}  <policy context="default">
     <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
@@ -83,6 +83,16 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Config
   <include>{project_policy}</include>
 </busconfig>
 """
+
+
+def bus_config(socket: Path | str, service_dir: Path | str, project_policy: Path | str,
+               extra: str = "") -> str:
+    """The private system-like bus's configuration: listening at ``socket``, activating
+    services from ``service_dir``, with ``project_policy`` (btrfsd's D-Bus policy file)
+    included; ``extra`` is more busconfig elements (e.g. a <user> and a <servicehelper>,
+    as tests/package uses to activate the installed package's btrfsd). Raises nothing."""
+    return BUS_CONFIG.format(socket=socket, service_dir=service_dir,
+                             project_policy=project_policy, extra=extra)
 
 
 def log(msg: str) -> None:
@@ -195,8 +205,7 @@ class Sandbox:
         (self.workdir / "bus").mkdir(mode=0o755)
         self.service_dir.mkdir(mode=0o755)
         conf = self.workdir / "bus.conf"
-        conf.write_text(BUS_CONFIG.format(socket=self.socket, project_policy=DBUS_POLICY,
-                                          service_dir=self.service_dir))
+        conf.write_text(bus_config(self.socket, self.service_dir, DBUS_POLICY))
         self._spawn("dbus-daemon", ["dbus-daemon", f"--config-file={conf}", "--nofork"])
         self._wait(lambda: self.socket.exists(), "dbus-daemon socket")
 

@@ -76,14 +76,17 @@ def remove_stale_images(keep: Path) -> None:
 
 
 class Box:
-    """The booted box with btrfsd installed (see the module's docstring)."""
+    """The booted box with btrfsd installed (see the module's docstring). With
+    ``from_repo=False`` nothing of btrfsd is put in (test_deb_box.py installs the .deb)
+    and no venv is needed; ``name`` is the box's (BOX_NAME)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = BOX_NAME, from_repo: bool = True) -> None:
         self.venv = venv_path()
+        self.from_repo = from_repo
         self.workdir = Path(tempfile.mkdtemp(prefix="btrfsd-systest-"))
         os.chmod(self.workdir, 0o755)
         self.fs = LoopFs(self.workdir / "img", self.workdir / "mnt")
-        self.env = {**os.environ, "BOX_NAME": BOX_NAME}
+        self.env = {**os.environ, "BOX_NAME": name}
         self.boot_seconds = 0.0
 
     # -- the box tool ------------------------------------------------------------------
@@ -120,19 +123,24 @@ class Box:
 
     # -- set-up and tear-down -----------------------------------------------------------
     def open(self) -> None:
+        """Boot the box (and install btrfsd from the repository unless ``from_repo`` is
+        false). Raises RuntimeError if the venv is unusable or the box does not boot."""
         py = self.venv / "bin" / "python"
-        if not py.exists():
+        if self.from_repo and not py.exists():
             raise RuntimeError(f"no venv at {self.venv} (scripts/dev builds it; BTRFSD_VENV)")
-        if Path(os.path.realpath(py)).parent != Path("/usr/bin"):
+        if self.from_repo and Path(os.path.realpath(py)).parent != Path("/usr/bin"):
             raise RuntimeError(f"{self.venv} was not made with Debian's /usr/bin/python3: the "
                                "box cannot run it (its python3 is /usr/bin/python3)")
         self.tool("down", check=False)  # a box left by an interrupted run
         remove_stale_images(keep=self.workdir)
         self.fs.create("1G", label="btrfsd-systest")
         start = time.monotonic()
-        self.tool("up", "--bind", f"{self.fs.mount_point}:{MNT}",
-                  "--bind-ro", f"{self.venv}:{self.venv}")
+        venv_bind = ["--bind-ro", f"{self.venv}:{self.venv}"] if self.from_repo else []
+        self.tool("up", "--bind", f"{self.fs.mount_point}:{MNT}", *venv_bind)
         self.boot_seconds = time.monotonic() - start
+        if not self.from_repo:
+            self.sh(f"useradd -m -s /bin/sh {USER}", check=True)
+            return
         for src, dest in INSTALL.items():
             inside = self.tool("cp", str(REPO / src)).stdout.strip()
             self.sh(f"install -D -m 0644 {inside} {dest}", check=True)

@@ -9,7 +9,8 @@ BIN = Path(sys.executable).parent
 
 
 def test_ruff() -> None:
-    r = subprocess.run([str(BIN / "ruff"), "check", "btrfsd", "tests", "loopdev-fixtures", "bench"],
+    r = subprocess.run([str(BIN / "ruff"), "check", "btrfsd", "tests", "loopdev-fixtures", "bench",
+                        "scripts"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -1,0 +1,95 @@
+"""Write the man pages btrfsd(8) and btrfsctl(8) and btrfsctl's bash completion from
+the programs' own argparse parsers, so they cannot drift from the code.
+
+Run at package build time (debian/rules) with the package's venv Python and the pinned
+tools of debian/build-requirements.txt (argparse-manpage, shtab) on PYTHONPATH:
+
+    python scripts/gendocs.py OUTDIR
+
+writes OUTDIR/btrfsd.8, OUTDIR/btrfsctl.8 and OUTDIR/btrfsctl.bash-completion. The extra
+sections (FILES, EXIT STATUS, SEE ALSO) come from docs/man/<prog>.include.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import shtab
+from argparse_manpage.manpage import Manpage
+
+from btrfsd.cli.main import build_parser as ctl_parser
+from btrfsd.constants import VERSION
+from btrfsd.daemon import build_parser as daemon_parser
+
+REPO = Path(__file__).resolve().parents[1]
+INCLUDES = REPO / "docs" / "man"
+# btrfsctl's positional arguments that name a place in a filesystem (subvolumes, mount
+# points, snapshot targets: all directories); the rest (schedule names, on/off, sizes)
+# get no file-name completion.
+DIRECTORY_ARGS = {"path", "subvolume", "source", "dest"}
+PROGRAMS: dict[str, tuple[Callable[[], argparse.ArgumentParser], str]] = {
+    "btrfsd": (daemon_parser, "Btrfs management service on the system D-Bus"),
+    "btrfsctl": (ctl_parser, "manage Btrfs through the btrfsd service"),
+}
+
+
+def manpage(prog: str) -> str:
+    """The roff text of ``prog``'s man page (section 8). Raises OSError if its include
+    file cannot be read."""
+    factory, description = PROGRAMS[prog]
+    data = {
+        "project_name": "btrfsd",
+        "version": VERSION,
+        "manual_section": "8",
+        "manual_title": "System Administration",
+        "description": description,
+        "include": str(INCLUDES / f"{prog}.include"),
+    }
+    # _data is how argparse-manpage's own command line passes these (its API has no
+    # other way to name the include file); pinned in debian/build-requirements.txt.
+    return str(Manpage(factory(), _data=data))
+
+
+def _positionals(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
+    """Every positional argument of ``parser`` and of its subcommands, recursively."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _positionals(sub)
+        elif not action.option_strings:
+            yield action
+
+
+def bash_completion() -> str:
+    """btrfsctl's bash completion script: commands, options, choices, and directory
+    names where a command takes a path. Raises nothing."""
+    parser = ctl_parser()
+    for action in _positionals(parser):
+        if action.dest in DIRECTORY_ARGS and not action.choices:
+            action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+    return str(shtab.complete(parser, shell="bash"))
+
+
+def main(argv: list[str]) -> int:
+    """Write the files into the directory ``argv[0]``; returns the exit code. Raises
+    OSError if a file cannot be written."""
+    if len(argv) != 1:
+        print("usage: gendocs.py OUTDIR", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    out.mkdir(parents=True, exist_ok=True)
+    # argparse wraps usage lines to the terminal's width; in a man page man fills them
+    # to the reader's, and pre-wrapped ones make groff warn ("cannot adjust line")
+    os.environ["COLUMNS"] = "1000"
+    for prog in PROGRAMS:
+        (out / f"{prog}.8").write_text(manpage(prog))
+    (out / "btrfsctl.bash-completion").write_text(bash_completion())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
