@@ -6,8 +6,9 @@ rich before it calls anything; here a command line is recognised by hand, the ca
 through wire.py and the output through plain.py. What this path does not recognise
 exactly as argparse would parse it (help, abbreviations, a misplaced word, a usage
 error) goes to the full path, as does a bus it cannot talk to before its first call, so
-behaviour, output and exit codes stay those of the full path (tests/unit/test_cli_lean.py
-runs both). Rich is imported only for output plain.py cannot draw and for errors.
+behaviour, output and exit codes stay those of the full path (tests/unit/test_lean_client.py
+compares the parsing, tests/integration/test_cli_lean.py the output). Rich is imported only
+for output plain.py cannot draw and for errors.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms at start-up; mypy still reads the bl
 if TYPE_CHECKING:
     from typing import Any
 
-# The same names as btrfsd.constants (tests/unit/test_cli_lean.py checks it): importing
+# The same names as btrfsd.constants (tests/unit/test_lean_client.py checks it): importing
 # that module pulls in typing (~5 ms).
 BUS_NAME = "org.btrfsd1"
 ROOT_PATH = "/org/btrfsd1"
