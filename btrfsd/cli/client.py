@@ -12,6 +12,9 @@ from dbus_fast.aio import MessageBus
 
 from ..constants import BUS_NAME, FILESYSTEM_IFACE, MANAGER_IFACE, ROOT_PATH
 from ..names import to_bus
+from .callerror import CallError, unwrap
+
+__all__ = ["CallError", "Client", "absolute"]
 
 
 def absolute(path: str) -> str:
@@ -22,44 +25,6 @@ def absolute(path: str) -> str:
     them, and resolving them here would hide that refusal.
     """
     return to_bus(os.path.abspath(path))
-
-
-class CallError(Exception):
-    """A call failed.
-
-    ``name`` is the D-Bus error name and ``text`` the reply's sentence for a person.
-    ``details`` is the reply's optional second argument (a{sv}, unwrapped; ``{}`` when the
-    daemon sent none, as older daemons do): ``message``, the core's sentence without
-    front-end advice; ``hint``, a kind of advice each front end words itself; other keys
-    are facts (errors.advice words the hints for btrfsctl).
-    """
-
-    def __init__(self, name: str, text: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{name}: {text}")
-        self.name = name
-        self.text = text
-        self.details: dict[str, Any] = details or {}
-
-    @classmethod
-    def from_reply(cls, reply: Message) -> CallError:
-        """The error an ERROR reply stands for (body ``s`` or ``s a{sv}``). Raises nothing:
-        a missing or malformed part becomes "" or ``{}``."""
-        body = list(reply.body or [])
-        text = str(body[0]) if body else ""
-        details = _unwrap(body[1]) if len(body) > 1 else {}
-        return cls(reply.error_name or "unknown", text,
-                   details if isinstance(details, dict) else {})
-
-
-def _unwrap(value: Any) -> Any:
-    """Turn Variants (at any depth) into plain Python values."""
-    if hasattr(value, "signature") and hasattr(value, "value"):
-        return _unwrap(value.value)
-    if isinstance(value, dict):
-        return {k: _unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unwrap(v) for v in value]
-    return value
 
 
 class Client:
@@ -125,8 +90,8 @@ class Client:
     async def properties(self, path: str, interface: str) -> dict[str, Any]:
         (props,) = await self.call(path, "org.freedesktop.DBus.Properties", "GetAll", "s",
                                    [interface])
-        return dict(_unwrap(props))
+        return dict(unwrap(props))
 
     @staticmethod
     def plain(value: Any) -> Any:
-        return _unwrap(value)
+        return unwrap(value)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..constants import ERROR_PREFIX
-from .client import CallError
+from .callerror import CallError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,194 @@
+"""Output without rich where rich's output is known: tables, lines and JSON.
+
+Drawing a 1,000-row table with rich took ~440 ms (its per-cell measuring, markup and
+wrapping), and importing it ~50 ms. btrfsctl's tables are plain text (no markup, a bold
+header on a terminal) and usually fit the width, so this module draws them itself, byte
+for byte as rich would, whenever it can be sure of that. When it cannot (a cell rich
+would read as markup or emoji, non-ASCII or control characters, a table wider than the
+console, an environment that changes rich's mind about the terminal), its functions
+return None and the caller uses rich. tests/unit/test_cli_plain.py compares both.
+
+Standard library only: btrfsctl's lean path imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+TYPE_CHECKING = False  # typing costs ~5 ms at start-up; mypy still reads the block below
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, TextIO
+
+SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_uuid",
+                    "generation", "ctime", "otime", "read_only", "is_snapshot",
+                    "referenced", "exclusive", "max_referenced", "max_exclusive")
+SUBVOLUME_COLUMNS = ["ID", "Parent", "Path", "Read-only", "Snapshot", "Created"]
+# Piped output must not be folded at 80 columns: scripts grep for UUIDs and paths.
+PIPE_WIDTH = 250
+BOLD, RESET = "\x1b[1m", "\x1b[0m"
+# rich's HEAVY_HEAD box without the outer edge (Table(show_edge=False))
+_HEAD_BAR, _BODY_BAR, _RULE, _RULE_CROSS = "┃", "│", "━", "╇"
+# Environment variables with which rich may decide differently about the terminal than
+# a look at the stream does (rich.console.Console.is_terminal, .size, jupyter).
+_RICH_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "JUPYTER_COLUMNS")
+# A colon that is not one of a time's "HH:MM:SS" at the end of a cell ("|" ends a cell).
+_BAD_COLON = re.compile(r":(?!\d\d(?::\d\d)?(?:\||\Z))")
+
+
+def subvolume_rows(columns: list[list[Any]]) -> list[dict[str, Any]]:
+    """ListSubvolumes' columns as one dict per subvolume, keyed like GetSubvolume's reply."""
+    return [dict(zip(SUBVOLUME_FIELDS, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def fmt_time(usec: int) -> str:
+    if not usec:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(usec / 1e6))
+
+
+def subvolume_cells(items: list[dict[str, Any]]) -> list[list[str]]:
+    """The rows of the subvolume table (SUBVOLUME_COLUMNS) for subvolume_rows' dicts."""
+    return [[str(s["id"]), str(s["parent_id"]), s["path"], "yes" if s["read_only"] else "no",
+             "yes" if s["is_snapshot"] else "no", fmt_time(s["otime"])] for s in items]
+
+
+def console_mode(stream: TextIO) -> tuple[int, bool] | None:
+    """(width, bold header) of the rich Console output.py makes for ``stream`` (stdout or
+    stderr: width 250 when not a terminal), or None when only rich itself can say."""
+    if any(k in os.environ for k in _RICH_ENV):
+        return None
+    if not (stream.encoding or "").lower().startswith("utf"):
+        return None  # rich would draw an ASCII box
+    try:
+        terminal = stream.isatty()
+    except ValueError:
+        return None
+    if not terminal:
+        return PIPE_WIDTH, False
+    if os.environ.get("TERM", "").lower() in ("dumb", "unknown"):
+        return None
+    width = 0
+    for fd in (0, 1, 2):  # rich asks these in this order
+        try:
+            width = os.get_terminal_size(fd).columns
+        except (AttributeError, ValueError, OSError):
+            continue
+        break
+    return width or 80, True
+
+
+def _plain(joined: str) -> bool:
+    """Whether rich prints each of the cells joined by "|" in ``joined`` as it is:
+    printable ASCII without markup ("["), with no space at either end, and no colon but
+    those of a time ("HH:MM:SS" at the end of a cell: rich's emoji codes are ":name:" and
+    no name is two digits). False also for a cell that holds "| ": rich decides then."""
+    return (joined.isascii() and joined.isprintable() and "[" not in joined
+            and joined[:1] != " " and joined[-1:] != " "
+            and "| " not in joined and " |" not in joined
+            and (":" not in joined or _BAD_COLON.search(joined) is None))
+
+
+def plain_cell(text: str) -> bool:
+    """Whether rich prints ``text`` (a table cell) as it is (see _plain)."""
+    return _plain(text)
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int, bold: bool
+          ) -> str | None:
+    """The text rich prints for ``Table(show_edge=False, header_style="bold")`` with these
+    columns and rows on a console ``width`` wide (bold: a terminal with colours), or None
+    when only rich can draw it."""
+    n = len(columns)
+    if any(len(row) != n for row in rows):
+        return None
+    try:  # one check of every cell at once: per cell, it cost more than the drawing
+        joined = "|".join(["|".join(columns), *["|".join(row) for row in rows]])
+    except TypeError:  # a cell that is no str
+        return None
+    if not _plain(joined):
+        return None
+    widths = [max(map(len, cells)) for cells in zip(columns, *rows, strict=True)]
+    if sum(widths) + 3 * n - 1 > width:
+        return None  # rich would shrink and fold columns
+    if bold:
+        head = _HEAD_BAR.join(f"{BOLD} {RESET}{BOLD}{c.ljust(w)}{RESET}{BOLD} {RESET}"
+                              for c, w in zip(columns, widths, strict=True))
+    else:
+        head = _HEAD_BAR.join(f" {c.ljust(w)} " for c, w in zip(columns, widths, strict=True))
+    lines = [head, _RULE_CROSS.join(_RULE * (w + 2) for w in widths)]
+    # one format string for every row: the per-cell work is a single str.format
+    fmt = _BODY_BAR.join(f" {{:<{w}}} " for w in widths)
+    lines += [fmt.format(*row) for row in rows]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def line(text: str, width: int, bold: bool) -> str | None:
+    """What rich's ``console.print(text)`` writes (with its default markup, emoji and
+    highlighting), or None when only rich can say (on a terminal highlighting colours
+    paths and numbers)."""
+    if bold or len(text) > width or not plain_cell(text) or ":" in text:
+        return None
+    return text + "\n"
+
+
+def dumps(data: Any) -> str:
+    """``json.dumps(data, indent=2, sort_keys=True)``. With an indent the json module
+    encodes in Python (~40 ms for a 1,000-row listing); records (dicts of str, int and
+    bool with the same keys, btrfsctl's usual shape), alone or in a list, are written
+    here a column at a time with json's C string encoder instead."""
+    import json
+
+    records = data if type(data) is list else [data]
+    first = records[0] if records else None
+    text = None
+    if type(first) is dict and all(type(r) is dict and r.keys() == first.keys()
+                                   for r in records):
+        keys = list(first)
+        text = _records(keys, [[r[k] for r in records] for k in keys],
+                        "  " if type(data) is list else "")
+    if text is None:
+        return json.dumps(data, indent=2, sort_keys=True)
+    return f"[\n{text}\n]" if type(data) is list else text
+
+
+def records_json(keys: Sequence[str], columns: Sequence[Sequence[Any]]) -> str:
+    """``dumps`` of the list of records whose values under ``keys[i]`` are
+    ``columns[i]`` (ListSubvolumes' reply as it comes), without making the dicts."""
+    text = _records(keys, columns, "  ") if columns and columns[0] else None
+    if text is None:
+        return dumps([dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)])
+    return f"[\n{text}\n]"
+
+
+_BOOL = {True: "true", False: "false"}
+
+
+def _records(keys: Sequence[str], columns: Sequence[Sequence[Any]], indent: str
+             ) -> str | None:
+    """The records, each indented by ``indent``, joined by ",\n"; None when a key is no
+    str or a column holds anything but only str, only int or only bool values."""
+    from json.encoder import encode_basestring_ascii as string
+
+    if not keys or not all(type(k) is str for k in keys):
+        return None
+    encoded: dict[str, list[str]] = {}
+    for k, values in zip(keys, columns, strict=True):
+        kinds = set(map(type, values))
+        if kinds == {str}:
+            encoded[k] = list(map(string, values))
+        elif kinds == {int}:
+            encoded[k] = list(map(int.__repr__, values))
+        elif kinds == {bool}:
+            encoded[k] = list(map(_BOOL.__getitem__, values))
+        else:  # mixed, None, floats, nested: json's own rules
+            return None
+    order = sorted(keys)
+    inner = indent + "  "
+    fmt = ("{{\n" + ",\n".join(
+        inner + string(k).replace("{", "{{").replace("}", "}}") + ": {}" for k in order)
+        + "\n" + indent + "}}")
+    return ",\n".join(map((indent + fmt).format, *[encoded[k] for k in order]))

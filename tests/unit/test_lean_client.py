@@ -1,0 +1,228 @@
+"""btrfsctl's lean path (lean.py, wire.py) does what the full path does, or hands the
+command line to it (no btrfsd needed; a private dbus-daemon for the wire client)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbus_fast import Message, MessageFlag, MessageType, Variant
+from test_dbus_fast_internals import bus_address
+
+from btrfsd import constants
+from btrfsd.cli import commands, lean, wire
+from btrfsd.cli.callerror import CallError
+from btrfsd.cli.client import Client
+
+__all__ = ["bus_address"]  # a fixture, used by name
+
+
+def test_names_are_the_constants() -> None:
+    assert (lean.BUS_NAME, lean.ROOT_PATH, lean.MANAGER_IFACE, lean.FILESYSTEM_IFACE) == (
+        constants.BUS_NAME, constants.ROOT_PATH, constants.MANAGER_IFACE,
+        constants.FILESYSTEM_IFACE)
+
+
+def test_the_lean_path_imports_nothing_heavy() -> None:
+    code = ("import sys; from btrfsd.cli import main, lean; "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    heavy = {"argparse", "asyncio", "dbus_fast", "rich", "typing", "dataclasses", "json",
+             "socket", "btrfsd.constants", "btrfsd.cli.commands", "btrfsd.cli.output"}
+    assert not loaded & heavy
+
+
+LEAN = [
+    ["snapshot", "/srv/data"],
+    ["snapshot", "/srv/data", "/srv/copy"],
+    ["snapshot", "/srv/data", "/srv/copy", "--writable", "--recursive"],
+    ["--json", "snapshot", "--writable", "/srv/data"],
+    ["--no-ask", "--json", "snapshot", "rel/path", "--json"],
+    ["snapshot", "list"],  # a source named "list"... is "snapshot list" without SOURCE
+    ["snapshot", "list", "/srv/data"],
+    ["snapshot", "list", "/srv/data", "--json"],
+    ["--json", "--no-ask", "snapshot", "list", "--json", "/srv/data"],
+    ["snapshot", "--json", "list", "/srv/data"],  # argparse: SOURCE list, DEST /srv/data
+    ["snapshot", "list", "list"],
+    ["snapshot", "a b", "c\udcffd"],
+]
+FULL = [
+    [], ["-h"], ["--version"], ["snapshot"], ["snapshot", "-h"], ["snapshot", "--help"],
+    ["snapshot", "delete", "/x"], ["snapshot", "a", "--writable", "b"],
+    ["snapshot", "--writ", "a"], ["snapshot", "a", "b", "c"], ["snapshot", "--", "a"],
+    ["snapshot", "a", "--no-ask"], ["snapshot", "-x"], ["snapshot", ""],
+    ["snapshot", "list", "a", "b"], ["snapshot", "list", "a", "--writable"],
+    ["subvolume", "list", "/x"], ["--no-ask", "-h"], ["--jso", "snapshot", "a"],
+    ["snapshot", "-1"], ["snapshot", "a", "--recursive=1"], ["fs", "list"],
+]
+
+
+@pytest.mark.parametrize("argv", LEAN)
+def test_lean_command_lines_parse_as_argparse_does(argv: list[str]) -> None:
+    cmd = lean.parse(argv)
+    try:
+        args = commands.build_parser().parse_args(commands._rewrite(argv))
+    except SystemExit:
+        assert cmd is None  # a usage error: argparse says it
+        return
+    assert cmd is not None
+    assert cmd.json == getattr(args, "json", False)
+    assert cmd.no_ask == args.no_ask
+    if cmd.action == "list":
+        assert args.handler is commands.snapshot_list
+        assert cmd.paths == [args.source]
+    else:
+        assert args.handler is commands.snapshot_create
+        assert cmd.paths == [args.source, *([args.dest] if args.dest else [])]
+        assert (cmd.writable, cmd.recursive) == (args.writable, args.recursive)
+
+
+@pytest.mark.parametrize("argv", FULL)
+def test_other_command_lines_go_to_the_full_path(argv: list[str]) -> None:
+    assert lean.parse(argv) is None
+
+
+def test_marshalled_calls_are_dbus_fasts() -> None:
+    ours = wire.method_call(7, "org.btrfsd1", "/org/btrfsd1/filesystems/x",
+                            "org.btrfsd1.Filesystem", "CreateSnapshot", "ssa{sv}",
+                            ["/a\\xff", "", {"read_only": ("b", True),
+                                             "snapshots_of": ("s", "/ü")}],
+                            flags=wire.ALLOW_INTERACTIVE_AUTHORIZATION)
+    theirs = Message(destination="org.btrfsd1", path="/org/btrfsd1/filesystems/x",
+                     interface="org.btrfsd1.Filesystem", member="CreateSnapshot",
+                     signature="ssa{sv}", serial=7,
+                     flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION,
+                     body=["/a\\xff", "", {"read_only": Variant("b", True),
+                                           "snapshots_of": Variant("s", "/ü")}])
+    assert ours == bytes(theirs._marshall(False))
+    assert wire.method_call(1, "a.b", "/", "i.f", "M") == bytes(
+        Message(destination="a.b", path="/", interface="i.f", member="M", serial=1
+                )._marshall(False))
+
+
+def test_replies_read_as_client_unwraps_them() -> None:
+    columns = [[257, 258], [256, 256], ["a", "b\\xff"], ["u", "v"], ["", "p"], ["", ""],
+               [7, 8], [1, 2], [-3, 4], [True, False], [True, True], [0, 1], [0, 2],
+               [0, 3], [0, 2**64 - 1]]
+    reply = Message(message_type=MessageType.METHOD_RETURN, reply_serial=3, serial=9,
+                    signature="(atatasasasasataxaxababatatatat)", body=[columns])
+    got = wire.parse_message(bytes(reply._marshall(False)))
+    assert (got.kind, got.reply_serial, got.body) == (wire.METHOD_RETURN, 3, [columns])
+    error = Message(message_type=MessageType.ERROR, error_name="org.btrfsd1.Error.Busy",
+                    reply_serial=4, serial=10, signature="sa{sv}", body=["full", {
+                        "message": Variant("s", "core"), "job_id": Variant("t", 7),
+                        "ids": Variant("au", [1, 2]), "v": Variant("v", Variant("i", -1)),
+                        "m": Variant("a{sv}", {"x": Variant("b", False)}),
+                        "raw": Variant("ay", b"\xff\0")}])
+    got = wire.parse_message(bytes(error._marshall(False)))
+    assert got.kind == wire.ERROR and got.error_name == "org.btrfsd1.Error.Busy"
+    assert CallError.from_body(got.error_name, got.body).details == CallError.from_reply(
+        error).details == {"message": "core", "job_id": 7, "ids": [1, 2], "v": -1,
+                           "m": {"x": False}, "raw": b"\xff\0"}
+
+
+def big_endian(kind: int, serial: int, reply_serial: int, body: bytes, sig: str) -> bytes:
+    """A reply as a big-endian peer writes it (dbus-fast writes only little-endian)."""
+    import struct
+
+    fields = struct.pack(">BBBB", 5, 1, ord("u"), 0) + struct.pack(">I", reply_serial)
+    fields += struct.pack(">BBBB", 8, 1, ord("g"), 0) + bytes([len(sig)]) + sig.encode() + b"\0"
+    head = struct.pack(">cBBBIII", b"B", kind, 0, 1, len(body), serial, len(fields)) + fields
+    return head + bytes(-len(head) % 8) + body
+
+
+def test_big_endian_replies_are_read() -> None:
+    import struct
+
+    # "ok" (4 + 3 bytes, 1 to align), the array's length (4, then 4 to align its items)
+    body = (struct.pack(">I", 2) + b"ok\0" + bytes(1) + struct.pack(">I", 16) + bytes(4)
+            + struct.pack(">QQ", 5, 2**63))
+    got = wire.parse_message(big_endian(wire.METHOD_RETURN, 3, 1, body, "sat"))
+    assert got.reply_serial == 1 and got.body == ["ok", [5, 2**63]]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("unix:path=/run/dbus/system_bus_socket", ["/run/dbus/system_bus_socket"]),
+    ("unix:abstract=/tmp/x,guid=0f", [b"\0/tmp/x"]),
+    ("unix:path=/a;unix:path=/b;", ["/a", "/b"]),
+])
+def test_plain_addresses_are_read(text: str, expected: list[Any]) -> None:
+    assert wire.bus_addresses(text) == expected
+
+
+@pytest.mark.parametrize("text", ["tcp:host=localhost,port=1", "unix:path=/a%20b", "",
+                                  "unix:tmpdir=/tmp", "nonsense", "unix:path=/a;tcp:port=1"])
+def test_other_addresses_are_left_to_dbus_fast(text: str) -> None:
+    with pytest.raises(wire.Unsupported):
+        wire.bus_addresses(text)
+
+
+async def full_client_error(address: str) -> CallError:
+    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = address
+    try:
+        async with Client(interactive=False):
+            pass
+    except CallError as e:
+        return e
+    raise AssertionError("connected")
+
+
+def test_no_bus_is_worded_as_the_full_client_does(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    address = f"unix:path={tmp_path}/nobus"
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
+    with pytest.raises(CallError) as lean_error:
+        wire.Connection.open()
+    full = asyncio.run(full_client_error(address))
+    assert (lean_error.value.name, lean_error.value.text) == (full.name, full.text)
+    assert full.text.startswith(f"cannot connect to {address}: [Errno 2]")
+
+
+async def test_calls_and_errors_on_a_real_bus(bus_address: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus_address)
+    with wire.Connection.open() as bus:
+        (names,) = bus.call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                            "org.freedesktop.DBus", "ListNames")
+        assert "org.freedesktop.DBus" in names
+        with pytest.raises(CallError) as e:
+            bus.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                     "GetNameOwner", "s", ["org.btrfsd1"], interactive=True)
+        assert e.value.name == "org.freedesktop.DBus.Error.NameHasNoOwner"
+        with pytest.raises(CallError) as e:  # no owner, no activation: as btrfsd gone
+            bus.call("org.btrfsd1", "/org/btrfsd1", "org.btrfsd1.Manager", "GetStatus",
+                     "a{sv}", [{}])
+        assert e.value.name == "org.freedesktop.DBus.Error.ServiceUnknown"
+
+
+def test_a_bus_that_refuses_us_goes_to_the_full_path(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import threading
+
+    path = tmp_path / "refusing"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def refuse() -> None:
+        conn, _ = server.accept()
+        conn.recv(1024)
+        conn.sendall(b"REJECTED ANONYMOUS\r\n")
+        conn.close()
+
+    t = threading.Thread(target=refuse)
+    t.start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={path}")
+    try:
+        with pytest.raises(wire.Unsupported):
+            wire.Connection.open()
+    finally:
+        t.join(5)
+        server.close()
