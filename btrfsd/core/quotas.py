@@ -81,7 +81,7 @@ class Quotas:
                                       "6.7); enable full quotas instead.")
             note = ""
             if not simple:
-                snapshots = sum(1 for s in subvol.list_all(fd) if s.parent_uuid)
+                snapshots = sum(1 for s in self._subvolumes.listed(fs, fd) if s.parent_uuid)
                 better = (" Simple quotas (--simple) avoid this cost."
                           if kquota.simple_quota_supported() else "")
                 cost = ("full qgroups make each snapshot create slower by about 0.5 ms per "
@@ -170,7 +170,7 @@ class Quotas:
         try:
             if sync:  # commit, so the numbers include what was just written
                 subvol.kernel_call("Cannot sync", subvol.sync, fd)
-            paths = {s.id: s.path for s in subvol.list_all(fd)}
+            paths = {s.id: s.path for s in self._subvolumes.listed(fs, fd)}
         finally:
             os.close(fd)
         paths[constants.TOP_LEVEL_SUBVOLUME_ID] = "/"
@@ -201,7 +201,7 @@ class Quotas:
         fd = open_mount(fs)
         try:
             pending = set(subvol.pending_deletions(fd))
-            alive = {s.id for s in subvol.list_all(fd)}
+            alive = {s.id for s in self._subvolumes.listed(fs, fd)}
             removed = []
             for sid in candidates:
                 if sid in pending or sid in alive or sid == constants.TOP_LEVEL_SUBVOLUME_ID:

@@ -93,6 +93,8 @@ class Subvolumes:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self.delete_hooks: list[DeleteHook] = []
+        # the last listing of each filesystem (by UUID), answered again while it is exact
+        self._listings: dict[str, subvol.SubvolumeList] = {}
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -129,10 +131,19 @@ class Subvolumes:
         """
         return await self._run(self.resolve_filesystem, path, as_caller)
 
+    def listed(self, fs: Filesystem, fd: int) -> tuple[SubvolumeInfo, ...]:
+        """Every subvolume of ``fs``, whose mount ``fd`` has open: the last listing again
+        while a search of the leaves changed since proves it exact (fs/treesearch.py),
+        else a new one. Blocking (worker threads). Raises BtrfsdError."""
+        # Threads may race here; each result is exact when made and the last one stays.
+        listing = subvol.list_all(fd, self._listings.get(fs.uuid))
+        self._listings[fs.uuid] = listing
+        return listing.items
+
     def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
         fd = open_mount(fs)
         try:
-            return subvol.list_all(fd)
+            return list(self.listed(fs, fd))
         finally:
             os.close(fd)
 

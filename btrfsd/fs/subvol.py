@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import btrfsutil
@@ -151,13 +152,26 @@ def iter_subvolumes(fd: int, *, top: int = 0, post_order: bool = False) -> Itera
         raise from_errno(code, f"Cannot list subvolumes: {os.strerror(code)}.") from e
 
 
-def list_all(fd: int) -> list[SubvolumeInfo]:
-    """Every subvolume of the filesystem holding ``fd`` (paths from the top level), by id.
+@dataclass(frozen=True)
+class SubvolumeList:
+    """A listing of every subvolume, and what tells whether it is still exact."""
+
+    items: tuple[SubvolumeInfo, ...]
+    scan: treesearch.RootScan
+
+
+def list_all(fd: int, earlier: SubvolumeList | None = None) -> SubvolumeList:
+    """Every subvolume of the filesystem holding ``fd`` (paths from the top level), by id:
+    ``earlier`` itself when it is still exact (treesearch.unchanged: a search of the
+    leaves changed since it was made), else a new listing.
 
     One TREE_SEARCH_V2 stream, like btrfs-progs; about twice as fast as libbtrfsutil's
     iterator at 10,000 snapshots (docs/benchmarks.md). Raises BtrfsdError.
     """
-    return list(map(SubvolumeInfo._make, treesearch.list_subvolumes(fd)))
+    if earlier is not None and treesearch.unchanged(fd, earlier.scan):
+        return earlier
+    raw, scan = treesearch.list_subvolumes(fd)
+    return SubvolumeList(tuple(map(SubvolumeInfo._make, raw)), scan)
 
 
 def create_subvolume(target: Resolved) -> None:

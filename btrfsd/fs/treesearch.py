@@ -1,14 +1,30 @@
 """List every subvolume with one stream of BTRFS_IOC_TREE_SEARCH_V2 over the root tree,
-as btrfs-progs does, instead of libbtrfsutil's several searches per subvolume.
+as btrfs-progs does, instead of libbtrfsutil's several searches per subvolume; and tell,
+for the price of a few leaves, whether a listing made earlier is still exact.
 
-Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError (via kernel_call) on ioctl failure.
+How a listing is known to be still exact (``unchanged``): every search result carries
+the generation of the leaf it came from, and btrfs changes a leaf only by copying it in
+the running transaction, which gives it that transaction's generation and gives its
+copy-on-write ancestors at least as much. A scan remembers the highest leaf generation
+it saw, M, and a digest of the items of the leaves that have it. Searching again with
+``min_transid = M`` returns exactly the items of the leaves changed in M or later, and
+nothing of older leaves (the kernel skips whole subtrees older than M). If those items
+hash to the same digest, no leaf of the range was changed after the scan: a leaf changed
+later, in M or after, would have added items, lost some or changed some. A subvolume's
+path also depends on the names of the directories it sits in (not in the root tree
+until the next commit), so those are looked up again each time (INO_LOOKUP, one per
+directory that holds subvolumes).
+
+Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError on ioctl failure.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import from_errno
@@ -47,13 +63,16 @@ _BUF_SIZE = 2 * 1024 * 1024
 
 
 def _search(fd: int, tree_id: int, min_key: tuple[int, int, int],
-            max_key: tuple[int, int, int]) -> Iterator[tuple[int, int, int, memoryview]]:
-    """Yield (objectid, type, offset, data) of every item between two keys."""
+            max_key: tuple[int, int, int], min_transid: int = 0
+            ) -> Iterator[tuple[int, int, int, int, memoryview]]:
+    """Yield (leaf generation, objectid, type, offset, data) of every item between two
+    keys, in key order; with ``min_transid`` only those of leaves of that generation or
+    newer."""
     objectid, type_, offset = min_key
     while True:
         buf = bytearray(_SEARCH_V2_HEAD.size + _BUF_SIZE)
         _SEARCH_V2_HEAD.pack_into(
-            buf, 0, tree_id, objectid, max_key[0], offset, max_key[2], 0, U64_MAX,
+            buf, 0, tree_id, objectid, max_key[0], offset, max_key[2], min_transid, U64_MAX,
             type_, max_key[1], 4096, 0, 0, 0, 0, 0, _BUF_SIZE,
         )
         try:
@@ -68,9 +87,9 @@ def _search(fd: int, tree_id: int, min_key: tuple[int, int, int],
         last = (objectid, type_, offset)
         unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
         for _ in range(nr_items):
-            _transid, oid, off, typ, length = unpack(buf, pos)
+            transid, oid, off, typ, length = unpack(buf, pos)
             pos += head
-            yield oid, typ, off, view[pos:pos + length]
+            yield transid, oid, typ, off, view[pos:pos + length]
             pos += length
         last = (oid, typ, off)
         # Continue after the last key returned (offset, then type, then objectid carry).
@@ -112,25 +131,61 @@ def format_uuid(raw: bytes) -> str:
 
 
 RawSubvolume = tuple[int, int, str, str, str, str, int, float, float, bool]
+# The root tree's part that lists subvolumes: their root items and backrefs.
+_RANGE_MIN = (FIRST_FREE_OBJECTID, ROOT_ITEM_KEY, 0)
+_RANGE_MAX = (LAST_FREE_OBJECTID, ROOT_BACKREF_KEY, U64_MAX)
+_DIGEST_KEY = struct.Struct("=QQQQ")
 
 
-def list_subvolumes(fd: int) -> list[RawSubvolume]:
-    """Every subvolume of the filesystem holding ``fd`` except the top level, sorted by id.
+@dataclass(frozen=True)
+class RootScan:
+    """What ``unchanged`` needs of a scan: the highest leaf generation it saw, the digest
+    of those leaves' items, and the directory paths its subvolume paths were built from
+    ((parent subvolume id, directory inode) -> path inside the parent)."""
+
+    generation: int
+    digest: bytes
+    dirs: dict[tuple[int, int], str]
+
+
+def _digest(items: Iterator[tuple[int, int, int, int, memoryview]]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for transid, oid, typ, off, data in items:
+        h.update(_DIGEST_KEY.pack(transid, oid, typ, off))
+        h.update(data)
+    return h.digest()
+
+
+def unchanged(fd: int, scan: RootScan) -> bool:
+    """Whether a listing made by ``list_subvolumes`` is still exact for the filesystem
+    of ``fd`` (the module text says how this is known). Raises BtrfsdError."""
+    if _digest(_search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX,
+                       scan.generation)) != scan.digest:
+        return False
+    return all(_ino_path(fd, parent, dirid) == path
+               for (parent, dirid), path in scan.dirs.items())
+
+
+def list_subvolumes(fd: int) -> tuple[list[RawSubvolume], RootScan]:
+    """Every subvolume of the filesystem holding ``fd`` except the top level, sorted by
+    id, and what ``unchanged`` needs to tell later whether that list is still exact.
 
     Tuples: id, parent id, path from the top level, uuid, parent uuid, received uuid,
     generation, ctime, otime (seconds), read-only. Raises BtrfsdError.
     """
     items: dict[int, memoryview] = {}
     refs: dict[int, tuple[int, int, str]] = {}  # id -> (parent id, dirid, name)
-    for oid, typ, off, data in _search(fd, ROOT_TREE_OBJECTID,
-                                       (FIRST_FREE_OBJECTID, ROOT_ITEM_KEY, 0),
-                                       (LAST_FREE_OBJECTID, ROOT_BACKREF_KEY, U64_MAX)):
+    found = list(_search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX))
+    newest = max((f[0] for f in found), default=0)
+    scan_digest = _digest(f for f in found if f[0] == newest)
+    for _transid, oid, typ, off, data in found:
         if typ == ROOT_ITEM_KEY:
             items[oid] = data
         elif typ == ROOT_BACKREF_KEY:
             dirid, _seq, name_len = _ROOT_REF.unpack_from(data)
             name = bytes(data[_ROOT_REF.size:_ROOT_REF.size + name_len])
             refs[oid] = (off, dirid, name.decode("utf-8", "surrogateescape"))
+    del found
     paths: dict[int, str] = {FS_TREE_OBJECTID: ""}
     # Snapshots pile up in a few directories: one INO_LOOKUP per (subvolume, directory)
     # instead of one per snapshot (10,000 ioctls saved for 10,000 snapshots in one place).
@@ -175,4 +230,4 @@ def list_subvolumes(fd: int) -> list[RawSubvolume]:
             generation, flags = _ROOT_ITEM_V1.unpack_from(data)
             result.append((sid, refs[sid][0], path, "", "", "", generation, 0.0, 0.0,
                            bool(flags & 1)))
-    return result
+    return result, RootScan(newest, scan_digest, dirs)

@@ -1,0 +1,89 @@
+"""btrfsd answers a listing again from its last one only while that is exact (issue 11:
+fs/treesearch.py proves it with a search of the leaves changed since). Every change here
+is made behind the daemon's back, with btrfs-progs, libbtrfsutil or a plain rename, and
+each reply, the first after the change and the one after it, must equal what
+`btrfs subvolume list` says at that moment."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import btrfsutil
+from conftest import World, btrfs, subvolume_rows
+
+Row = tuple[int, int, str, str, str, str, int, bool]
+# "ID 256 gen 7 parent 5 top level 5 parent_uuid - received_uuid - uuid 1f4e...": names
+# of one or two words, each followed by its value
+FIELD = re.compile(r"(?<!\S)(ID|gen|top level|parent_uuid|received_uuid|uuid|parent) (\S+)")
+
+
+def progs(mnt: Path, under: str) -> set[Row]:
+    """btrfs-progs' listing of the subvolumes below ``under`` (a path relative to the top
+    level): id, parent id, path, uuid, parent uuid, received uuid, generation, read-only."""
+    ro = {int(line.split()[1]) for line in btrfs("subvolume", "list", "-r",
+                                                 str(mnt)).splitlines()}
+    rows: set[Row] = set()
+    for line in btrfs("subvolume", "list", "-g", "-p", "-u", "-q", "-R",
+                      str(mnt)).splitlines():
+        head, _, path = line.partition(" path ")
+        values = dict(FIELD.findall(head))
+        if not path.startswith(under + "/"):
+            continue
+        nouuid = lambda u: "" if u == "-" else u  # noqa: E731
+        sid = int(values["ID"])
+        rows.add((sid, int(values["parent"]), path, nouuid(values["uuid"]),
+                  nouuid(values["parent_uuid"]), nouuid(values["received_uuid"]),
+                  int(values["gen"]), sid in ro))
+    return rows
+
+
+def daemon(world: World, under: str) -> set[Row]:
+    r: dict[str, Any] = world.fs_call(world.root, "ListSubvolumes", "a{sv}", {})
+    return {(int(x[0]), int(x[1]), x[2], x[3], x[4], x[5], int(x[6]), bool(x[9]))
+            for x in subvolume_rows(r) if x[2].startswith(under + "/")}
+
+
+def agree(world: World, under: str) -> None:
+    for attempt in ("first", "again"):  # the second may be answered from the first
+        seen, truth = daemon(world, under), progs(world.mnt, under)
+        assert seen == truth, (attempt, seen ^ truth)
+
+
+def test_listings_follow_changes_made_behind_btrfsds_back(world: World) -> None:
+    d = world.scratch()
+    rel = d.name
+    mnt = world.mnt
+    (d / "dir").mkdir()
+    btrfsutil.create_subvolume(str(d / "dir/a"))
+    agree(world, rel)
+
+    btrfsutil.create_subvolume(str(d / "dir/b"))  # created
+    agree(world, rel)
+    subprocess.run(["btrfs", "-q", "subvolume", "snapshot", "-r", str(d / "dir/a"),
+                    str(d / "dir/a-snap")], check=True)  # a read-only snapshot
+    agree(world, rel)
+    os.rename(d / "dir/b", d / "dir/b2")  # renamed in its directory
+    agree(world, rel)
+    # the directory holding them renamed: only the parent's tree changes (the root tree
+    # not before the next commit), so the listing must not be taken on trust
+    os.rename(d / "dir", d / "dir2")
+    agree(world, rel)
+    os.rename(d / "dir2/b2", d / "dir2/a/b3")  # moved into another subvolume: new parent
+    agree(world, rel)
+    btrfsutil.set_subvolume_read_only(str(d / "dir2/a"), True)  # the read-only flag
+    agree(world, rel)
+    btrfsutil.set_subvolume_read_only(str(d / "dir2/a"), False)
+    (d / "dir2/a/file").write_bytes(b"x" * 65536)  # written and committed: generation
+    btrfs("filesystem", "sync", str(mnt))
+    agree(world, rel)
+    btrfs("subvolume", "delete", str(d / "dir2/a/b3"))  # deleted, not yet committed
+    agree(world, rel)
+    btrfs("subvolume", "delete", "-c", str(d / "dir2/a-snap"))  # deleted and committed
+    btrfs("subvolume", "sync", str(mnt))  # ...and gone from the root tree
+    agree(world, rel)
+    btrfs("subvolume", "delete", str(d / "dir2/a"))
+    assert daemon(world, rel) == progs(mnt, rel) == set()
