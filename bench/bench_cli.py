@@ -33,7 +33,7 @@ import btrfsutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_sandbox, is_root, pct, wall
-from sandbox import BUS_CONFIG
+from sandbox import bus_config
 
 BTRFSCTL = str(Path(sys.executable).parent / "btrfsctl")
 # issue 11: whole process, p50
@@ -59,8 +59,7 @@ def snapper(mount: Path, name: str, env: dict[str, str]) -> Iterator[dict[str, s
     conf = work / "bus.conf"
     (work / "services").mkdir()
     # the sandbox's bus, with snapper's policy where btrfsd's would be
-    conf.write_text(BUS_CONFIG.format(socket=work / "socket", service_dir=work / "services",
-                                      project_policy=SNAPPER_POLICY))
+    conf.write_text(bus_config(work / "socket", work / "services", SNAPPER_POLICY))
     procs: list[subprocess.Popen[bytes]] = []
     senv = dict(env, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={work / 'socket'}")
     try:
