@@ -24,6 +24,7 @@ from ..fs.creds import acting_as
 
 # SubvolumeInfo is part of the core's vocabulary: front ends take it from here
 from ..fs.subvol import SubvolumeInfo as SubvolumeInfo
+from ..fs.treesearch import RootScan
 from .filesystems import Filesystem, Registry, open_mount
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Subvolumes:
         self._registry = registry
         self.delete_hooks: list[DeleteHook] = []
         # the last listing of each filesystem (by UUID), answered again while it is exact
-        self._listings: dict[str, subvol.SubvolumeList] = {}
+        self._listings: dict[str, RootScan] = {}
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -134,7 +135,8 @@ class Subvolumes:
     def listed(self, fs: Filesystem, fd: int) -> tuple[SubvolumeInfo, ...]:
         """Every subvolume of ``fs``, whose mount ``fd`` has open: the last listing again
         while a search of the leaves changed since proves it exact (fs/treesearch.py),
-        else a new one. Blocking (worker threads). Raises BtrfsdError."""
+        else a new one that decodes only what changed. Blocking (worker threads).
+        Raises BtrfsdError."""
         # Threads may race here; each result is exact when made and the last one stays.
         listing = subvol.list_all(fd, self._listings.get(fs.uuid))
         self._listings[fs.uuid] = listing

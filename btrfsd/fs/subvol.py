@@ -11,7 +11,6 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import btrfsutil
@@ -19,6 +18,7 @@ import btrfsutil
 from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import BtrfsdError, Busy, NotBtrfs, NotFound, from_errno
 from . import destroy, libbtrfsutil, treesearch
+from .info import SubvolumeInfo as SubvolumeInfo
 from .ioctl import fs_info
 from .paths import WALK_FLAGS, Resolved, Stuck, descend
 from .treesearch import format_uuid
@@ -35,29 +35,6 @@ _MOVED = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
 _MAX_DEPTH = 4096
 
 T = TypeVar("T")
-
-
-class SubvolumeInfo(NamedTuple):
-    """A subvolume as reported by the kernel; ``path`` is relative to the top level.
-
-    A NamedTuple, not a dataclass: listings build 10,000 of these, and a tuple is made
-    several times faster (docs/benchmarks.md).
-    """
-
-    id: int
-    parent_id: int
-    path: str
-    uuid: str
-    parent_uuid: str
-    received_uuid: str
-    generation: int
-    ctime: float
-    otime: float
-    read_only: bool
-
-    @property
-    def is_snapshot(self) -> bool:
-        return bool(self.parent_uuid)
 
 
 def _from_info(path: str, info: btrfsutil.SubvolumeInfo) -> SubvolumeInfo:
@@ -152,26 +129,18 @@ def iter_subvolumes(fd: int, *, top: int = 0, post_order: bool = False) -> Itera
         raise from_errno(code, f"Cannot list subvolumes: {os.strerror(code)}.") from e
 
 
-@dataclass(frozen=True)
-class SubvolumeList:
-    """A listing of every subvolume, and what tells whether it is still exact."""
-
-    items: tuple[SubvolumeInfo, ...]
-    scan: treesearch.RootScan
-
-
-def list_all(fd: int, earlier: SubvolumeList | None = None) -> SubvolumeList:
-    """Every subvolume of the filesystem holding ``fd`` (paths from the top level), by id:
-    ``earlier`` itself when it is still exact (treesearch.unchanged: a search of the
-    leaves changed since it was made), else a new listing.
+def list_all(fd: int, earlier: treesearch.RootScan | None = None) -> treesearch.RootScan:
+    """Every subvolume of the filesystem holding ``fd`` (paths from the top level), by id
+    (``.items``): ``earlier`` itself when it is still exact (treesearch.unchanged: a
+    search of the leaves changed since it was made), else a new listing that decodes
+    only what changed since ``earlier``.
 
     One TREE_SEARCH_V2 stream, like btrfs-progs; about twice as fast as libbtrfsutil's
     iterator at 10,000 snapshots (docs/benchmarks.md). Raises BtrfsdError.
     """
-    if earlier is not None and treesearch.unchanged(fd, earlier.scan):
+    if earlier is not None and treesearch.unchanged(fd, earlier):
         return earlier
-    raw, scan = treesearch.list_subvolumes(fd)
-    return SubvolumeList(tuple(map(SubvolumeInfo._make, raw)), scan)
+    return treesearch.list_subvolumes(fd, earlier)
 
 
 def create_subvolume(target: Resolved) -> None:

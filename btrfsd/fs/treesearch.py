@@ -23,11 +23,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import from_errno
+from .info import SubvolumeInfo
 from .ioctl import iowr
 
 ROOT_TREE_OBJECTID = 1
@@ -130,25 +131,34 @@ def format_uuid(raw: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-RawSubvolume = tuple[int, int, str, str, str, str, int, float, float, bool]
 # The root tree's part that lists subvolumes: their root items and backrefs.
 _RANGE_MIN = (FIRST_FREE_OBJECTID, ROOT_ITEM_KEY, 0)
 _RANGE_MAX = (LAST_FREE_OBJECTID, ROOT_BACKREF_KEY, U64_MAX)
 _DIGEST_KEY = struct.Struct("=QQQQ")
+# A root item's fields a listing shows: uuid, parent uuid, received uuid, generation,
+# ctime, otime, read-only.
+RootFields = tuple[str, str, str, int, float, float, bool]
+Ref = tuple[int, int, str]  # parent subvolume id, directory inode in it, name
 
 
 @dataclass(frozen=True)
 class RootScan:
-    """What ``unchanged`` needs of a scan: the highest leaf generation it saw, the digest
-    of those leaves' items, and the directory paths its subvolume paths were built from
-    ((parent subvolume id, directory inode) -> path inside the parent)."""
+    """A listing of every subvolume but the top level (by id), and what makes telling
+    whether it is still exact (``unchanged``) and a next listing (``list_subvolumes``)
+    cheap: the highest leaf generation the scan saw, the digest of those leaves' items,
+    the directory paths the subvolume paths were built from ((parent, directory inode)
+    -> path inside the parent), and each root item and backref as read, with the
+    generation of its leaf."""
 
+    items: tuple[SubvolumeInfo, ...]
     generation: int
     digest: bytes
     dirs: dict[tuple[int, int], str]
+    roots: dict[int, tuple[int, RootFields]]
+    refs: dict[int, tuple[int, Ref]]
 
 
-def _digest(items: Iterator[tuple[int, int, int, int, memoryview]]) -> bytes:
+def _digest(items: Iterable[tuple[int, int, int, int, memoryview]]) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     for transid, oid, typ, off, data in items:
         h.update(_DIGEST_KEY.pack(transid, oid, typ, off))
@@ -157,8 +167,8 @@ def _digest(items: Iterator[tuple[int, int, int, int, memoryview]]) -> bytes:
 
 
 def unchanged(fd: int, scan: RootScan) -> bool:
-    """Whether a listing made by ``list_subvolumes`` is still exact for the filesystem
-    of ``fd`` (the module text says how this is known). Raises BtrfsdError."""
+    """Whether ``scan`` is still exact for the filesystem of ``fd`` (the module text says
+    how this is known). Raises BtrfsdError."""
     if _digest(_search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX,
                        scan.generation)) != scan.digest:
         return False
@@ -166,26 +176,61 @@ def unchanged(fd: int, scan: RootScan) -> bool:
                for (parent, dirid), path in scan.dirs.items())
 
 
-def list_subvolumes(fd: int) -> tuple[list[RawSubvolume], RootScan]:
-    """Every subvolume of the filesystem holding ``fd`` except the top level, sorted by
-    id, and what ``unchanged`` needs to tell later whether that list is still exact.
+def _root_fields(data: memoryview, fmt: Callable[[bytes], str]) -> RootFields:
+    if len(data) >= ROOT_ITEM_V2_SIZE:
+        generation, flags, u, pu, ru, cs, cn, os_, on = _ROOT_ITEM_V2.unpack_from(data)
+        return (format_uuid(u), fmt(pu), fmt(ru), generation, cs + cn / 1e9,
+                os_ + on / 1e9, bool(flags & 1))
+    generation, flags = _ROOT_ITEM_V1.unpack_from(data)  # an old format: no uuids, times
+    return ("", "", "", generation, 0.0, 0.0, bool(flags & 1))
 
-    Tuples: id, parent id, path from the top level, uuid, parent uuid, received uuid,
-    generation, ctime, otime (seconds), read-only. Raises BtrfsdError.
+
+def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
+    """Every subvolume of the filesystem holding ``fd`` except the top level, by id, with
+    paths from the top level; with ``earlier``, a scan of the same filesystem, what did
+    not change since is taken from it instead of being decoded again.
+
+    Still one walk of every item, but an item whose leaf has the generation it had in
+    ``earlier`` (older than that scan's newest, so no change can have followed it in the
+    same transaction) is the same item: its leaf was not copied since, and an item
+    cannot move to another leaf without both being copied. Raises BtrfsdError.
     """
-    items: dict[int, memoryview] = {}
-    refs: dict[int, tuple[int, int, str]] = {}  # id -> (parent id, dirid, name)
-    found = list(_search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX))
-    newest = max((f[0] for f in found), default=0)
-    scan_digest = _digest(f for f in found if f[0] == newest)
-    for _transid, oid, typ, off, data in found:
+    old_roots = earlier.roots if earlier else {}
+    old_refs = earlier.refs if earlier else {}
+    settled = earlier.generation if earlier else 0  # older leaves than this: unchanged
+    roots: dict[int, tuple[int, RootFields]] = {}
+    refs: dict[int, tuple[int, Ref]] = {}
+    uuids: dict[bytes, str] = {}  # snapshots of one source share its parent uuid
+
+    def fmt(raw: bytes) -> str:
+        text = uuids.get(raw)
+        if text is None:
+            text = uuids[raw] = format_uuid(raw)
+        return text
+
+    newest = 0
+    top: list[tuple[int, int, int, int, memoryview]] = []  # the items of newest's leaves
+    for item in _search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX):
+        transid, oid, typ, off, data = item
+        if transid >= newest:
+            if transid > newest:
+                newest, top = transid, []
+            top.append(item)
         if typ == ROOT_ITEM_KEY:
-            items[oid] = data
+            root = old_roots.get(oid)
+            if root is None or root[0] != transid or transid >= settled:
+                root = (transid, _root_fields(data, fmt))
+            roots[oid] = root
         elif typ == ROOT_BACKREF_KEY:
-            dirid, _seq, name_len = _ROOT_REF.unpack_from(data)
-            name = bytes(data[_ROOT_REF.size:_ROOT_REF.size + name_len])
-            refs[oid] = (off, dirid, name.decode("utf-8", "surrogateescape"))
-    del found
+            ref = old_refs.get(oid)
+            if ref is None or ref[0] != transid or transid >= settled or ref[1][0] != off:
+                dirid, _seq, name_len = _ROOT_REF.unpack_from(data)
+                name = bytes(data[_ROOT_REF.size:_ROOT_REF.size + name_len])
+                ref = (transid, (off, dirid, name.decode("utf-8", "surrogateescape")))
+            refs[oid] = ref
+    scan_digest = _digest(top)
+    del top
+
     paths: dict[int, str] = {FS_TREE_OBJECTID: ""}
     # Snapshots pile up in a few directories: one INO_LOOKUP per (subvolume, directory)
     # instead of one per snapshot (10,000 ioctls saved for 10,000 snapshots in one place).
@@ -194,7 +239,7 @@ def list_subvolumes(fd: int) -> tuple[list[RawSubvolume], RootScan]:
     def path_of(sid: int) -> str:
         if sid in paths:
             return paths[sid]
-        parent, dirid, name = refs[sid]
+        parent, dirid, name = refs[sid][1]
         if parent != FS_TREE_OBJECTID and parent not in refs:
             raise KeyError(parent)  # parent being deleted: no path
         base = path_of(parent)
@@ -205,29 +250,22 @@ def list_subvolumes(fd: int) -> tuple[list[RawSubvolume], RootScan]:
         paths[sid] = f"{base}/{rel}" if base else rel
         return paths[sid]
 
-    result: list[RawSubvolume] = []
-    uuids: dict[bytes, str] = {}  # snapshots of one source share its parent uuid
-
-    def fmt(raw: bytes) -> str:
-        text = uuids.get(raw)
-        if text is None:
-            text = uuids[raw] = format_uuid(raw)
-        return text
-
-    for sid in sorted(items):
+    old_items = {s.id: s for s in earlier.items} if earlier else {}
+    result: list[SubvolumeInfo] = []
+    for sid in sorted(roots):
         if sid not in refs:
             continue  # orphan: deleted, waiting for the cleaner
         try:
             path = path_of(sid)
         except KeyError:
             continue
-        data = items[sid]
-        if len(data) >= ROOT_ITEM_V2_SIZE:
-            generation, flags, u, pu, ru, cs, cn, os_, on = _ROOT_ITEM_V2.unpack_from(data)
-            result.append((sid, refs[sid][0], path, format_uuid(u), fmt(pu), fmt(ru),
-                           generation, cs + cn / 1e9, os_ + on / 1e9, bool(flags & 1)))
-        else:  # an old-format root item: no uuids or times
-            generation, flags = _ROOT_ITEM_V1.unpack_from(data)
-            result.append((sid, refs[sid][0], path, "", "", "", generation, 0.0, 0.0,
-                           bool(flags & 1)))
-    return result, RootScan(newest, scan_digest, dirs)
+        root, parent = roots[sid], refs[sid][1][0]
+        old = old_items.get(sid)
+        if (old is not None and root is old_roots.get(sid) and old.path == path
+                and old.parent_id == parent):
+            result.append(old)  # the very same row: nothing of it changed
+            continue
+        u, pu, ru, generation, ctime, otime, ro = root[1]
+        result.append(SubvolumeInfo(sid, parent, path, u, pu, ru, generation, ctime, otime,
+                                    ro))
+    return RootScan(tuple(result), newest, scan_digest, dirs, roots, refs)

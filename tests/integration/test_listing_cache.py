@@ -15,6 +15,8 @@ from typing import Any
 import btrfsutil
 from conftest import World, btrfs, subvolume_rows
 
+from btrfsd.fs import treesearch
+
 Row = tuple[int, int, str, str, str, str, int, bool]
 # "ID 256 gen 7 parent 5 top level 5 parent_uuid - received_uuid - uuid 1f4e...": names
 # of one or two words, each followed by its value
@@ -47,43 +49,73 @@ def daemon(world: World, under: str) -> set[Row]:
             for x in subvolume_rows(r) if x[2].startswith(under + "/")}
 
 
-def agree(world: World, under: str) -> None:
+class Scans:
+    """The fs layer's own listings of the test filesystem, each made from the one before
+    (treesearch: only what changed is decoded again), checked against a fresh scan."""
+
+    def __init__(self, mnt: Path) -> None:
+        self.fd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+        self.last = treesearch.list_subvolumes(self.fd)
+
+    def check(self) -> None:
+        for _ in range(3):  # a commit between the two scans changes generations: again
+            following = treesearch.list_subvolumes(self.fd, self.last)
+            fresh = treesearch.list_subvolumes(self.fd)
+            if (following.items, following.generation) == (fresh.items, fresh.generation):
+                break
+        assert following.items == fresh.items
+        assert (following.generation, following.digest) == (fresh.generation, fresh.digest)
+        self.last = following
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def agree(world: World, under: str, scans: Scans) -> None:
     for attempt in ("first", "again"):  # the second may be answered from the first
         seen, truth = daemon(world, under), progs(world.mnt, under)
         assert seen == truth, (attempt, seen ^ truth)
+    scans.check()
 
 
 def test_listings_follow_changes_made_behind_btrfsds_back(world: World) -> None:
     d = world.scratch()
-    rel = d.name
-    mnt = world.mnt
     (d / "dir").mkdir()
     btrfsutil.create_subvolume(str(d / "dir/a"))
-    agree(world, rel)
+    scans = Scans(world.mnt)
+    try:
+        changes(world, d, scans)
+    finally:
+        scans.close()
+
+
+def changes(world: World, d: Path, scans: Scans) -> None:
+    rel, mnt = d.name, world.mnt
+    agree(world, rel, scans)
 
     btrfsutil.create_subvolume(str(d / "dir/b"))  # created
-    agree(world, rel)
+    agree(world, rel, scans)
     subprocess.run(["btrfs", "-q", "subvolume", "snapshot", "-r", str(d / "dir/a"),
                     str(d / "dir/a-snap")], check=True)  # a read-only snapshot
-    agree(world, rel)
+    agree(world, rel, scans)
     os.rename(d / "dir/b", d / "dir/b2")  # renamed in its directory
-    agree(world, rel)
+    agree(world, rel, scans)
     # the directory holding them renamed: only the parent's tree changes (the root tree
     # not before the next commit), so the listing must not be taken on trust
     os.rename(d / "dir", d / "dir2")
-    agree(world, rel)
+    agree(world, rel, scans)
     os.rename(d / "dir2/b2", d / "dir2/a/b3")  # moved into another subvolume: new parent
-    agree(world, rel)
+    agree(world, rel, scans)
     btrfsutil.set_subvolume_read_only(str(d / "dir2/a"), True)  # the read-only flag
-    agree(world, rel)
+    agree(world, rel, scans)
     btrfsutil.set_subvolume_read_only(str(d / "dir2/a"), False)
     (d / "dir2/a/file").write_bytes(b"x" * 65536)  # written and committed: generation
     btrfs("filesystem", "sync", str(mnt))
-    agree(world, rel)
+    agree(world, rel, scans)
     btrfs("subvolume", "delete", str(d / "dir2/a/b3"))  # deleted, not yet committed
-    agree(world, rel)
+    agree(world, rel, scans)
     btrfs("subvolume", "delete", "-c", str(d / "dir2/a-snap"))  # deleted and committed
     btrfs("subvolume", "sync", str(mnt))  # ...and gone from the root tree
-    agree(world, rel)
+    agree(world, rel, scans)
     btrfs("subvolume", "delete", str(d / "dir2/a"))
     assert daemon(world, rel) == progs(mnt, rel) == set()
