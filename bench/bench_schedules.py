@@ -1,4 +1,6 @@
-"""Benchmark: a schedule's cleanup deciding over N snapshots, and the deletes.
+"""Benchmark: a schedule's cleanup deciding over N snapshots, and the deletes; and
+whether a scheduled snapshot (RunSchedule) costs the same with 10 snapshots on the
+filesystem as with 1,000 (issue 11: p50 at 1,000 within 1.2x of at 10).
 
 N read-only snapshots (default 5,000: 52 days of a 15-minute timeline) are made with
 btrfsutil and recorded as the schedule's; then, through D-Bus: ExplainSchedule (list +
@@ -7,12 +9,15 @@ the pure decision in-process, and deleting M snapshots by raw btrfsutil and by t
 CLI.
 
 Run as root: scripts/dev bench schedules [--snapshots 5000] [--compare 300]
+    [--flat-runs 20] [--flat-pile 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +30,8 @@ from sandbox import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_sandbox, is_root, wall
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
 
 from btrfsd.core.retention import Candidate, decide
 from btrfsd.core.schedules import parse_schedule
@@ -42,15 +49,77 @@ def busctl(sb: Sandbox, *args: str) -> str:
     return r.stdout
 
 
+async def run_schedule_times(name: str, n: int) -> list[float]:
+    """Seconds of each of ``n`` RunSchedule calls, one after the other (this process's
+    D-Bus client: no process start in the figure)."""
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    times = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            reply = await bus.call(Message(
+                destination="org.btrfsd1", path="/org/btrfsd1",
+                interface="org.btrfsd1.Manager", member="RunSchedule", signature="sa{sv}",
+                body=[name, {}]))
+            times.append(time.perf_counter() - t)
+            if reply.message_type == MessageType.ERROR:
+                raise RuntimeError(f"RunSchedule: {reply.error_name}: {reply.body}")
+    finally:
+        bus.disconnect()
+    return times
+
+
+def flatness(sb: Sandbox, runs: int, pile: int) -> list[str]:
+    """RunSchedule's p50 over ``runs`` calls on a fresh filesystem, then again once the
+    schedule made ``pile`` snapshots (nothing deleted: keep_last holds them all)."""
+    fs = sb.add_filesystem("4G", "bench-flat")
+    src = fs.mount_point / "flat"
+    btrfsutil.create_subvolume(str(src))
+    time.sleep(0.5)  # let btrfsd see the new mount
+    spec = {"subvolume": Variant("s", str(src)), "every": Variant("t", 3600),
+            "keep_last": Variant("u", pile + 2 * runs + 10)}
+
+    async def go() -> tuple[list[float], list[float]]:
+        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        reply = await bus.call(Message(
+            destination="org.btrfsd1", path="/org/btrfsd1", interface="org.btrfsd1.Manager",
+            member="SetSchedule", signature="sa{sv}a{sv}", body=["flat", spec, {}]))
+        bus.disconnect()
+        if reply.message_type == MessageType.ERROR:
+            raise RuntimeError(f"SetSchedule: {reply.error_name}: {reply.body}")
+        await run_schedule_times("flat", 10)  # the first 10
+        few = await run_schedule_times("flat", runs)
+        print(f"  making {pile} scheduled snapshots", file=sys.stderr)
+        await run_schedule_times("flat", pile - 10 - runs)
+        return few, await run_schedule_times("flat", runs)
+
+    few, many = asyncio.run(go())
+    p_few, p_many = statistics.median(few) * 1000, statistics.median(many) * 1000
+    ratio = p_many / p_few
+    return [f"RunSchedule p50 with 10-{10 + runs} snapshots: {p_few:.2f} ms; with "
+            f"{pile}-{pile + runs}: {p_many:.2f} ms",
+            f"target (issue 11): RunSchedule at {pile} within 1.2x of at 10: {ratio:.2f}x "
+            f"-> {'met' if ratio <= 1.2 else 'not met'}"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--snapshots", type=int, default=5000)
     ap.add_argument("--compare", type=int, default=300)
+    ap.add_argument("--flat-runs", type=int, default=20,
+                    help="RunSchedule calls per figure of the flatness rows")
+    ap.add_argument("--flat-pile", type=int, default=1000,
+                    help="scheduled snapshots made before the second figure")
+    ap.add_argument("--only-flat", action="store_true", help="only the flatness rows")
     args = ap.parse_args()
     if not is_root():
         return 2
     rows: list[tuple[str, float]] = []
     with bench_sandbox() as sb:
+        flat = flatness(sb, args.flat_runs, args.flat_pile)
+        if args.only_flat:
+            print("\n".join(flat))
+            return 0
         fs = sb.add_filesystem("8G", "bench-sched")
         src = fs.mount_point / "src"
         btrfsutil.create_subvolume(str(src))
@@ -113,6 +182,7 @@ def main() -> int:
             print(f"{name:<66} {secs:>9.3f}  {secs / n * 1000:>15.3f}")
         print(f"\nkept {kept} of {args.snapshots} (limits {LIMITS}); failed deletes: "
               f"{len(result['failed']['data'])}")
+        print("\n".join(flat))
     return 0
 
 
