@@ -68,6 +68,22 @@ def fs_info(fd: int) -> FsInfo:
     )
 
 
+_FS_INFO_FLAG_GENERATION = 1 << 1
+_FS_INFO_FLAGS_AT = struct.calcsize("=QQ16sIIIHH")
+
+
+def fs_generation(fd: int) -> int | None:
+    """The id of the running transaction of the filesystem holding ``fd`` (the last
+    committed one when none runs): anything changed from now on gets at least this
+    generation. None when the kernel cannot say (BTRFS_FS_INFO_FLAG_GENERATION, Linux
+    5.10). Raises OSError."""
+    buf = bytearray(_FS_INFO.size)
+    struct.pack_into("=Q", buf, _FS_INFO_FLAGS_AT, _FS_INFO_FLAG_GENERATION)
+    fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf, True)
+    flags, generation = struct.unpack_from("=QQ", buf, _FS_INFO_FLAGS_AT)
+    return generation if flags & _FS_INFO_FLAG_GENERATION else None
+
+
 # struct btrfs_ioctl_space_args: space_slots, total_spaces, then space_slots entries of
 # struct btrfs_ioctl_space_info (flags, total_bytes, used_bytes).
 _SPACE_HEAD = struct.Struct("=QQ")

@@ -3,17 +3,19 @@ as btrfs-progs does, instead of libbtrfsutil's several searches per subvolume; a
 for the price of a few leaves, whether a listing made earlier is still exact.
 
 How a listing is known to be still exact (``unchanged``): every search result carries
-the generation of the leaf it came from, and btrfs changes a leaf only by copying it in
-the running transaction, which gives it that transaction's generation and gives its
-copy-on-write ancestors at least as much. A scan remembers the highest leaf generation
-it saw, M, and a digest of the items of the leaves that have it. Searching again with
-``min_transid = M`` returns exactly the items of the leaves changed in M or later, and
-nothing of older leaves (the kernel skips whole subtrees older than M). If those items
-hash to the same digest, no leaf of the range was changed after the scan: a leaf changed
-later, in M or after, would have added items, lost some or changed some. A subvolume's
-path also depends on the names of the directories it sits in (not in the root tree
-until the next commit), so those are looked up again each time (INO_LOOKUP, one per
-directory that holds subvolumes).
+the generation of the leaf it came from, and btrfs changes a leaf only in the running
+transaction, copying it first if it is older, so a changed leaf (and its copy-on-write
+ancestors) has at least that transaction's generation. A scan notes the running
+transaction's id G when it starts (FS_INFO) and a digest of the items it read from
+leaves of generation G or newer. Searching again with ``min_transid = G`` returns exactly
+the items of such leaves today (the kernel skips whole subtrees older than G); if they
+hash to the same digest, no leaf of the range changed since the scan began: a change
+would have copied a leaf into this set, or changed, added or removed items of one in it.
+A scan spans several ioctl calls, so it checks itself that way at its end: a change
+while it ran (a subvolume caught mid-rename, say) makes it scan again, and a scan that
+never settles is not reused. A subvolume's path also depends on the names of the
+directories it sits in (not in the root tree until the next commit), so those are looked
+up again each time (INO_LOOKUP, one per directory that holds subvolumes).
 
 Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError on ioctl failure.
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import from_errno
 from .info import SubvolumeInfo
-from .ioctl import iowr
+from .ioctl import fs_generation, iowr
 
 ROOT_TREE_OBJECTID = 1
 FS_TREE_OBJECTID = TOP_LEVEL_SUBVOLUME_ID  # the top level's tree
@@ -145,10 +147,11 @@ Ref = tuple[int, int, str]  # parent subvolume id, directory inode in it, name
 class RootScan:
     """A listing of every subvolume but the top level (by id), and what makes telling
     whether it is still exact (``unchanged``) and a next listing (``list_subvolumes``)
-    cheap: the highest leaf generation the scan saw, the digest of those leaves' items,
-    the directory paths the subvolume paths were built from ((parent, directory inode)
-    -> path inside the parent), and each root item and backref as read, with the
-    generation of its leaf."""
+    cheap: the generation of the transaction that ran when the scan began (-1: the scan
+    could not be proved consistent, it is never reused), the digest of the items it read
+    from leaves of that generation or newer, the directory paths the subvolume paths were
+    built from ((parent, directory inode) -> path inside the parent), and each root item
+    and backref as read, with the generation of its leaf."""
 
     items: tuple[SubvolumeInfo, ...]
     generation: int
@@ -169,6 +172,8 @@ def _digest(items: Iterable[tuple[int, int, int, int, memoryview]]) -> bytes:
 def unchanged(fd: int, scan: RootScan) -> bool:
     """Whether ``scan`` is still exact for the filesystem of ``fd`` (the module text says
     how this is known). Raises BtrfsdError."""
+    if scan.generation < 0:
+        return False
     if _digest(_search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX,
                        scan.generation)) != scan.digest:
         return False
@@ -185,19 +190,47 @@ def _root_fields(data: memoryview, fmt: Callable[[bytes], str]) -> RootFields:
     return ("", "", "", generation, 0.0, 0.0, bool(flags & 1))
 
 
+# Scans in a row that changes overtook before the last is returned unproven.
+_SCAN_TRIES = 3
+
+
+def _start_generation(fd: int) -> int:
+    try:
+        generation = fs_generation(fd)
+    except OSError as e:
+        raise from_errno(e.errno or 0, f"Cannot read the filesystem's generation: "
+                                       f"{e.strerror}.") from e
+    return -1 if generation is None else generation
+
+
 def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
     """Every subvolume of the filesystem holding ``fd`` except the top level, by id, with
-    paths from the top level; with ``earlier``, a scan of the same filesystem, what did
-    not change since is taken from it instead of being decoded again.
+    paths from the top level, as of one moment: a scan that a change overtook is made
+    again (at most _SCAN_TRIES times; then it is returned marked unproven). With
+    ``earlier``, a proven scan of the same filesystem, what did not change since is
+    taken from it instead of being decoded again.
 
     Still one walk of every item, but an item whose leaf has the generation it had in
-    ``earlier`` (older than that scan's newest, so no change can have followed it in the
-    same transaction) is the same item: its leaf was not copied since, and an item
-    cannot move to another leaf without both being copied. Raises BtrfsdError.
+    ``earlier`` and older than the transaction that ran when ``earlier`` began is the
+    same item: its leaf was not copied since, and an item cannot move to another leaf
+    without both being copied. Raises BtrfsdError.
     """
+    if earlier is not None and earlier.generation < 0:
+        earlier = None  # unproven: nothing of it is taken over
+    for _ in range(_SCAN_TRIES):
+        start = _start_generation(fd)
+        scan = _scan(fd, earlier, start)
+        if start >= 0 and unchanged(fd, scan):
+            return scan
+    return RootScan(scan.items, -1, b"", {}, {}, {})
+
+
+def _scan(fd: int, earlier: RootScan | None, start: int) -> RootScan:
+    """One walk of the range (see list_subvolumes); ``start``: the running transaction's
+    id when it began (-1: unknown). Raises BtrfsdError."""
     old_roots = earlier.roots if earlier else {}
     old_refs = earlier.refs if earlier else {}
-    settled = earlier.generation if earlier else 0  # older leaves than this: unchanged
+    settled = earlier.generation if earlier else 0  # leaves older than this: unchanged
     roots: dict[int, tuple[int, RootFields]] = {}
     refs: dict[int, tuple[int, Ref]] = {}
     uuids: dict[bytes, str] = {}  # snapshots of one source share its parent uuid
@@ -208,14 +241,11 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
             text = uuids[raw] = format_uuid(raw)
         return text
 
-    newest = 0
-    top: list[tuple[int, int, int, int, memoryview]] = []  # the items of newest's leaves
+    recent: list[tuple[int, int, int, int, memoryview]] = []  # from leaves >= start
     for item in _search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX):
         transid, oid, typ, off, data = item
-        if transid >= newest:
-            if transid > newest:
-                newest, top = transid, []
-            top.append(item)
+        if transid >= start >= 0:
+            recent.append(item)
         if typ == ROOT_ITEM_KEY:
             root = old_roots.get(oid)
             if root is None or root[0] != transid or transid >= settled:
@@ -228,8 +258,8 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
                 name = bytes(data[_ROOT_REF.size:_ROOT_REF.size + name_len])
                 ref = (transid, (off, dirid, name.decode("utf-8", "surrogateescape")))
             refs[oid] = ref
-    scan_digest = _digest(top)
-    del top
+    scan_digest = _digest(recent)
+    del recent
 
     paths: dict[int, str] = {FS_TREE_OBJECTID: ""}
     # Snapshots pile up in a few directories: one INO_LOOKUP per (subvolume, directory)
@@ -268,4 +298,4 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
         u, pu, ru, generation, ctime, otime, ro = root[1]
         result.append(SubvolumeInfo(sid, parent, path, u, pu, ru, generation, ctime, otime,
                                     ro))
-    return RootScan(tuple(result), newest, scan_digest, dirs, roots, refs)
+    return RootScan(tuple(result), start, scan_digest, dirs, roots, refs)
