@@ -133,8 +133,10 @@ def test_files_in_place_with_sane_modes(pkg: Installed) -> None:
         assert os.access(exec_start.split("=", 1)[1].split()[0], os.X_OK), exec_start
     dbus_service = Path(SYSTEM_SERVICES, "org.btrfsd1.service").read_text()
     assert "Exec=/usr/bin/btrfsd" in dbus_service
-    assert run("dpkg-query", "-W", "-f", "${Conffiles}", PACKAGE).stdout.split()[::2] \
+    assert sorted(run("dpkg-query", "-W", "-f", "${Conffiles}", PACKAGE).stdout.split()[::2]) \
         == CONFFILES
+    # the agent's user unit is shipped but not enabled for every user (autostart runs it)
+    assert not list(Path("/etc/systemd/user").glob("*.wants/btrfsd-notify.service"))
     # postinst compiled the venv (prerm removes the pycs again; see the purge test)
     assert any(VENV.rglob("__pycache__/*.pyc"))
 
