@@ -140,7 +140,8 @@ class Agent:
         self._spawn(actions.run(argv))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also the man page's source, scripts/gendocs.py)."""
     p = argparse.ArgumentParser(prog="btrfsd-notify", description=(
         "Desktop notifications for btrfsd: quota alerts for your subvolumes (all of them "
         "for admins), scrubs that found errors, failed jobs."))
@@ -150,8 +151,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet-time", type=float, default=3600.0, metavar="S",
                    help="no repeat of an alert for the same subject and level within S "
                         "seconds (default %(default)s)")
-    p.add_argument("--burst", type=int, default=5, help="notifications shown at once before "
-                   "the rate limit applies (default %(default)s)")
+    p.add_argument("--burst", type=int, default=5, metavar="N",
+                   help="notifications shown at once before the rate limit applies "
+                        "(default %(default)s)")
     p.add_argument("--per", type=float, default=30.0, metavar="S",
                    help="then one notification per S seconds (default %(default)s)")
     p.add_argument("--settle", type=float, default=0.5, metavar="S",
@@ -161,7 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="started by the XDG autostart entry: step aside when the user runs "
                         f"the systemd user unit {UNIT} instead")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
-    return p.parse_args(argv)
+    return p
 
 
 def systemd_unit_enabled() -> bool:
@@ -219,7 +221,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="btrfsd-notify: %(message)s",
                         stream=sys.stderr)
     if args.autostart and systemd_unit_enabled():

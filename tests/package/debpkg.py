@@ -34,6 +34,7 @@ FILES = {
     "/usr/share/dbus-1/interfaces/org.btrfsd1.Job.xml": 0o644,
     "/usr/share/man/man8/btrfsd.8.gz": 0o644,
     "/usr/share/man/man8/btrfsctl.8.gz": 0o644,
+    "/usr/share/man/man1/btrfsd-notify.1.gz": 0o644,
     "/usr/share/bash-completion/completions/btrfsctl": 0o644,
     "/usr/share/doc/btrfsd/copyright": 0o644,
     "/etc/btrfsd/btrfsd.toml": 0o644,

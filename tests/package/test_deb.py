@@ -159,6 +159,9 @@ def test_help_man_and_completion(pkg: Installed) -> None:
     for prog, text in (("btrfsctl", "subvolume create"), ("btrfsd", "/etc/btrfsd/btrfsd.toml")):
         page = run("man", "8", prog, env=env).stdout
         assert text in page, page[:2000]
+    page = run("man", "1", "btrfsd-notify", env=env).stdout
+    assert "--open-command" in page and "read-all" in page, page[:2000]
+    assert "--settle" in run("btrfsd-notify", "--help").stdout
     roff = gzip.decompress(Path("/usr/share/man/man8/btrfsctl.8.gz").read_bytes()).decode()
     assert roff.startswith('.TH BTRFSCTL "8"')
     complete = ("source /usr/share/bash-completion/completions/btrfsctl; "
