@@ -6,7 +6,7 @@ fills past its limit: one notification appears in dunst (checked through dunstct
 its history), offering the "Show details" action; invoking the action runs the
 configured command. Someone else's subvolume filling up shows nothing to this user, and
 the same crossing reported again (btrfsd restarted without its alert state) is not
-repeated.
+repeated. And the real polkitd tells the agent who is an admin (read-all).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 import btrfsutil
 import pytest
 from conftest import World
-from sandbox import TEST_USER, LoopFs, venv_bin
+from sandbox import TEST_ADMIN, TEST_USER, LoopFs, venv_bin
 from test_jobs import add_fs, ok, remove_fs
 from test_quota import MiB, enable, set_limit
 
@@ -189,3 +190,29 @@ def test_quota_alert_reaches_the_desktop_once_with_its_action(world: World, qfs:
     wait_for(lambda: "repeats one shown" in session.agent_log(), "the alert again")
     time.sleep(1.0)
     assert session.displayed() == 0 and len(session.history()) == 1, session.agent_log()
+
+
+SEES_EVERYTHING = """
+import asyncio, time
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
+from btrfsd.notify.sysbus import Btrfsd
+
+async def main():
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    print(await Btrfsd(bus, clock=time.monotonic).sees_everything())
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("user,admin", [(TEST_USER, False), (TEST_ADMIN, True)])
+def test_the_agent_learns_from_polkit_who_is_an_admin(world: World, user: str,
+                                                     admin: bool) -> None:
+    # the real polkitd answers an unprivileged process about itself (read-all: the
+    # admin group's rule grants it, anyone else would need a password: not an admin)
+    r = subprocess.run([*world.sb.as_user(user), sys.executable, "-c", SEES_EVERYTHING],
+                       env=world.sb.env, capture_output=True, text=True, timeout=30,
+                       cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(admin), r.stderr
