@@ -1,13 +1,14 @@
-"""Write the man pages btrfsd(8) and btrfsctl(8) and btrfsctl's bash completion from
-the programs' own argparse parsers, so they cannot drift from the code.
+"""Write the man pages btrfsd(8), btrfsctl(8), btrfsd-notify(1) and btrfsctl's bash
+completion from the programs' own argparse parsers, so they cannot drift from the code.
 
 Run at package build time (debian/rules) with the package's venv Python and the pinned
 tools of debian/build-requirements.txt (argparse-manpage, shtab) on PYTHONPATH:
 
     python scripts/gendocs.py OUTDIR
 
-writes OUTDIR/btrfsd.8, OUTDIR/btrfsctl.8 and OUTDIR/btrfsctl.bash-completion. The extra
-sections (FILES, EXIT STATUS, SEE ALSO) come from docs/man/<prog>.include.
+writes OUTDIR/btrfsd.8, OUTDIR/btrfsctl.8, OUTDIR/btrfsd-notify.1 and
+OUTDIR/btrfsctl.bash-completion. The extra sections (FILES, EXIT STATUS, SEE ALSO) come
+from docs/man/<prog>.include.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from argparse_manpage.manpage import Manpage
 from btrfsd.cli.main import build_parser as ctl_parser
 from btrfsd.constants import VERSION
 from btrfsd.daemon import build_parser as daemon_parser
+from btrfsd.notify.agent import build_parser as notify_parser
 
 REPO = Path(__file__).resolve().parents[1]
 INCLUDES = REPO / "docs" / "man"
@@ -31,21 +33,23 @@ INCLUDES = REPO / "docs" / "man"
 # points, snapshot targets: all directories); the rest (schedule names, on/off, sizes)
 # get no file-name completion.
 DIRECTORY_ARGS = {"path", "subvolume", "source", "dest"}
-PROGRAMS: dict[str, tuple[Callable[[], argparse.ArgumentParser], str]] = {
-    "btrfsd": (daemon_parser, "Btrfs management service on the system D-Bus"),
-    "btrfsctl": (ctl_parser, "manage Btrfs through the btrfsd service"),
+# name: (parser factory, one-line description, man section)
+PROGRAMS: dict[str, tuple[Callable[[], argparse.ArgumentParser], str, str]] = {
+    "btrfsd": (daemon_parser, "Btrfs management service on the system D-Bus", "8"),
+    "btrfsctl": (ctl_parser, "manage Btrfs through the btrfsd service", "8"),
+    "btrfsd-notify": (notify_parser, "desktop notifications for btrfsd's alerts", "1"),
 }
 
 
 def manpage(prog: str) -> str:
-    """The roff text of ``prog``'s man page (section 8). Raises OSError if its include
-    file cannot be read."""
-    factory, description = PROGRAMS[prog]
+    """The roff text of ``prog``'s man page. Raises OSError if its include file cannot be
+    read."""
+    factory, description, section = PROGRAMS[prog]
     data = {
         "project_name": "btrfsd",
         "version": VERSION,
-        "manual_section": "8",
-        "manual_title": "System Administration",
+        "manual_section": section,
+        "manual_title": "System Administration" if section == "8" else "User Commands",
         "description": description,
         "include": str(INCLUDES / f"{prog}.include"),
     }
@@ -85,8 +89,8 @@ def main(argv: list[str]) -> int:
     # argparse wraps usage lines to the terminal's width; in a man page man fills them
     # to the reader's, and pre-wrapped ones make groff warn ("cannot adjust line")
     os.environ["COLUMNS"] = "1000"
-    for prog in PROGRAMS:
-        (out / f"{prog}.8").write_text(manpage(prog))
+    for prog, (_factory, _description, section) in PROGRAMS.items():
+        (out / f"{prog}.{section}").write_text(manpage(prog))
     (out / "btrfsctl.bash-completion").write_text(bash_completion())
     return 0
 

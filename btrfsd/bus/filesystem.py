@@ -23,6 +23,7 @@ from ..core.scrub_runner import ScrubParams
 from ..core.service import Service
 from ..core.subvolumes import SubvolumeInfo
 from ..names import display, from_bus, to_bus
+from .apidoc import FILESYSTEM, documented
 from .auth import authorize, authorized, current_caller
 from .context import current_message
 from .job import VariantDict
@@ -91,6 +92,7 @@ def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
     }
 
 
+@documented(FILESYSTEM)
 class FilesystemInterface(ServiceInterface):
     """Properties of one filesystem and the subvolume/snapshot methods on it."""
 

@@ -21,6 +21,7 @@ from ..constants import JOB_IFACE, Action
 from ..core.jobmanager import JobManager
 from ..core.jobs import Job
 from ..names import display
+from .apidoc import JOB, documented
 from .auth import authorized
 from .options import NoOptions, OptionsArg, parse_options
 from .paths import filesystem_path
@@ -45,6 +46,7 @@ _PROPERTY_OF: dict[str, tuple[str, Any]] = {
 }
 
 
+@documented(JOB)
 class JobInterface(ServiceInterface):
     """A job's progress as properties (PropertiesChanged at most every poll interval),
     Cancel/Pause/Resume, and Completed(success, message) at the end."""

@@ -14,6 +14,7 @@ from ..core.limits import PerCallerLimit
 from ..core.schedules import RunResult, Schedule, parse_schedule
 from ..core.service import Service
 from ..names import display, from_bus, to_bus
+from .apidoc import MANAGER, documented
 from .auth import authorized
 from .options import (
     CleanupOptions,
@@ -49,6 +50,7 @@ def run_result_dict(r: RunResult) -> dict[str, Variant]:
             "failed": Variant("a(ss)", [[to_bus(p), display(why)] for p, why in r.failed])}
 
 
+@documented(MANAGER)
 class ManagerInterface(ServiceInterface):
     """Entry point: version, the filesystem objects, and path resolution."""
 

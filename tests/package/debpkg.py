@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "btrfsd"
 UNITS = ("btrfsd.service", "btrfsd-schedule@.service", "btrfsd-schedule@.timer")
 UNIT_DIR = "/lib/systemd/system"  # debhelper 13 on Debian 12 (no /usr merge of units yet)
+USER_UNIT = "/usr/lib/systemd/user/btrfsd-notify.service"
+AUTOSTART = "/etc/xdg/autostart/btrfsd-notify.desktop"
 # Everything the package installs outside its venv, with the mode each must have.
 FILES = {
     "/usr/share/dbus-1/system.d/org.btrfsd1.conf": 0o644,
@@ -32,16 +34,23 @@ FILES = {
     "/usr/share/dbus-1/interfaces/org.btrfsd1.Job.xml": 0o644,
     "/usr/share/man/man8/btrfsd.8.gz": 0o644,
     "/usr/share/man/man8/btrfsctl.8.gz": 0o644,
+    "/usr/share/man/man1/btrfsd-notify.1.gz": 0o644,
     "/usr/share/bash-completion/completions/btrfsctl": 0o644,
     "/usr/share/doc/btrfsd/copyright": 0o644,
     "/etc/btrfsd/btrfsd.toml": 0o644,
     "/usr/lib/btrfsd/bin/btrfsd": 0o755,
     "/usr/lib/btrfsd/bin/btrfsctl": 0o755,
+    "/usr/lib/btrfsd/bin/btrfsd-notify": 0o755,
     **{f"{UNIT_DIR}/{u}": 0o644 for u in UNITS},
+    # the desktop agent (docs/front-ends.md): a user unit, not enabled, and autostart
+    USER_UNIT: 0o644,
+    AUTOSTART: 0o644,
 }
 COMMANDS = {"/usr/bin/btrfsd": "/usr/lib/btrfsd/bin/btrfsd",
-            "/usr/bin/btrfsctl": "/usr/lib/btrfsd/bin/btrfsctl"}
-CONFFILES = ["/etc/btrfsd/btrfsd.toml"]
+            "/usr/bin/btrfsctl": "/usr/lib/btrfsd/bin/btrfsctl",
+            "/usr/bin/btrfsd-notify": "/usr/lib/btrfsd/bin/btrfsd-notify"}
+# every file under /etc is a conffile (kept on remove, gone on purge)
+CONFFILES = sorted(["/etc/btrfsd/btrfsd.toml", AUTOSTART])
 # Left by a removed (not purged) package; gone after a purge.
 CONFIG_DIR = Path("/etc/btrfsd")
 STATE_DIR = Path("/var/lib/btrfsd")

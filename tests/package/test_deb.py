@@ -133,8 +133,10 @@ def test_files_in_place_with_sane_modes(pkg: Installed) -> None:
         assert os.access(exec_start.split("=", 1)[1].split()[0], os.X_OK), exec_start
     dbus_service = Path(SYSTEM_SERVICES, "org.btrfsd1.service").read_text()
     assert "Exec=/usr/bin/btrfsd" in dbus_service
-    assert run("dpkg-query", "-W", "-f", "${Conffiles}", PACKAGE).stdout.split()[::2] \
+    assert sorted(run("dpkg-query", "-W", "-f", "${Conffiles}", PACKAGE).stdout.split()[::2]) \
         == CONFFILES
+    # the agent's user unit is shipped but not enabled for every user (autostart runs it)
+    assert not list(Path("/etc/systemd/user").glob("*.wants/btrfsd-notify.service"))
     # postinst compiled the venv (prerm removes the pycs again; see the purge test)
     assert any(VENV.rglob("__pycache__/*.pyc"))
 
@@ -157,6 +159,9 @@ def test_help_man_and_completion(pkg: Installed) -> None:
     for prog, text in (("btrfsctl", "subvolume create"), ("btrfsd", "/etc/btrfsd/btrfsd.toml")):
         page = run("man", "8", prog, env=env).stdout
         assert text in page, page[:2000]
+    page = run("man", "1", "btrfsd-notify", env=env).stdout
+    assert "--open-command" in page and "read-all" in page, page[:2000]
+    assert "--settle" in run("btrfsd-notify", "--help").stdout
     roff = gzip.decompress(Path("/usr/share/man/man8/btrfsctl.8.gz").read_bytes()).decode()
     assert roff.startswith('.TH BTRFSCTL "8"')
     complete = ("source /usr/share/bash-completion/completions/btrfsctl; "

@@ -39,6 +39,19 @@ INTERNALS = [
     (DBusError, "_as_message", "bus/errors.py: error replies with details"),
     (_MessageWriter, "write_callback", "bus/writer.py: waiting for a full socket"),
 ]
+
+
+def test_decorated_members_keep_their_introspection() -> None:
+    """bus/apidoc.py documents members through dbus-fast's per-function storage
+    (``__DBUS_METHOD``/``__DBUS_SIGNAL`` in the wrapper's __dict__, ``introspection`` on a
+    property): the daemon's own Introspect reply must show what it set."""
+    from btrfsd.bus.apidoc import DOC
+    from btrfsd.bus.introspect import interfaces
+
+    for iface in interfaces():
+        intro = iface.introspect()
+        for m in [*intro.methods, *intro.signals, *intro.properties]:
+            assert DOC in m.annotations, f"{iface.name}.{m.name}: dbus-fast storage changed"
 # what PatientWriter reads and sets on dbus-fast's writer
 WRITER_FIELDS = ("messages", "buf", "offset", "unix_fds", "fut", "sock", "fd", "loop", "bus",
                  "negotiate_unix_fd")

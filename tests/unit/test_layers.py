@@ -17,6 +17,7 @@ ALLOWED = {
     "core": {"fs"},
     "bus": {"core"},
     "cli": set(),
+    "notify": set(),  # btrfsd-notify: a D-Bus client only, like btrfsctl
     "common": set(),
     "entry": {"bus"},  # daemon.py, __main__.py: start the D-Bus front end
 }
