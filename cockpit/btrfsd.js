@@ -624,7 +624,7 @@ async function loadSchedules() {
         h("h2", {}, "Snapshot schedules"),
         h("table", { class: "table" },
           h("thead", {}, h("tr", {}, ["Name", "Subvolume", "Every", "Keeps", ""].map(t => h("th", {}, t)))),
-          h("tbody", {}, names.map(name => {
+          h("tbody", {}, names.flatMap(name => {
               const spec = schedules[name];
               const v = k => variantValue(spec[k]);
               const keeps = ["keep_last", "hourly", "daily", "weekly", "monthly", "yearly"]
@@ -650,7 +650,7 @@ async function explainSchedule(name, box) {
                   h("td", { class: "mono" }, p), h("td", {}, formatTime(created)),
                   h("td", {}, h("span", { class: "badge " + (keep ? "badge-success" : "badge-warning") },
                                 keep ? "kept" : "removed at next cleanup")),
-                  h("td", {}, (important ? "important; " : "") + reasons))))));
+                  h("td", {}, (important ? "important; " : "") + String(reasons).replace(/,(?! )/g, ", ")))))));
 }
 
 // -- start ------------------------------------------------------------------------------

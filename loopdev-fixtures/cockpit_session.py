@@ -113,6 +113,9 @@ class CockpitSession:
                 raise TimeoutError(f"cockpit-ws did not serve {self.url}: {self.log()}")
             time.sleep(0.1)
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def log(self) -> str:
         try:
             return (self._root / "cockpit-ws.log").read_text(errors="replace")[-3000:]  # type: ignore[operator]
