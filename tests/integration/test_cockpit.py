@@ -222,6 +222,28 @@ def test_admin_snapshot_scrub_and_limit(world: World, page_fs: LoopFs, browser: 
         assert "btrfsd 0.1" in browser.find("#version").text
         assert not browser.finds(".alert-danger"), browser.text()
         wait_for(lambda: "no errors" in browser.find(".fs-last").text, "the last scrub's result")
+        browser.screenshot("cockpit-scrub-done")
+
+        # a second, slower scrub: pause, resume and cancel it from its row
+        browser.find("#scrub-limit").clear()
+        browser.find("#scrub-limit").send_keys("5M")
+        browser.click("button[data-action=scrub]")
+        wait_for(lambda: browser.finds(".job-running"), "the second scrub to run")
+        browser.click(".job-running button[data-action=pause]")
+        wait_for(lambda: browser.finds(".job-paused"), "the scrub to pause")
+        browser.click(".job-paused button[data-action=resume]")
+        wait_for(lambda: browser.finds(".job-running"), "the scrub to resume")
+        browser.click(".job-running button[data-action=cancel]")
+        wait_for(lambda: browser.finds(".job-cancelled"), "the scrub to be cancelled")
+
+        # delete the snapshot through the confirmation dialog
+        browser.click("button[data-action=delete]", within=("snapshot-row", snap_path))
+        browser.click("dialog button[data-action=confirm]")
+        wait_for(lambda: not browser.finds(f"tr.snapshot-row[data-path='{snap_path}']"),
+                 "the snapshot's row to go")
+        assert snap_path not in btrfs("subvolume", "list", str(mnt))
+        browser.click("button[data-action=snapshot]", within=("subvolume-row", "data"))
+        wait_for(lambda: browser.finds("tr.snapshot-row"), "a new snapshot (for the pictures)")
 
         # quotas: enable, set a limit through the dialog, check it with btrfs-progs, clear
         browser.click("button[data-action=enable-quota]")
@@ -265,4 +287,4 @@ def test_unprivileged_user_sees_a_denial(world: World, page_fs: LoopFs, browser:
             assert bad not in body, body
         browser.screenshot("cockpit-denied")
     assert btrfs("subvolume", "list", str(mnt)) == before
-    assert not browser.finds(".job-running")  # (the admin's finished scrub may show)
+    assert not browser.finds(".job-running")  # (the admin's finished scrubs may show)
