@@ -558,7 +558,12 @@ function renderJob(path) {
     if (!row) {
         row = h("div", { class: "job", dataset: { path } });
         jobRows.set(path, row);
-        document.getElementById("jobs").prepend(row);
+        // newest first, however the jobs arrived
+        const start = Number(job.StartTime) || Infinity;
+        row.dataset.start = String(start);
+        const box = document.getElementById("jobs");
+        const after = [...box.children].find(r => Number(r.dataset.start) < start);
+        box.insertBefore(row, after || null);
     }
     const fs = filesystems[job.Filesystem];
     const finished = !["running", "paused"].includes(job.State);
