@@ -387,8 +387,10 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def demo() -> int:
-    """Start a sandbox and take a short btrfsctl tour, then tear everything down."""
+def demo(cockpit: bool = False, port: int = 9091) -> int:
+    """Start a sandbox and take a short btrfsctl tour, then tear everything down. With
+    ``cockpit``, serve the Cockpit page afterwards on 127.0.0.1:``port`` (as the admin
+    test user, against the sandbox's bus) until Ctrl-C."""
     ctl = venv_bin("btrfsctl")
     with Sandbox(daemon_args=["--log-level", "info"]) as sb:
         mnt = str(sb.filesystems[0].mount_point)
@@ -425,7 +427,35 @@ def demo() -> int:
                        env=sb.env, check=False)
         print("\nDaemon log (last lines):")
         print("\n".join(sb.daemon_log().splitlines()[-8:]))
+        if cockpit:
+            serve_cockpit(sb, port)
     return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_cockpit(sb: Sandbox, port: int) -> None:
+    """The Cockpit page (cockpit/) on 127.0.0.1:``port`` as TEST_ADMIN until Ctrl-C."""
+    from cockpit_session import CockpitSession, available
+
+    missing = available()
+    if missing:
+        print(f"\n--cockpit: {missing} missing (apt-get install cockpit-ws cockpit-bridge)")
+        return
+    with CockpitSession(sb, TEST_ADMIN, port=port) as cs:
+        mnt = sb.filesystems[0].mount_point
+        print(f"\nThe Cockpit page, as {TEST_ADMIN} (allowed everything by polkit's admin rule):"
+              f"\n\n    {cs.url}\n\n(only on 127.0.0.1; the filesystem is mounted at {mnt}). "
+              "Ctrl-C stops it and removes the sandbox.", flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            while cs.alive():
+                time.sleep(0.5)
+            print(f"cockpit-ws exited: {cs.log()}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("\nstopping", flush=True)
 
 
 @contextlib.contextmanager
@@ -436,6 +466,13 @@ def sandbox(**kw: object) -> Iterator[Sandbox]:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "demo":
-        sys.exit(demo())
-    print("usage: sandbox.py demo", file=sys.stderr)
+        import argparse
+
+        ap = argparse.ArgumentParser(prog="scripts/dev demo")
+        ap.add_argument("--cockpit", action="store_true",
+                        help="after the tour, serve the Cockpit page on 127.0.0.1 until Ctrl-C")
+        ap.add_argument("--port", type=int, default=9091, help="its port (default 9091)")
+        args = ap.parse_args(sys.argv[2:])
+        sys.exit(demo(cockpit=args.cockpit, port=args.port))
+    print("usage: sandbox.py demo [--cockpit [--port N]]", file=sys.stderr)
     sys.exit(2)

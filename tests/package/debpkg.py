@@ -38,6 +38,8 @@ FILES = {
     "/usr/share/bash-completion/completions/btrfsctl": 0o644,
     "/usr/share/doc/btrfsd/copyright": 0o644,
     "/etc/btrfsd/btrfsd.toml": 0o644,
+    **{f"/usr/share/cockpit/btrfsd/{f}": 0o644
+       for f in ("manifest.json", "index.html", "btrfsd.js", "btrfsd.css")},
     "/usr/lib/btrfsd/bin/btrfsd": 0o755,
     "/usr/lib/btrfsd/bin/btrfsctl": 0o755,
     "/usr/lib/btrfsd/bin/btrfsd-notify": 0o755,
