@@ -94,8 +94,15 @@ class Subvolumes:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self.delete_hooks: list[DeleteHook] = []
-        # the last listing of each filesystem (by UUID), answered again while it is exact
-        self._listings: dict[str, RootScan] = {}
+        # the last listing of each filesystem (by UUID, with the Filesystem it was made
+        # for), answered again while it is exact; dropped when the filesystem goes (a
+        # copy with the same UUID mounted later repeats its generation numbers)
+        self._listings: dict[str, tuple[Filesystem, RootScan]] = {}
+        registry.add_listener(self._forget_listings)
+
+    def _forget_listings(self, added: list[Filesystem], removed: list[Filesystem]) -> None:
+        for fs in removed:
+            self._listings.pop(fs.uuid, None)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -138,8 +145,9 @@ class Subvolumes:
         else a new one that decodes only what changed. Blocking (worker threads).
         Raises BtrfsdError."""
         # Threads may race here; each result is exact when made and the last one stays.
-        listing = subvol.list_all(fd, self._listings.get(fs.uuid))
-        self._listings[fs.uuid] = listing
+        held = self._listings.get(fs.uuid)
+        listing = subvol.list_all(fd, held[1] if held is not None and held[0] is fs else None)
+        self._listings[fs.uuid] = (fs, listing)
         return listing.items
 
     def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:

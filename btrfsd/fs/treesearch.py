@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..constants import TOP_LEVEL_SUBVOLUME_ID
-from ..errors import from_errno
+from ..errors import BtrfsdError, from_errno
 from .info import SubvolumeInfo
 from .ioctl import fs_generation, iowr
 
@@ -172,13 +172,18 @@ def _digest(items: Iterable[tuple[int, int, int, int, memoryview]]) -> bytes:
 def unchanged(fd: int, scan: RootScan) -> bool:
     """Whether ``scan`` is still exact for the filesystem of ``fd`` (the module text says
     how this is known). Raises BtrfsdError."""
-    if scan.generation < 0:
+    # A generation lower than the scan's: another copy of the filesystem (an image or
+    # a volume snapshot rolled back and mounted in its place), whose numbers repeat
+    if scan.generation < 0 or _start_generation(fd) < scan.generation:
         return False
     if _digest(_search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX,
                        scan.generation)) != scan.digest:
         return False
-    return all(_ino_path(fd, parent, dirid) == path
-               for (parent, dirid), path in scan.dirs.items())
+    try:
+        return all(_ino_path(fd, parent, dirid) == path
+                   for (parent, dirid), path in scan.dirs.items())
+    except BtrfsdError:  # a parent or directory went away since: not the same listing
+        return False
 
 
 def _root_fields(data: memoryview, fmt: Callable[[bytes], str]) -> RootFields:
@@ -219,6 +224,8 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
         earlier = None  # unproven: nothing of it is taken over
     for _ in range(_SCAN_TRIES):
         start = _start_generation(fd)
+        if earlier is not None and start < earlier.generation:
+            earlier = None  # another copy of the filesystem (see unchanged)
         scan = _scan(fd, earlier, start)
         if start >= 0 and unchanged(fd, scan):
             return scan
