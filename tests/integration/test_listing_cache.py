@@ -6,6 +6,7 @@ each reply, the first after the change and the one after it, must equal what
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import btrfsutil
+import pytest
 from conftest import World, btrfs, subvolume_rows
 
 from btrfsd.fs import treesearch
@@ -119,3 +121,53 @@ def changes(world: World, d: Path, scans: Scans) -> None:
     agree(world, rel, scans)
     btrfs("subvolume", "delete", str(d / "dir2/a"))
     assert daemon(world, rel) == progs(mnt, rel) == set()
+
+
+def test_a_scan_that_a_change_overtakes_is_not_taken_as_exact(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # More than 4096 items in the range (two per subvolume), so one scan takes several
+    # TREE_SEARCH_V2 calls. Before the second call: a rename in a leaf the first call
+    # already read (that leaf was copied in the running transaction, so it changes in
+    # place and keeps its generation), a commit, then a change further on in the next
+    # transaction. Found by review: the scan kept the old name and later checks said
+    # "unchanged", because they only looked at leaves as new as the newest it saw.
+    fs = world.sb.add_filesystem("1G", "btrfsd-span")
+    fd = -1
+    try:
+        mnt = fs.mount_point
+        for i in range(2200):
+            btrfsutil.create_subvolume(str(mnt / f"s{i:04d}"))
+        btrfsutil.sync(str(mnt))
+        fd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+        os.rename(mnt / "s1000", mnt / "s1000x")  # copies the leaf in this transaction
+        calls = 0
+
+        def overtaking() -> None:
+            os.rename(mnt / "s1001", mnt / "s1001y")  # same leaf, in place
+            btrfsutil.sync(str(mnt))  # commit
+            btrfsutil.create_subvolume(str(mnt / "s2190/inner"))  # a later leaf, next one
+
+        real_ioctl = fcntl.ioctl
+
+        def ioctl(fd_: int, request: int, arg: Any, mutate: bool = True) -> Any:
+            nonlocal calls
+            if request == treesearch.BTRFS_IOC_TREE_SEARCH_V2:
+                calls += 1
+                if calls == 2:
+                    overtaking()
+            return real_ioctl(fd_, request, arg, mutate)
+
+        monkeypatch.setattr(treesearch.fcntl, "ioctl", ioctl)
+        scan = treesearch.list_subvolumes(fd)
+        monkeypatch.undo()
+        assert calls > 3  # the scan spanned several calls, and was made again
+        fresh = treesearch.list_subvolumes(fd)
+        assert scan.items == fresh.items
+        names = {s.path for s in scan.items}
+        assert "s1001y" in names and "s1001" not in names and "s2190/inner" in names
+        assert treesearch.unchanged(fd, scan)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        fs.destroy()
+        world.sb.filesystems.remove(fs)
