@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..replies import unwrap
+
 TYPE_CHECKING = False  # typing costs ~5 ms at start-up; mypy still reads the block below
 if TYPE_CHECKING:
     from typing import Any
@@ -37,14 +39,3 @@ class CallError(Exception):
         text = str(body[0]) if body else ""
         details = body[1] if len(body) > 1 else {}
         return cls(name or "unknown", text, details if isinstance(details, dict) else {})
-
-
-def unwrap(value: Any) -> Any:
-    """Turn Variants (at any depth) into plain Python values."""
-    if hasattr(value, "signature") and hasattr(value, "value"):
-        return unwrap(value.value)
-    if isinstance(value, dict):
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value

@@ -12,7 +12,8 @@ from dbus_fast.aio import MessageBus
 
 from ..constants import BUS_NAME, FILESYSTEM_IFACE, MANAGER_IFACE, ROOT_PATH
 from ..names import to_bus
-from .callerror import CallError, unwrap
+from ..replies import unwrap
+from .callerror import CallError
 
 __all__ = ["CallError", "Client", "absolute"]
 

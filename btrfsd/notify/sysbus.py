@@ -29,6 +29,7 @@ from ..constants import (
     POLKIT_PATH,
     Action,
 )
+from ..replies import unwrap
 
 log = logging.getLogger("btrfsd-notify")
 
@@ -38,17 +39,6 @@ QUOTA_RULE = (f"type='signal',sender='{BUS_NAME}',interface='{FILESYSTEM_IFACE}'
               "member='QuotaWarning'")
 JOB_RULE = f"type='signal',sender='{BUS_NAME}',interface='{JOB_IFACE}',member='Completed'"
 ADMIN_CACHE = 300.0  # seconds an answer about read-all is kept (rules rarely change)
-
-
-def plain(value: Any) -> Any:
-    """A reply value with its Variants unwrapped (recursively)."""
-    if isinstance(value, Variant):
-        return plain(value.value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def busy_delay(message: str, attempt: int) -> float:
@@ -81,7 +71,7 @@ class Btrfsd:
                                                 body=body or []))
             assert reply is not None
             if reply.message_type != MessageType.ERROR:
-                return plain(reply.body)  # type: ignore[no-any-return]
+                return unwrap(reply.body)  # type: ignore[no-any-return]
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
             if reply.error_name != BUSY or attempt == self.attempts - 1:
                 raise DBusError(reply.error_name or "", text, reply)
