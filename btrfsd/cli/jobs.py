@@ -60,8 +60,11 @@ class JobWatcher:
     async def news(self, timeout: float) -> None:
         """Wait until a signal arrives or ``timeout`` seconds pass."""
         self.changed.clear()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+        # (Ctrl-C) that arrives as the event is set, and the watch went on to the job's end
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await self.changed.wait()
 
     async def current(self, path: str) -> dict[str, Any]:
         props = await self.client.properties(path, JOB_IFACE)

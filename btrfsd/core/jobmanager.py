@@ -180,8 +180,9 @@ class JobManager:
         cur = self._active.get(fs.uuid)
         task = self._tasks.get(cur.id) if cur is not None and cur.external else None
         if task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(task), self.poll_interval + 0.5)
+            # asyncio.wait neither raises the watcher's outcome nor swallows a
+            # cancellation of this caller (wait_for with suppress did both)
+            await asyncio.wait({task}, timeout=self.poll_interval + 0.5)
 
     def _find(self, fs: Filesystem) -> Found | None:
         """The first kind whose work the kernel runs on ``fs`` (blocking)."""
