@@ -11,10 +11,13 @@ path never stops existing. Step by step, and what a crash after each step leaves
    the temporary name holds the old state, complete. Crash: the old state under the
    temporary name; nothing is lost.
 3. the old state's nested subvolumes (its snapshots among them) move into the new one
-   at the same places. Crash: each nested subvolume is in one of the two, none lost.
-4. the old state is made read-only, then 5. renamed into the new subvolume's snapshot
-   directory under the current time. Crash between 4 and 5: it stays read-only under
-   the temporary name beside the subvolume.
+   at the same places; the kernel moves no read-only subvolume to another directory,
+   so each read-only one is made writable, moved and made read-only again. Crash: each
+   nested subvolume is in one of the two, none lost; the one being moved may be left
+   writable.
+4. the old state is renamed into the new subvolume's snapshot directory under the
+   current time, then 5. made read-only. Crash between 4 and 5: the old state is there
+   but still writable.
 
 A subvolume that is mounted of its own or is the default (the root, say) cannot be
 swapped under its users: as snapper does, the current state is kept as a read-only
@@ -208,11 +211,15 @@ class Rollback:
             new_fd = _open_dir(parent, name, s_res.path)
             try:
                 left = self._move_nested(old_fd, new_fd, s)
-                subvol.set_read_only(old_fd, shown_tmp, True)
                 dir_fd, dirname = self._snapshot_dir(new_fd, s_res.path)
                 try:
                     saved = _free_name(dir_fd, stamp)
+                    # moved while writable: the kernel moves no read-only subvolume to
+                    # another directory
                     rename_new(parent, tmp, dir_fd, saved)
+                    where = (f"The old state of {s_res.path} is kept, complete but still "
+                             f"writable, as {s_res.path}/{dirname}/{saved}.")
+                    subvol.set_read_only(old_fd, saved, True)
                 finally:
                     os.close(dir_fd)
             finally:
@@ -255,16 +262,42 @@ class Rollback:
                 if there is not None:
                     left.append(c.path)
                     continue
-                try:
-                    rename_new(src, cname, dst, cname)
-                except OSError as e:
-                    if e.errno not in (errno.EBUSY, errno.EEXIST):
-                        raise
+                if not self._move_one(src, dst, cname, c, old_fd):
                     left.append(c.path)
             finally:
                 os.close(src)
                 os.close(dst)
         return left
+
+    @staticmethod
+    def _move_one(src: int, dst: int, cname: str, c: subvol.SubvolumeInfo,
+                  old_fd: int) -> bool:
+        """Move one nested subvolume; False when it cannot move (mounted, received).
+        The kernel moves no read-only subvolume to another directory: one is made
+        writable for the move and read-only again right after (a crash in between leaves
+        it writable). A received one is never made writable (that would end its
+        incremental send/receive line): it stays."""
+        if c.read_only and c.received_uuid:
+            return False
+        fd = subvol.open_nested(old_fd, c) if c.read_only else None
+        if c.read_only and fd is None:
+            return False
+        try:
+            if fd is not None:
+                subvol.set_read_only(fd, c.path, False)
+            try:
+                rename_new(src, cname, dst, cname)
+                return True
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.EEXIST, errno.EXDEV):
+                    raise
+                return False
+            finally:
+                if fd is not None:
+                    subvol.set_read_only(fd, c.path, True)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     @staticmethod
     def _dirs_like(old_fd: int, new_fd: int, rel: str) -> int | None:
