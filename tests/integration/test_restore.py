@@ -4,6 +4,7 @@ bad input changes nothing; a daemon killed mid-restore leaves no half-made file.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import struct
@@ -72,7 +73,8 @@ def meta(p: Path, atime: bool = True) -> tuple[Any, ...]:
     link, is_dir = stat.S_ISLNK(st.st_mode), stat.S_ISDIR(st.st_mode)
     xattrs = {} if link else {k: os.getxattr(p, k) for k in sorted(os.listxattr(p))}
     return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
-            st.st_atime_ns if atime and not (is_dir or link) else 0, xattrs, os.readlink(p) if link else None)
+            st.st_atime_ns if atime and not (is_dir or link) else 0, xattrs,
+            os.readlink(p) if link else None)
 
 
 def tree(root: Path, atime: bool = True) -> dict[str, Any]:
@@ -357,3 +359,21 @@ def test_rollback_bad_input(world: World, rfs: LoopFs) -> None:
             else:
                 assert r["error"] in DENIED, r
         assert btrfs("subvolume", "list", "-u", "-q", str(rfs.mount_point)) == before
+
+
+# -- btrfsctl -----------------------------------------------------------------------------
+def test_btrfsctl_restore_and_rollback(world: World, rfs: LoopFs) -> None:
+    from test_cli import ctl
+
+    sv = subvolume(rfs.mount_point / "cli")
+    (sv / "f").write_text("old\n")
+    snap = snapshot(sv, rfs.mount_point / "cli-snap")
+    (sv / "f").write_text("new\n")
+    r = ctl(world, "restore", str(snap), "f", "--overwrite", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["State"] == "completed"
+    assert (sv / "f").read_text() == "old\n"
+    (sv / "f").write_text("newer\n")
+    r = ctl(world, "rollback", str(sv), str(snap))
+    assert r.returncode == 0, r.stderr
+    assert "kept as" in r.stdout and (sv / "f").read_text() == "old\n"
