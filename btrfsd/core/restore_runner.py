@@ -332,7 +332,7 @@ class RestoreRunner:
                 if self._stopping:
                     return  # daemon stop: the next start reports it interrupted
                 job.finish(JobState.CANCELLED, self._summary(copier, "Cancelled; ") +
-                           " Nothing of the path being restored was left half-made.")
+                           " The path being restored when it stopped was left as it was.")
                 return
             except BtrfsdError as e:
                 msg = f"{e.message} {self._summary(copier, 'Before that: ')}"
@@ -346,8 +346,8 @@ class RestoreRunner:
     def _summary(self, c: frestore.Copier, lead: str) -> str:
         how = (f"{format_bytes(c.bytes_copied)} copied (another filesystem), the rest "
                "shared by reflink" if c.bytes_copied else "data shared by reflink")
-        text = (f"{lead}{c.files_done} of {self._plan.files} entries restored "
-                f"({format_bytes(c.bytes_done)}, {how}).")
+        text = (f"{lead}{c.placed_files} of {self._plan.files} entries restored "
+                f"({format_bytes(c.placed_bytes)}, {how}).")
         if c.moved_aside:
             text += (f" {c.moved_aside} existing entries were moved aside as "
                      f"NAME{frestore.ASIDE_INFIX}{c.stamp}.")

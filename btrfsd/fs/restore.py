@@ -260,6 +260,9 @@ class Copier:
     bytes_copied: int = 0  # not shared (the reflink was refused)
     moved_aside: int = 0
     replaced: int = 0
+    # what is in place (a path counts once it is renamed into place)
+    placed_files: int = 0
+    placed_bytes: int = 0
     _n: int = 0
 
     def _check_stop(self) -> None:
@@ -276,6 +279,8 @@ class Copier:
             self._make(src.parent_fd, src.name, src.st, target.dir_fd, tmp, target.reflink)
             self._check_stop()
             self._place(target, tmp)
+            self.placed_files += src.files
+            self.placed_bytes += src.size
         except BaseException:
             with contextlib.suppress(OSError):  # else the next start removes it
                 remove_tree(target.dir_fd, tmp)

@@ -225,8 +225,9 @@ def test_no_space_names_the_target_and_changes_nothing(world: World, rfs: LoopFs
         dest.rmdir()
 
 
-def test_killed_daemon_mid_restore_leaves_every_file_old_or_restored(
-        world: World, rfs: LoopFs) -> None:
+@pytest.fixture(scope="module")
+def many(rfs: LoopFs) -> dict[str, Path]:
+    """20,000 files in a snapshot; half of them changed since: a restore of seconds."""
     sv = subvolume(rfs.mount_point / "many")
     d = sv / "d"
     d.mkdir()
@@ -235,24 +236,57 @@ def test_killed_daemon_mid_restore_leaves_every_file_old_or_restored(
     snap = snapshot(sv, rfs.mount_point / "many-snap")
     for i in range(0, 20000, 2):
         (d / f"f{i}").write_bytes(b"new")
-    present = tree(d, atime=False)
+    return {"sv": sv, "snap": snap}
+
+
+def _old_or_restored(sv: Path, snap: Path, present: dict[str, Any], state: str) -> None:
+    assert not [n for n in listing(sv) if n.startswith(TEMP)], listing(sv)
+    now = tree(sv / "d", atime=False)
+    if state == "completed":
+        assert now == tree(snap / "d", atime=False)
+    else:
+        assert now == present, f"a {state} restore changed the target"
+        assert not [n for n in listing(sv) if ".before-restore-" in n]
+
+
+def test_cancel_leaves_every_file_old_or_restored(world: World, rfs: LoopFs,
+                                                  many: dict[str, Path]) -> None:
+    sv, snap = many["sv"], many["snap"]
+    present = tree(sv / "d", atime=False)
     path = restore(world, rfs, snap, ["d"])["body"][0]
-    deadline = time.monotonic() + 30
-    while props(world, path)["Details"].get("files_done", 0) == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    r = world.root.call(path, "org.btrfsd1.Job", "Cancel", "a{sv}", [{}])
+    assert r["ok"] or "has ended" in r.get("message", ""), r
+    p = wait_state(world, path, {"cancelled", "completed", "failed"})
+    assert p["State"] in ("cancelled", "completed"), p
+    _old_or_restored(sv, snap, present, p["State"])
+
+
+def test_killed_daemon_mid_restore_leaves_every_file_old_or_restored(
+        world: World, rfs: LoopFs, many: dict[str, Path]) -> None:
+    sv, snap = many["sv"], many["snap"]
+    present = tree(sv / "d", atime=False)
+    path = restore(world, rfs, snap, ["d"])["body"][0]
     world.sb.kill_daemon()
     world.sb.start_daemon()
     p = props(world, path)
     assert p["State"] in ("interrupted", "completed"), p
-    assert not [n for n in listing(sv) if n.startswith(TEMP)], listing(sv)
-    now = tree(d, atime=False)
     if p["State"] == "interrupted":
-        assert now == present, "a killed restore changed the target"
-        assert not [n for n in listing(sv) if ".before-restore-" in n]
-    else:
-        assert now == tree(snap / "d", atime=False)
+        assert "stopped while this restore ran" in p["Message"]
+    _old_or_restored(sv, snap, present, p["State"])
     assert path in jobs(world)
+
+
+def test_restore_to_another_filesystem_copies(world: World, rfs: LoopFs,
+                                              setup: dict[str, Path]) -> None:
+    snap = setup["snap"]
+    dest = world.sb.filesystems[1].mount_point / f"copied-{os.getpid()}"
+    dest.mkdir()
+    try:
+        p = restored(world, rfs, snap, ["docs/sub/note"], destination=V("s", str(dest)))
+        assert p["Details"]["bytes_copied"] == len("the original\n")
+        assert meta(dest / "note") == meta(snap / "docs" / "sub" / "note")
+    finally:
+        subprocess.run(["rm", "-rf", str(dest)], check=True)
 
 
 # -- rollback -----------------------------------------------------------------------------
