@@ -297,14 +297,26 @@ class RestoreRunner:
         await job.persist()
 
     def _run_blocking(self, copier: frestore.Copier) -> None:
-        for src, target in zip(self._plan.sources, self._plan.targets, strict=True):
+        # A job's message is shown to every caller (properties carry no caller), so it
+        # names no file: the path's number; the log has the names.
+        count = len(self._plan.sources)
+        for i, (src, target) in enumerate(zip(self._plan.sources, self._plan.targets,
+                                              strict=True), 1):
             try:
                 copier.restore(src, target)
             except OSError as e:
+                log.warning("restore of %s into %s failed: %s", src.shown, target.dir_shown,
+                            e)
                 if e.errno == 28:  # ENOSPC
-                    raise NoSpace(f"{target.dir_shown} ran out of space while {src.shown} "
-                                  "was restored; it was left as it was.") from None
-                raise frestore.explain(e, f"Cannot restore {src.shown}") from None
+                    raise NoSpace(f"The target of path {i} of {count} ran out of space; "
+                                  "that path was left as it was (the log names it).") from None
+                raise frestore.explain(e, f"Cannot restore path {i} of {count} (the log "
+                                       "names it)") from None
+            except BtrfsdError as e:
+                log.warning("restore of %s into %s failed: %s", src.shown, target.dir_shown,
+                            e.message)
+                raise type(e)(f"Cannot restore path {i} of {count} (the log names it)."
+                              ) from None
 
     def _show(self, job: Job, copier: frestore.Copier) -> None:
         files_total = self._plan.files or 1

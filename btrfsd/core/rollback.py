@@ -37,12 +37,14 @@ import time
 from dataclasses import dataclass
 
 from .. import constants
-from ..errors import BtrfsdError, Failed, InvalidArgument, from_errno
+from ..errors import AlreadyRunning, BtrfsdError, Failed, InvalidArgument, from_errno
 from ..fs import libbtrfsutil, paths, subvol
 from ..fs.rename import exchange, rename_new
 from ..fs.restore import lstat_at
 from .filesystems import Filesystem, Registry, open_mount
+from .jobmanager import JobManager, job_running_hint
 from .lineage import belongs_to
+from .restore_runner import OPERATION as RESTORE
 from .subvolumes import Subvolumes
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,10 @@ def _open_dir(dir_fd: int, name: str, shown: str) -> int:
 class Rollback:
     """Rollbacks on the filesystems of a registry."""
 
-    def __init__(self, registry: Registry, subvolumes: Subvolumes) -> None:
+    def __init__(self, registry: Registry, subvolumes: Subvolumes, jobs: JobManager) -> None:
         self._registry = registry
         self._subvolumes = subvolumes
+        self._jobs = jobs
 
     async def rollback(self, fs: Filesystem, subvolume: str, snapshot: str
                        ) -> RollbackResult:
@@ -89,8 +92,14 @@ class Rollback:
         one taken before an earlier rollback); return where its old state is kept.
 
         Raises InvalidArgument (the top level, a read-only target, the snapshot itself,
-        a snapshot of another subvolume or filesystem), NotFound, BtrfsdError.
+        a snapshot of another subvolume or filesystem), AlreadyRunning (a restore runs
+        on the filesystem: its files would land in the old state), NotFound, BtrfsdError.
         """
+        for job in self._jobs.jobs():
+            if job.active and job.filesystem == fs.uuid and job.operation == RESTORE:
+                raise AlreadyRunning(f"A {job.describe()} is writing into "
+                                     f"{fs.primary_mount.mount_point}; roll back after it "
+                                     "ends.", hint=job_running_hint(job))
         result = await asyncio.to_thread(self._rollback, fs, subvolume, snapshot)
         log.info("rollback subvolume=%s snapshot=%s saved=%s new_default=%s fs=%s",
                  subvolume, snapshot, result.saved, result.new_default, fs.uuid)

@@ -74,7 +74,7 @@ class Service:
         # restores: files back from snapshots (no kernel work to find; crash clean-up)
         self.jobs.register(RestoreKind(self.registry, self.subvolumes,
                                        settings.job_poll_interval))
-        self.rollback = Rollback(self.registry, self.subvolumes)
+        self.rollback = Rollback(self.registry, self.subvolumes, self.jobs)
         self.fast_delete = FastDelete(self.jobs, enabled=settings.quota_fast_delete)
         # every delete (a caller's or a schedule cleanup's) takes the fast path with full
         # qgroups

@@ -249,11 +249,14 @@ def _old_or_restored(sv: Path, snap: Path, present: dict[str, Any], state: str) 
         assert not [n for n in listing(sv) if ".before-restore-" in n]
 
 
-def test_cancel_leaves_every_file_old_or_restored(world: World, rfs: LoopFs,
-                                                  many: dict[str, Path]) -> None:
+def test_cancel_leaves_every_file_old_or_restored_and_no_rollback_meanwhile(
+        world: World, rfs: LoopFs, many: dict[str, Path]) -> None:
     sv, snap = many["sv"], many["snap"]
     present = tree(sv / "d", atime=False)
     path = restore(world, rfs, snap, ["d"])["body"][0]
+    r = call(world, rfs, "Rollback", "ssa{sv}", str(sv), str(snap), {})
+    # 20,000 files take seconds: the restore runs; a rollback would swap its target away
+    assert r["error"] == "org.btrfsd1.Error.AlreadyRunning", r
     r = world.root.call(path, "org.btrfsd1.Job", "Cancel", "a{sv}", [{}])
     assert r["ok"] or "has ended" in r.get("message", ""), r
     p = wait_state(world, path, {"cancelled", "completed", "failed"})
