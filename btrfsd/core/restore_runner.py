@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import stat
 from dataclasses import dataclass, field
 
-from ..errors import BtrfsdError, InvalidArgument, NoSpace, NotBtrfs, NotFound
+from ..errors import BtrfsdError, Busy, InvalidArgument, NoSpace, NotBtrfs, NotFound
 from ..fs import paths, subvol
 from ..fs import restore as frestore
 from ..units import format_bytes
@@ -133,7 +134,7 @@ class RestoreRunner:
                                   "are restored. Restore from a read-only snapshot.")
         return fd
 
-    def _live_root(self, snap_fd: int, snap_path: str) -> str:
+    def _live_root(self, snap_fd: int, snap_path: str) -> tuple[str, str]:
         mfd = open_mount(self.fs)
         try:
             items = self.kind.subvolumes.listed(self.fs, mfd)
@@ -146,7 +147,7 @@ class RestoreRunner:
         if where is None:
             raise NotFound(f"The subvolume {snap_path} was taken of is not mounted anywhere; "
                            "give a destination.")
-        return where
+        return where, live.uuid
 
     def _relative(self, snap_path: str, path: str) -> list[str]:
         if path.startswith("/"):
@@ -167,7 +168,7 @@ class RestoreRunner:
         try:
             handle = paths.descend(live_fd, parts[:-1])
         except paths.Stuck as e:
-            if e.error.errno == 2:
+            if e.error.errno == errno.ENOENT:
                 raise NotFound(f"{shown} does not exist any more; restore the directory "
                                "above it instead.") from None
             raise InvalidArgument(f"{shown} goes through a symbolic link or a "
@@ -203,9 +204,12 @@ class RestoreRunner:
                         dest = (os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
                                         dir_fd=d.target_fd), d.path)
                 else:
-                    live_path = self._live_root(snap_fd, snap.path)
+                    live_path, live_uuid = self._live_root(snap_fd, snap.path)
                     live_res = paths.resolve(live_path)
                     live_fd = live_res.open()
+                    if subvol.subvolume_info(live_fd, live_path).uuid != live_uuid:
+                        raise Busy(f"{live_path} changed while the restore was prepared; "
+                                   "try again.")
                 self._plan_all(snap_fd, snap.path, snap_dev, dest, live_res, live_fd)
             finally:
                 if dest is not None:
@@ -307,7 +311,7 @@ class RestoreRunner:
             except OSError as e:
                 log.warning("restore of %s into %s failed: %s", src.shown, target.dir_shown,
                             e)
-                if e.errno == 28:  # ENOSPC
+                if e.errno == errno.ENOSPC:
                     raise NoSpace(f"The target of path {i} of {count} ran out of space; "
                                   "that path was left as it was (the log names it).") from None
                 raise frestore.explain(e, f"Cannot restore path {i} of {count} (the log "

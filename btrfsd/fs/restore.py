@@ -206,13 +206,20 @@ def remove_tree(dir_fd: int, name: str) -> None:
 
 def remove_leftovers(dir_fd: int, job_id: int) -> int:
     """Remove one job's temporaries from a target directory (after a crash); return how
-    many there were. Raises OSError."""
+    many there were. In a sticky directory (/tmp-like) an entry of another user is left
+    alone: root deleting it would bypass the sticky rule. Raises OSError."""
     prefix = temp_prefix(job_id)
+    dir_st = os.fstat(dir_fd)
+    sticky = bool(dir_st.st_mode & stat.S_ISVTX)
     gone = 0
     for name in os.listdir(dir_fd):
-        if name.startswith(prefix):
-            remove_tree(dir_fd, name)
-            gone += 1
+        if not name.startswith(prefix):
+            continue
+        st = lstat_at(dir_fd, name)
+        if st is None or (sticky and st.st_uid not in (0, dir_st.st_uid)):
+            continue
+        remove_tree(dir_fd, name)
+        gone += 1
     return gone
 
 
@@ -264,6 +271,9 @@ class Copier:
     placed_files: int = 0
     placed_bytes: int = 0
     _n: int = 0
+    # the temporary was made by this copier: only then is it removed on a failure (a
+    # name someone else made first is not ours to delete)
+    _created: bool = False
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -275,6 +285,7 @@ class Copier:
         self._check_stop()
         tmp = f"{temp_prefix(self.job_id)}{self._n}"
         self._n += 1
+        self._created = False
         try:
             self._make(src.parent_fd, src.name, src.st, target.dir_fd, tmp, target.reflink)
             self._check_stop()
@@ -282,8 +293,9 @@ class Copier:
             self.placed_files += src.files
             self.placed_bytes += src.size
         except BaseException:
-            with contextlib.suppress(OSError):  # else the next start removes it
-                remove_tree(target.dir_fd, tmp)
+            if self._created:
+                with contextlib.suppress(OSError):  # else the next start removes it
+                    remove_tree(target.dir_fd, tmp)
             raise
 
     def _place(self, t: Target, tmp: str) -> None:
@@ -315,6 +327,7 @@ class Copier:
             self._leaf(src_dir, name, st, dst_dir, dst_name, reflink)
             return
         os.mkdir(dst_name, 0o700, dir_fd=dst_dir)  # nobody else enters while it fills
+        self._created = True
         stack: list[tuple[int, int, list[str], os.stat_result]] = []
         try:
             s = os.open(name, _DIR_RD, dir_fd=src_dir)
@@ -357,6 +370,7 @@ class Copier:
               dst_name: str, reflink: bool) -> None:
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+            self._created = True
             os.chown(dst_name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
             os.utime(dst_name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir,
                      follow_symlinks=False)
@@ -364,6 +378,7 @@ class Copier:
             s = os.open(name, _FILE_RD, dir_fd=src_dir)
             try:
                 d = os.open(dst_name, _FILE_NEW, 0o600, dir_fd=dst_dir)
+                self._created = True
                 try:
                     self._data(s, d, st.st_size, reflink)
                     _metadata(s, d, st)

@@ -147,3 +147,33 @@ def test_snapshots_belong_to_the_subvolume_also_after_rollbacks() -> None:
         live_of(old, items)  # not a snapshot
     with pytest.raises(NotFound):
         live_of(_sv("y", "gone", ro=True), items)
+
+
+def test_a_temporary_name_someone_else_made_is_not_removed(snap: Path,
+                                                           tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / ".btrfsd-restore-4-0").write_text("not btrfsd's")
+    src, t = _source(snap, "d"), _target(live, "d")
+    try:
+        with pytest.raises(FileExistsError):
+            fr.Copier(4, "T", overwrite=False).restore(src, t)
+    finally:
+        src.close()
+        t.close()
+    assert (live / ".btrfsd-restore-4-0").read_text() == "not btrfsd's"
+
+
+def test_leftovers_of_other_users_in_a_sticky_directory_stay(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown)")
+    os.chmod(tmp_path, 0o1777)
+    (tmp_path / ".btrfsd-restore-5-0").write_text("someone's")
+    os.chown(tmp_path / ".btrfsd-restore-5-0", 4242, 4242)
+    (tmp_path / ".btrfsd-restore-5-1").write_text("ours")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert fr.remove_leftovers(fd, 5) == 1
+    finally:
+        os.close(fd)
+    assert os.listdir(tmp_path) == [".btrfsd-restore-5-0"]
