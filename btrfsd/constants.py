@@ -45,6 +45,9 @@ class Action:
     JOB_CANCEL: Final = "org.btrfsd1.job-cancel"
     JOB_CANCEL_OTHER_USER: Final = "org.btrfsd1.job-cancel-other-user"
     SCHEDULE_MANAGE: Final = "org.btrfsd1.schedule-manage"
+    # files put back from a snapshot; a subvolume rolled back to a snapshot
+    RESTORE: Final = "org.btrfsd1.restore"
+    ROLLBACK: Final = "org.btrfsd1.rollback"
     MANAGE: Final = "org.btrfsd1.manage"
 
 

@@ -131,6 +131,26 @@ FILESYSTEM: dict[str, Doc] = {
     "StartBalance": Doc("Start a balance job. Action: maintenance.",
                         _opt(options="data_usage u, metadata_usage u, limit u, full b."),
                         (("job", "The org.btrfsd1.Job object."),)),
+    "RestoreFiles": Doc("Put files or directories from a read-only snapshot back into the "
+                        "subvolume it was taken of (data shared by reflink), as a job with "
+                        "progress in files and bytes. What is in the way is moved aside to "
+                        "NAME.before-restore-<time>, or replaced with overwrite. Action: "
+                        "restore.",
+                        _opt(snapshot="Absolute path of a read-only snapshot of this "
+                             "filesystem.",
+                             paths="Paths inside the snapshot, relative to it or absolute "
+                             "below it; symbolic links are restored as links.",
+                             options="destination s (a directory to restore into), "
+                             "overwrite b (false)."),
+                        (("job", "The org.btrfsd1.Job object."),)),
+    "Rollback": Doc("Make a subvolume a writable copy of one of its snapshots, keeping its "
+                    "current state as a read-only snapshot in its snapshot directory. A "
+                    "mounted or default subvolume gets a new default subvolume instead, "
+                    "which takes effect at the next mount or boot (docs/api.md). Action: "
+                    "rollback.",
+                    _opt(subvolume="Absolute path of the writable subvolume.",
+                         snapshot="Absolute path of one of its snapshots."),
+                    (("saved", "Path of the read-only snapshot of the state before."),)),
     "QuotaWarning": Doc("A qgroup crossed a level (docs/quotas.md); once per crossing.",
                         out=(("path", "The subvolume, or empty when not every local user "
                                       "could reach it (find yours by qgroupid)."),

@@ -18,6 +18,8 @@ from ..core.jobs import JobRecord
 from ..core.limits import PerCallerLimit
 from ..core.maintenance import parse_plan
 from ..core.rescan_runner import OPERATION as RESCAN
+from ..core.restore_runner import OPERATION as RESTORE
+from ..core.restore_runner import RestoreParams
 from ..core.scrub_runner import OPERATION as SCRUB
 from ..core.scrub_runner import ScrubParams
 from ..core.service import Service
@@ -35,6 +37,7 @@ from .options import (
     NoOptions,
     OptionsArg,
     QuotaUsageOptions,
+    RestoreOptions,
     ScrubOptions,
     SnapshotOptions,
     parse_options,
@@ -248,6 +251,29 @@ class FilesystemInterface(ServiceInterface):
                                         full=opts.full)
         job = await self._service.jobs.start(self.fs, current_caller().uid, BALANCE, params)
         return job_path(job.id)
+
+    # -- restore and rollback ------------------------------------------------------------
+    @dbus_method(name="RestoreFiles")
+    @authorized(Action.RESTORE)
+    async def restore_files(self, snapshot: DBusStr, paths: StrList,
+                            options: OptionsArg) -> DBusObjectPath:
+        opts = parse_options(RestoreOptions, options)
+        params = RestoreParams(from_bus(snapshot), tuple(from_bus(p) for p in paths),
+                               destination=from_bus(opts.destination),
+                               overwrite=opts.overwrite)
+        job = await self._service.jobs.start(self.fs, current_caller().uid, RESTORE, params)
+        return job_path(job.id)
+
+    @dbus_method(name="Rollback")
+    @authorized(Action.ROLLBACK)
+    async def rollback(self, subvolume: DBusStr, snapshot: DBusStr,
+                       options: OptionsArg) -> DBusStr:
+        parse_options(NoOptions, options)
+        result = await self._service.rollback.rollback(self.fs, from_bus(subvolume),
+                                                       from_bus(snapshot))
+        if result.new_default:
+            self.emit_changes()
+        return to_bus(result.saved)
 
     # -- quotas -------------------------------------------------------------------------
     @dbus_signal(name="QuotaWarning")

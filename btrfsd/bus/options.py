@@ -86,6 +86,11 @@ class SnapshotInfo(Options):
     description: str | None = Field(default=None, max_length=1024)
 
 
+class RestoreOptions(Options):
+    destination: str = ""  # a directory to restore into instead of the original places
+    overwrite: bool = False  # replace what is there instead of moving it aside
+
+
 M = TypeVar("M", bound=Options)
 
 

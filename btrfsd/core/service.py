@@ -26,6 +26,8 @@ from .maintenance import Maintenance
 from .quota_alerts import QuotaAlert, QuotaWatcher
 from .quotas import Quotas
 from .rescan_runner import RescanKind
+from .restore_runner import RestoreKind
+from .rollback import Rollback
 from .schedules import Schedules
 from .scrub_runner import ScrubKind
 from .state import state_problems
@@ -69,6 +71,10 @@ class Service:
                      ScrubKind(settings.job_poll_interval),
                      RescanKind(settings.job_poll_interval)):
             self.jobs.register(kind)
+        # restores: files back from snapshots (no kernel work to find; crash clean-up)
+        self.jobs.register(RestoreKind(self.registry, self.subvolumes,
+                                       settings.job_poll_interval))
+        self.rollback = Rollback(self.registry, self.subvolumes, self.jobs)
         self.fast_delete = FastDelete(self.jobs, enabled=settings.quota_fast_delete)
         # every delete (a caller's or a schedule cleanup's) takes the fast path with full
         # qgroups

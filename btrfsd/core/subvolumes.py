@@ -333,7 +333,7 @@ class Subvolumes:
                  shown, fs.uuid)
 
     @staticmethod
-    def _default_snapshot_dir(fd: int, source_path: str) -> str:
+    def default_snapshot_dir(fd: int, source_path: str) -> str:
         """Name of the directory in the source (open as ``fd``) for default snapshots.
 
         ``.snapshots`` as before, unless another tool owns it (snapper's subvolume, or
@@ -362,7 +362,7 @@ class Subvolumes:
     def _default_destination(self, source: paths.Resolved, when: float | None) -> str:
         stamp = time.strftime(constants.SNAPSHOT_NAME_FORMAT, time.gmtime(when))
         fd = source.open()
-        dirname = self._default_snapshot_dir(fd, source.path.rstrip("/"))
+        dirname = self.default_snapshot_dir(fd, source.path.rstrip("/"))
         base = source.path.rstrip("/") + "/" + dirname
         try:
             os.mkdir(dirname, 0o750, dir_fd=fd)

@@ -241,6 +241,48 @@ MUTATING.update({
 })
 
 
+def _restorable(w: World, d: Path) -> Path:
+    """A subvolume whose file changed after a read-only snapshot; returns the snapshot."""
+    sv = _subvol(d, "sv")
+    (sv / "f").write_text("old\n")
+    btrfs("subvolume", "snapshot", "-r", str(sv), str(d / "snap"))
+    (sv / "f").write_text("new\n")
+    btrfs("filesystem", "sync", str(sv))  # the generations fs_state compares settle
+    return d / "snap"
+
+
+def _restored(w: World, d: Path) -> None:
+    deadline = time.monotonic() + 30
+    while (d / "sv" / "f").read_text() != "old\n":
+        assert time.monotonic() < deadline, "not restored"
+        time.sleep(0.05)
+
+
+def _rollback_ready(w: World, d: Path) -> Path:
+    sv = _subvol(d, "sv")
+    (sv / "f").write_text("old\n")
+    btrfs("subvolume", "snapshot", "-r", str(sv), str(d / "snap"))
+    (sv / "f").write_text("new\n")
+    btrfs("filesystem", "sync", str(sv))
+    return sv
+
+
+MUTATING.update({
+    "RestoreFiles": Case(
+        prepare=_restorable,
+        call=lambda w, c, d, snap: w.fs_call(c, "RestoreFiles", "sasa{sv}", str(snap), ["f"],
+                                             {}),
+        check=lambda w, d, snap: _restored(w, d),
+    ),
+    "Rollback": Case(
+        prepare=_rollback_ready,
+        call=lambda w, c, d, sv: w.fs_call(c, "Rollback", "ssa{sv}", str(sv),
+                                           str(d / "snap"), {}),
+        check=lambda w, d, sv: (sv / "f").read_text() == "old\n" or pytest.fail("same"),
+    ),
+})
+
+
 def _no_maintenance(w: World) -> None:
     w.fs_call(w.root, "RemoveMaintenance", "a{sv}", {})
 

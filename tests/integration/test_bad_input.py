@@ -32,6 +32,16 @@ def set_ro(path: str) -> Call:
     return lambda w, d: w.fs_call(w.root, "SetReadOnly", "sba{sv}", path.format(d=d), True, {})
 
 
+def restore(snap: str, paths: list[str], **opts: Any) -> Call:
+    return lambda w, d: w.fs_call(w.root, "RestoreFiles", "sasa{sv}", snap.format(d=d),
+                                  paths, opts)
+
+
+def rollback(target: str, snap: str) -> Call:
+    return lambda w, d: w.fs_call(w.root, "Rollback", "ssa{sv}",
+                                  target.format(d=d, mnt=w.mnt), snap.format(d=d), {})
+
+
 CASES: dict[str, tuple[Call, str]] = {
     "relative path": (create("relative/x"), E + "InvalidArgument"),
     "dot-dot escape": (create("{d}/../../../etc/evil"), E + "InvalidArgument"),
@@ -68,6 +78,16 @@ CASES: dict[str, tuple[Call, str]] = {
         E + "InvalidArgument"),
     "top level read-only": (lambda w, d: w.fs_call(w.root, "SetReadOnly", "sba{sv}",
                                                    str(w.mnt), True, {}), E + "InvalidArgument"),
+    "restore from a plain directory": (restore("{d}/plain", ["x"]), E + "InvalidArgument"),
+    "restore from a writable subvolume": (restore("{d}/sv", ["nested"]),
+                                          E + "InvalidArgument"),
+    "restore through a symlink": (restore("{d}/link-in", ["nested"]), E + "InvalidArgument"),
+    "restore with an unknown option": (restore("{d}/sv", ["x"], bogus=V("b", True)),
+                                       E + "InvalidArgument"),
+    "rollback of the top level": (rollback("{mnt}", "{d}/sv"), E + "InvalidArgument"),
+    "rollback of a plain directory": (rollback("{d}/plain", "{d}/sv"), E + "InvalidArgument"),
+    "rollback onto a subvolume that is no snapshot of it": (
+        rollback("{d}/mounted", "{d}/sv"), E + "InvalidArgument"),
     "unknown filesystem object": (
         lambda w, d: w.root.call("/org/btrfsd1/filesystems/nope", "org.btrfsd1.Filesystem",
                                  "ListSubvolumes", "a{sv}", [{}]),

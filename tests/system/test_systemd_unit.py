@@ -226,6 +226,24 @@ def test_schedule_set_and_run(box: Box) -> None:
                   ).returncode == 0
 
 
+def test_restore_keeps_owner_set_id_bits_and_capabilities(box: Box) -> None:
+    blame = ("CapabilityBoundingSet= (CAP_CHOWN, CAP_FSETID, CAP_SETFCAP), "
+             "SystemCallFilter= (@chown, renameat2) or RestrictSUIDSGID=yes")
+    sv = f"{MNT}/restore-sv"
+    ok(box.ctl("subvolume", "create", sv), box, "subvolume create", "CAP_SYS_ADMIN")
+    box.sh(f"printf old > {sv}/tool && chown {USER}:{USER} {sv}/tool && "
+           f"chmod 6755 {sv}/tool && setcap cap_net_raw+ep {sv}/tool 2>/dev/null; "
+           f"btrfs subvolume snapshot -r {sv} {sv}/snap >/dev/null && printf new > {sv}/tool",
+           check=True)
+    want = box.sh(f"stat -c '%U %a' {sv}/snap/tool; getcap {sv}/snap/tool || true",
+                  check=True).stdout
+    ok(box.ctl("restore", f"{sv}/snap", "tool", "--overwrite", timeout=120), box,
+       "restore of a set-id file another user owns", blame)
+    got = box.sh(f"stat -c '%U %a' {sv}/tool; getcap {sv}/tool || true", check=True).stdout
+    assert got.replace(f"{sv}/tool", "") == want.replace(f"{sv}/snap/tool", ""), (got, want)
+    assert box.sh(f"cat {sv}/tool", check=True).stdout == "old"
+
+
 def test_polkit_decides_for_an_unprivileged_caller(box: Box) -> None:
     r = box.ctl("fs", "list", "--json", user=USER)
     out = ok(r, box, f"a read by {USER} (polkit allows org.btrfsd1.read)",
