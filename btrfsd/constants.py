@@ -46,6 +46,8 @@ class Action:
     JOB_CANCEL_OTHER_USER: Final = "org.btrfsd1.job-cancel-other-user"
     SCHEDULE_MANAGE: Final = "org.btrfsd1.schedule-manage"
     MANAGE: Final = "org.btrfsd1.manage"
+    # what changed between two snapshots: reveals file names anywhere in them
+    COMPARE: Final = "org.btrfsd1.compare"
 
 
 ALL_ACTIONS: Final = frozenset(
