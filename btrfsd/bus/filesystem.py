@@ -57,7 +57,7 @@ SUBVOLUME_COLUMNS = "(" + "".join("a" + t for t in "ttsssstxxbbtttt") + ")"
 SubvolumeColumns = Annotated[list[list[Any]], DBusSignature(SUBVOLUME_COLUMNS)]
 # CompareSnapshots: the number of changed paths in all, then one page of them as columns:
 # path, change, old path, type, size, data changed, metadata changed (docs/api.md).
-CompareReply = Annotated[tuple[int, list[list[Any]]], DBusSignature("t(asasasastabab)")]
+CompareReply = Annotated[tuple[int, list[list[Any]]], DBusSignature("t(asasasasatabab)")]
 ResultsDict = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
 # mode, inconsistent, then per qgroup: id, subvolume path, referenced, exclusive,
 # max referenced, max exclusive

@@ -100,12 +100,12 @@ class Comparisons:
         """Blocking: check, maybe take the temporary snapshot (noted in ``run``), read
         the stream. Raises BtrfsdError."""
         with paths.resolve(old) as o, paths.resolve(new) as n:
-            _require_subvolume(o)
-            _require_subvolume(n)
             ofd = o.open()
             self._member(fs, o, ofd)
             nfd = n.open()
             self._member(fs, n, nfd)
+            _require_subvolume(o)
+            _require_subvolume(n)
             oinfo = subvol.subvolume_info(ofd, o.path)
             ninfo = subvol.subvolume_info(nfd, n.path)
             _check_pair(oinfo, ninfo, o.path, n.path)

@@ -196,31 +196,54 @@ class ChangeTracker:
             return None
         return "/".join(reversed(names))
 
+    def _moves(self, now: dict[int, str | None]) -> dict[int, str]:
+        """A file moved to another directory comes as a link of the new name and an
+        unlink of the old one: pair them (entry id of the new name -> old path)."""
+        gone: dict[int, list[str]] = {}
+        for e in self._entries:
+            if e.origin is not None and now[id(e)] is None:
+                gone.setdefault(id(e.inode), []).append(e.origin)
+        moves: dict[int, str] = {}
+        for e in self._entries:
+            if e.origin is None and not e.inode.new and now[id(e)] is not None:
+                left = gone.get(id(e.inode))
+                if left:
+                    moves[id(e)] = left.pop(0)
+        return moves
+
     def changes(self) -> list[Change]:
         """Every changed path, sorted by path (for one path: deleted before added)."""
         rows: list[Change] = []
         first_name: dict[int, str] = {}
+        now = {id(e): self._current(e) if e.parent is not None else None
+               for e in self._entries}
         for e in self._entries:
             if e.origin is not None and id(e.inode) not in first_name:
                 first_name[id(e.inode)] = e.origin
+        moves = self._moves(now)
+        paired = set(moves.values())
         for e in self._entries:
             ino = e.inode
-            now = self._current(e) if e.parent is not None else None
+            path = now[id(e)]
             if e.origin is None:
-                if now is None:
+                if path is None:
                     continue  # made and removed again on the way
                 if ino.new:
-                    rows.append(Change(now, ADDED, type=ino.type))
+                    rows.append(Change(path, ADDED, type=ino.type))
+                elif id(e) in moves:
+                    rows.append(Change(path, RENAMED, moves[id(e)], ino.type, data=ino.data,
+                                       metadata=ino.meta))
                 else:
-                    rows.append(Change(now, LINKED, first_name.get(id(ino), ""), ino.type))
-            elif now is None:
-                rows.append(Change(e.origin, DELETED, type=ino.type))
+                    rows.append(Change(path, LINKED, first_name.get(id(ino), ""), ino.type))
+            elif path is None:
+                if e.origin not in paired:
+                    rows.append(Change(e.origin, DELETED, type=ino.type))
             else:
-                moved = now != e.origin
+                moved = path != e.origin
                 kind = (RENAMED if e.moved and moved else MODIFIED if ino.data
                         else METADATA if ino.meta else None)
                 if kind is not None:
-                    rows.append(Change(now, kind, e.origin if moved else "", ino.type,
+                    rows.append(Change(path, kind, e.origin if moved else "", ino.type,
                                        data=ino.data, metadata=ino.meta))
         rows.sort(key=Change.sort_key)
         return rows

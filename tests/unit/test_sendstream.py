@@ -143,3 +143,10 @@ def test_file_replaced_by_directory_and_hard_links() -> None:
 def test_inconsistent_streams_are_named_errors(cmds: tuple[bytes, ...], words: str) -> None:
     with pytest.raises(BadStream, match=words):
         changes(*cmds)
+
+
+def test_file_moved_across_directories_as_link_and_unlink() -> None:
+    assert changes(
+        command(s.LINK, p("d/moved2"), p("e/moved", s.A_PATH_LINK)),
+        command(s.UNLINK, p("e/moved")), command(s.UTIMES, p("d/moved2")),
+    ) == [("d/moved2", "renamed", "e/moved", "file")]
