@@ -131,7 +131,8 @@ FILESYSTEM: dict[str, Doc] = {
         "snapshot removed afterwards), from the kernel's send stream; sorted by path, "
         "paged (docs/api.md). Action: compare (reveals file names).",
         _opt(old="The older read-only snapshot (absolute path).",
-             new="The newer snapshot, or the live subvolume old was taken of.",
+             new="The newer snapshot, or the live subvolume old was taken of; empty: "
+                 "that subvolume, where a mount shows it.",
              options="offset t (0): rows to skip; limit t (10000, at most 100000)."),
         (("total", "How many paths changed in all (page with offset)."),
          ("changes", "path, change (added, deleted, modified, metadata, renamed, linked), "

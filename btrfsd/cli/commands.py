@@ -12,7 +12,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from ..constants import VERSION
-from . import jobs, output, quota, schedule
+from . import diff, jobs, output, quota, schedule
 from .client import CallError, Client, absolute
 from .errors import EXIT_USAGE, error_json, error_line, explain
 from .output import Outcome
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_commands(sub, cmd)
     quota.add_commands(sub, cmd)
     schedule.add_commands(sub, cmd)
+    diff.add_commands(sub, cmd)
     return p
 
 

@@ -20,7 +20,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotFound
 from ..fs import paths, send, subvol
 from ..fs.changes import Change
 from .filesystems import Filesystem, Registry
@@ -95,10 +95,34 @@ class Comparisons:
     def _member(self, fs: Filesystem, res: paths.Resolved, fd: int) -> None:
         self._registry.check_member(fs, subvol.fsid_of(fd, res.path), res.path)
 
+    def _source_of(self, fs: Filesystem, old: str) -> str:
+        """Where the subvolume the snapshot ``old`` was taken of is mounted (absolute).
+        Raises NotFound (gone), InvalidArgument (not a snapshot, or shown by no mount),
+        BtrfsdError."""
+        with paths.resolve(old) as o:
+            fd = o.open()
+            self._member(fs, o, fd)
+            _require_subvolume(o)
+            info = subvol.subvolume_info(fd, o.path)
+            if not info.parent_uuid:
+                raise InvalidArgument(f"{o.path} is not a snapshot; give both sides.")
+            source = next((s for s in self._subvolumes.listed(fs, fd)
+                           if s.uuid == info.parent_uuid), None)
+        if source is None:
+            raise NotFound(f"The subvolume {o.path} was taken of no longer exists; give "
+                           "the newer side.")
+        where = fs.path_of(source.path)
+        if where is None:
+            raise InvalidArgument(f"The subvolume {o.path} was taken of ({source.path}) "
+                                  "is not mounted anywhere; give the newer side.")
+        return where
+
     def _compare(self, fs: Filesystem, old: str, new: str, fresh: bool, run: _Run
                  ) -> Comparison:
         """Blocking: check, maybe take the temporary snapshot (noted in ``run``), read
         the stream. Raises BtrfsdError."""
+        if not new:
+            new = self._source_of(fs, old)
         with paths.resolve(old) as o, paths.resolve(new) as n:
             ofd = o.open()
             self._member(fs, o, ofd)
@@ -147,7 +171,8 @@ class Comparisons:
     async def compare(self, fs: Filesystem, old: str, new: str, *, fresh: bool = True
                       ) -> Comparison:
         """The changed paths from the read-only snapshot ``old`` to ``new`` (a newer
-        snapshot of the same subvolume, or that subvolume itself), absolute paths. With
+        snapshot of the same subvolume, or that subvolume itself; empty: the subvolume
+        ``old`` was taken of, where a mount shows it), absolute paths. With
         ``fresh`` false, the result kept from the last comparison of the same pair may
         answer (a next page).
 

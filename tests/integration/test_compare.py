@@ -4,9 +4,11 @@ temporary snapshot; paging; bad input gets named errors and changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +237,23 @@ def test_unprivileged_caller_makes_no_temporary_snapshot(world: World, bad: Path
                           str(bad / "sv"), {}, interactive=interactive)
         assert not r["ok"] and r["error"] in DENIED, r
     assert fs_state(world.mnt) == before and not temporaries(world)
+
+
+def test_btrfsctl_diff(world: World, changed: tuple[Path, Path, Path]) -> None:
+    _sv, s1, s2 = changed
+    ctl = str(Path(sys.executable).parent / "btrfsctl")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([ctl, *args], env=world.sb.env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, cwd="/")
+
+    r = run("diff", "--json", str(s1), str(s2))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["total"] == len(data["changes"]) == len(rows(compare(world, s1, s2)))
+    assert data["counts"]["renamed"] == 2 and data["counts"]["added"] == 3
+    r = run("diff", str(s1))  # NEW: the live subvolume s1 was taken of
+    assert r.returncode == 0, r.stderr
+    assert "a/new" in r.stdout and "added" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith(f"{data['total']} changed path(s): ")
+    assert not temporaries(world)
