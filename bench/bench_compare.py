@@ -13,8 +13,8 @@ snapshot. Each row compares the two snapshots --n times, interleaved a round at 
 - btrfsctl diff --json: the whole client process, start-up included;
 - btrfs send | receive --dump: the two btrfs-progs processes, output to a pipe;
 - snapper status 1..2: the `snapper` client and snapperd; snapper keeps a comparison's
-  file list (.snapshots/2/filelist-1.txt), which is removed before each run so every run
-  compares (otherwise it only reads the list back).
+  file list (.snapshots/2/filelist-1.txt, maybe compressed), which is removed before
+  each run so every run compares (otherwise it only reads the list back).
 Prints p50/min/max per row and the issue's targets judged on this run's numbers.
 """
 
@@ -166,12 +166,10 @@ def main() -> int:
             new = mnt / "s2"
             btrfsutil.create_snapshot(str(data), str(new), read_only=True)
         fs_path = "/org/btrfsd1/filesystems/" + fs.uuid.replace("-", "_")
-        filelist = data / ".snapshots/2/filelist-1.txt"
-
         def snapper_status() -> None:
             assert senv is not None
-            with contextlib.suppress(FileNotFoundError):
-                filelist.unlink()
+            for kept in (data / ".snapshots/2").glob("filelist-1.txt*"):
+                kept.unlink()
             run(["snapper", "-c", name, "status", "1..2"], senv)
 
         times: dict[str, list[float]] = {OURS: [], "btrfsctl diff --json": [], SEND: []}

@@ -7,9 +7,8 @@ id) whatever happens; one left by a crash is deleted at the next start
 (``remove_leftovers``).
 
 A reply is paged (offset/limit): the rows of the last comparison are kept, so the next
-pages of the same pair come from the same result. For two read-only snapshots that is
-always the same answer (both are frozen; their generations are part of the key); for a
-live ``new`` a first page (offset 0) always compares afresh.
+pages of the same pair (offset > 0) come from the same result, also for a live ``new``;
+a first page (offset 0) always compares afresh.
 """
 
 from __future__ import annotations
@@ -135,12 +134,15 @@ class Comparisons:
             _check_pair(oinfo, ninfo, o.path, n.path)
             key = (fs.uuid, oinfo.uuid, oinfo.generation, ninfo.uuid, ninfo.generation)
             last = self._last
-            if last is not None and last[0] == key and (ninfo.read_only or not fresh):
+            if last is not None and last[0] == key and not fresh:
                 return last[1]
             if ninfo.read_only:
                 result = Comparison(o.path, n.path, send.changed_paths(ofd, oinfo.id, nfd))
             else:
                 tfd = self._take_temporary(fs, o, nfd, ninfo, run)
+                # taking the snapshot commits, which moves the live one's generation:
+                # the next page must find the result under the generation it sees then
+                key = key[:4] + (subvol.subvolume_info(nfd, n.path).generation,)
                 try:
                     result = Comparison(o.path, n.path,
                                         send.changed_paths(ofd, oinfo.id, tfd))
@@ -173,8 +175,8 @@ class Comparisons:
         """The changed paths from the read-only snapshot ``old`` to ``new`` (a newer
         snapshot of the same subvolume, or that subvolume itself; empty: the subvolume
         ``old`` was taken of, where a mount shows it), absolute paths. With
-        ``fresh`` false, the result kept from the last comparison of the same pair may
-        answer (a next page).
+        ``fresh`` false, the result kept from the last comparison of the same pair (and
+        the same generations) answers if there is one (a next page).
 
         Raises InvalidArgument (not snapshots of one subvolume, another filesystem,
         ``old`` writable or newer, symbolic links), NotFound, NotBtrfs, BtrfsdError.
