@@ -142,7 +142,8 @@ class Comparisons:
                 tfd = self._take_temporary(fs, o, nfd, ninfo, run)
                 # taking the snapshot commits, which moves the live one's generation:
                 # the next page must find the result under the generation it sees then
-                key = key[:4] + (subvol.subvolume_info(nfd, n.path).generation,)
+                key = (fs.uuid, oinfo.uuid, oinfo.generation, ninfo.uuid,
+                       subvol.subvolume_info(nfd, n.path).generation)
                 try:
                     result = Comparison(o.path, n.path,
                                         send.changed_paths(ofd, oinfo.id, tfd))

@@ -39,6 +39,13 @@ def snap(src: Path, dst: Path) -> Path:
     return dst
 
 
+def settled_state(w: World) -> tuple[str, str, str, str]:
+    """fs_state after a commit: writes of earlier tests must not move a generation
+    between two looks."""
+    btrfs("filesystem", "sync", str(w.mnt))
+    return fs_state(w.mnt)
+
+
 def temporaries(w: World) -> list[str]:
     return [ln for ln in btrfs("subvolume", "list", str(w.mnt)).splitlines() if TEMP in ln]
 
@@ -213,7 +220,7 @@ BAD: dict[str, tuple[str, str, str]] = {
 def test_bad_input(world: World, bad: Path, name: str) -> None:
     old, new, error = BAD[name]
     fill = {"d": bad, "other": _other_fs(world) if "{other}" in old + new else ""}
-    before = fs_state(world.mnt)
+    before = settled_state(world)
     r = compare(world, old.format(**fill), new.format(**fill))
     assert not r["ok"] and r["error"] == E + error, r
     assert fs_state(world.mnt) == before
@@ -231,7 +238,7 @@ def test_bad_options(world: World, bad: Path) -> None:
 
 
 def test_unprivileged_caller_makes_no_temporary_snapshot(world: World, bad: Path) -> None:
-    before = fs_state(world.mnt)
+    before = settled_state(world)
     for interactive in (False, True):
         r = world.fs_call(world.user, "CompareSnapshots", "ssa{sv}", str(bad / "s1"),
                           str(bad / "sv"), {}, interactive=interactive)

@@ -44,6 +44,17 @@ def read(data: bytes, step: int = 0) -> list[tuple[int, dict[int, bytes]]]:
 def test_crc_is_the_castagnoli_crc() -> None:
     # the standard check value of CRC-32C, which inverts before and after
     assert crc32c(b"123456789", 0xFFFFFFFF) ^ 0xFFFFFFFF == 0xE3069283
+    assert s.crc32c_py(b"123456789", 0xFFFFFFFF) ^ 0xFFFFFFFF == 0xE3069283
+
+
+def test_native_crc_is_the_python_one() -> None:
+    if s.crc32c_native is None:
+        pytest.skip("no libext2fs here")
+    rng = random.Random(5)
+    for n in (0, 1, 7, 64, 1000):
+        data = bytes(rng.randrange(256) for _ in range(n))
+        for seed in (0, 0xFFFFFFFF, 12345):
+            assert s.crc32c_native(data, seed) == s.crc32c_py(data, seed)
 
 
 def test_commands_arrive_whole_whatever_the_pieces() -> None:
