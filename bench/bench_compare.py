@@ -120,13 +120,17 @@ async def compare_calls(fs: str, old: str, new: str, n_runs: int) -> tuple[list[
 
 def send_dump(old: Path, new: Path) -> None:
     send = subprocess.Popen(["btrfs", "send", "-q", "--no-data", "-p", str(old), str(new)],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     dump = subprocess.run(["btrfs", "receive", "--dump"], stdin=send.stdout,
                           capture_output=True)
-    assert send.stdout is not None
+    assert send.stdout is not None and send.stderr is not None
     send.stdout.close()
+    errors = send.stderr.read()
+    send.stderr.close()
     if send.wait() != 0 or dump.returncode != 0:
-        raise RuntimeError(f"btrfs send | receive --dump failed: {dump.stderr!r}")
+        raise RuntimeError(f"btrfs send | receive --dump failed: {send.returncode} "
+                           f"{errors!r} {dump.returncode} {dump.stderr!r}")
 
 
 def main() -> int:
