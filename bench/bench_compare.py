@@ -118,7 +118,14 @@ async def compare_calls(fs: str, old: str, new: str, n_runs: int) -> tuple[list[
     return times, rows
 
 
+SIGPIPE_EXITS: list[int] = []  # lines the dump had printed when send was cut off
+
+
 def send_dump(old: Path, new: Path) -> None:
+    """One `btrfs send --no-data -p old new | btrfs receive --dump`, output to a pipe.
+    A send killed by SIGPIPE after the dump ended well is counted, not an error: seen in
+    this bench (btrfs-progs 6.2) on some runs though the dump had the whole stream; the
+    run's time then still covers the dump's complete work. Raises RuntimeError."""
     send = subprocess.Popen(["btrfs", "send", "-q", "--no-data", "-p", str(old), str(new)],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -128,8 +135,12 @@ def send_dump(old: Path, new: Path) -> None:
     send.stdout.close()
     errors = send.stderr.read()
     send.stderr.close()
-    if send.wait() != 0 or dump.returncode != 0:
-        raise RuntimeError(f"btrfs send | receive --dump failed: {send.returncode} "
+    code = send.wait()
+    if code == -13 and dump.returncode == 0:
+        SIGPIPE_EXITS.append(dump.stdout.count(b"\n"))
+        return
+    if code != 0 or dump.returncode != 0:
+        raise RuntimeError(f"btrfs send | receive --dump failed: {code} "
                            f"{errors!r} {dump.returncode} {dump.stderr!r}")
 
 
@@ -190,6 +201,9 @@ def main() -> int:
                 times[SNAPPER].append(wall(snapper_status))
             print(f"  round {i + 1}/{args.n}", file=sys.stderr, flush=True)
     report(times, args.files, touched, rows)
+    if SIGPIPE_EXITS:
+        print(f"note: btrfs send was killed by SIGPIPE in {len(SIGPIPE_EXITS)} run(s) after "
+              f"receive --dump ended well ({max(SIGPIPE_EXITS)} dump lines at most)")
     return 0
 
 
