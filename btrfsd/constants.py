@@ -49,6 +49,8 @@ class Action:
     RESTORE: Final = "org.btrfsd1.restore"
     ROLLBACK: Final = "org.btrfsd1.rollback"
     MANAGE: Final = "org.btrfsd1.manage"
+    # what changed between two snapshots: reveals file names anywhere in them
+    COMPARE: Final = "org.btrfsd1.compare"
 
 
 ALL_ACTIONS: Final = frozenset(

@@ -125,6 +125,20 @@ FILESYSTEM: dict[str, Doc] = {
                        _opt(path=_PATH, read_only="The new flag.")),
     "SetDefaultSubvolume": Doc("Make a subvolume the default. Action: subvolume-modify.",
                                _opt(path=_PATH), (("id", "The subvolume's id."),)),
+    "CompareSnapshots": Doc(
+        "The paths that changed from the read-only snapshot old to new (a newer snapshot "
+        "of the same subvolume, or the subvolume itself: then through a temporary "
+        "snapshot removed afterwards), from the kernel's send stream; sorted by path, "
+        "paged (docs/api.md). Action: compare (reveals file names).",
+        _opt(old="The older read-only snapshot (absolute path).",
+             new="The newer snapshot, or the live subvolume old was taken of; empty: "
+                 "that subvolume, where a mount shows it.",
+             options="offset t (0): rows to skip; limit t (10000, at most 100000)."),
+        (("total", "How many paths changed in all (page with offset)."),
+         ("changes", "path, change (added, deleted, modified, metadata, renamed, linked), "
+                     "old path, type (file, dir, symlink, other), size, data changed, "
+                     "metadata changed: one array each, paths relative to the "
+                     "subvolume."))),
     "StartScrub": Doc("Start a scrub job. Action: maintenance.",
                       _opt(options="readonly b, limit t (bytes/s per device)."),
                       (("job", "The org.btrfsd1.Job object."),)),

@@ -38,8 +38,8 @@ _own_grant: ContextVar[bool] = ContextVar("btrfsd_own_grant", default=False)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # Method parameters whose values polkit is told, each under its own name as the key.
-DETAIL_ARGS = ("path", "source", "destination", "name")
-_PATH_ARGS = frozenset({"path", "source", "destination"})
+DETAIL_ARGS = ("path", "source", "destination", "name", "old", "new")
+_PATH_ARGS = frozenset({"path", "source", "destination", "old", "new"})
 # A detail longer than this is cut (marked with DETAIL_TRUNCATED): a caller may send a
 # path of megabytes, and polkitd, its log and a dialog need no more than PATH_MAX.
 MAX_DETAIL_CHARS = 4096

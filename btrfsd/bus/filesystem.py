@@ -12,6 +12,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 from ..constants import FILESYSTEM_IFACE, Action
 from ..core.balance_runner import OPERATION as BALANCE
 from ..core.balance_runner import BalanceParams
+from ..core.compare import Comparison
 from ..core.filesystems import Filesystem
 from ..core.inventory import Listing
 from ..core.jobs import JobRecord
@@ -31,6 +32,7 @@ from .context import current_message
 from .job import VariantDict
 from .options import (
     BalanceOptions,
+    CompareOptions,
     DeleteOptions,
     EnableQuotaOptions,
     ListOptions,
@@ -56,6 +58,9 @@ StrList = Annotated[list[str], DBusSignature("as")]
 # (docs/benchmarks.md), and listings of 10,000 snapshots must stay cheap.
 SUBVOLUME_COLUMNS = "(" + "".join("a" + t for t in "ttsssstxxbbtttt") + ")"
 SubvolumeColumns = Annotated[list[list[Any]], DBusSignature(SUBVOLUME_COLUMNS)]
+# CompareSnapshots: the number of changed paths in all, then one page of them as columns:
+# path, change, old path, type, size, data changed, metadata changed (docs/api.md).
+CompareReply = Annotated[tuple[int, list[list[Any]]], DBusSignature("t(asasasasatabab)")]
 ResultsDict = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}")]
 # mode, inconsistent, then per qgroup: id, subvolume path, referenced, exclusive,
 # max referenced, max exclusive
@@ -77,6 +82,15 @@ def subvolume_columns(listing: Listing) -> list[list[Any]]:
     return [ids, parents, [to_bus(p) for p in paths], uuids, puuids, ruuids, gens,
             [usec(t) for t in ctimes], [usec(t) for t in otimes],
             ro, [p != "" for p in puuids], *(list(c) for c in zip(*quota, strict=True))]
+
+
+def change_columns(result: Comparison, offset: int, limit: int) -> tuple[int, list[list[Any]]]:
+    """CompareSnapshots' reply: the total and rows offset..offset+limit as columns."""
+    page = result.rows[offset:offset + limit]
+    return len(result.rows), [[to_bus(c.path) for c in page], [c.change for c in page],
+                              [to_bus(c.old_path) for c in page], [c.type for c in page],
+                              [c.size for c in page], [c.data for c in page],
+                              [c.metadata for c in page]]
 
 
 def subvolume_dict(s: SubvolumeInfo) -> dict[str, Variant]:
@@ -233,6 +247,15 @@ class FilesystemInterface(ServiceInterface):
         sid = await self._service.subvolumes.set_default(self.fs, from_bus(path))
         self.emit_changes()
         return sid
+
+    @dbus_method(name="CompareSnapshots")
+    @authorized(Action.COMPARE, expensive=True)
+    async def compare_snapshots(self, old: DBusStr, new: DBusStr, options: OptionsArg
+                                ) -> CompareReply:
+        opts = parse_options(CompareOptions, options)
+        result = await self._service.comparisons.compare(
+            self.fs, from_bus(old), from_bus(new), fresh=opts.offset == 0)
+        return change_columns(result, opts.offset, opts.limit)  # type: ignore[return-value]
 
     @dbus_method(name="StartScrub")
     @authorized(Action.MAINTENANCE)

@@ -64,6 +64,16 @@ class BalanceOptions(Options):
         return self
 
 
+# Rows of one CompareSnapshots reply at most: a reply stays a few MiB however many
+# paths changed; a client pages with offset.
+MAX_COMPARE_ROWS = 100_000
+
+
+class CompareOptions(Options):
+    offset: int = Field(default=0, ge=0, lt=2**63)  # rows to skip (paging)
+    limit: int = Field(default=10_000, ge=1, le=MAX_COMPARE_ROWS)  # rows at most
+
+
 class EnableQuotaOptions(Options):
     simple: bool = False  # squota: cheap with many snapshots; counts new writes only
     force: bool = False  # enable full qgroups despite many snapshots

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..config import Settings
 from ..errors import AlreadyRunning
 from .balance_runner import BalanceKind
+from .compare import Comparisons
 from .fast_delete import FastDelete
 from .filesystems import Filesystem, Registry
 from .inventory import Inventory
@@ -59,6 +60,7 @@ class Service:
         self.subvolumes = Subvolumes(self.registry)
         self.quotas = Quotas(self.subvolumes)
         self.inventory = Inventory(self.subvolumes, self.quotas)
+        self.comparisons = Comparisons(self.registry, self.subvolumes)
         # expensive reads per unprivileged caller (front ends key it by the caller)
         self.read_limit = PerCallerLimit(settings.reads_per_caller, "listings",
                                          share=settings.read_share,
@@ -139,6 +141,8 @@ class Service:
         await self.jobs.open()
         await self.maintenance.load()
         await self.schedules.load()
+        # temporary snapshots of comparisons a crash interrupted
+        await self.comparisons.remove_leftovers()
         self._open = True
         self.registry.start_watching(asyncio.get_running_loop())
 

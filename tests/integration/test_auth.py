@@ -313,6 +313,31 @@ MUTATING.update({
 })
 
 
+def _compare_prepared(w: World, d: Path) -> Path:
+    """A subvolume with a read-only snapshot and a change since; returns the subvolume."""
+    sv = _subvol(d, "sv")
+    btrfs("subvolume", "snapshot", "-r", str(sv), str(d / "s1"))
+    (sv / "f").write_text("new")
+    btrfs("filesystem", "sync", str(sv))  # its generation moves now, not during the check
+    return sv
+
+
+def _compared(w: World, d: Path) -> None:
+    # the live subvolume was compared through a temporary snapshot, now gone again
+    assert ".btrfsd-compare-" not in btrfs("subvolume", "list", str(w.mnt))
+
+
+MUTATING.update({
+    # not a change, but names every changed file: admins only (auth_admin_keep)
+    "CompareSnapshots": Case(
+        prepare=_compare_prepared,
+        call=lambda w, c, d, sv: w.fs_call(c, "CompareSnapshots", "ssa{sv}", str(d / "s1"),
+                                           str(sv), {}),
+        check=lambda w, d, sv: _compared(w, d),
+    ),
+})
+
+
 def _check_default(w: World, p: Path) -> None:
     sid = btrfs("inspect-internal", "rootid", str(p)).strip()
     assert f"ID {sid} " in btrfs("subvolume", "get-default", str(w.mnt))
