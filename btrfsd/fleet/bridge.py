@@ -64,6 +64,10 @@ def event_kind(msg: Message) -> str | None:
     return None
 
 
+class BusUnavailable(Exception):
+    """The system bus (or btrfsd's signals on it) cannot be reached at the start."""
+
+
 class Bridge:
     """One host's bridge: run() serves until stop() is called."""
 
@@ -78,13 +82,17 @@ class Bridge:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._refresh = asyncio.Event()  # write the status now, not at the next beat
+        self.bus_lost = False
 
     # -- life cycle -------------------------------------------------------------------
     async def run(self) -> None:
-        """Connect to the bus and NATS, serve until stop(). Raises OSError/EOFError if
-        the system bus cannot be reached (systemd restarts the bridge)."""
-        await self.local.connect()
-        await self.local.subscribe(self._on_signal)
+        """Connect to the bus and NATS, serve until stop(). Raises BusUnavailable if the
+        system bus cannot be reached (systemd starts the bridge again)."""
+        try:
+            await self.local.connect()
+            await self.local.subscribe(self._on_signal)
+        except (OSError, EOFError, DBusCallError) as e:
+            raise BusUnavailable(str(e)) from None
         nc = await self.nats.connect(name=f"btrfsd-fleet {self.host}", retry=True)
         self.nats.on_error = self._nats_error
         for subject in protocol.request_subjects(self.host):
@@ -92,17 +100,27 @@ class Bridge:
         await nc.flush()
         log.info("serving host %s on %s", self.host, ", ".join(self.settings.nats.servers))
         beat = asyncio.create_task(self._heartbeat())
+        # the system bus going away ends the bridge (systemd starts it again): it could
+        # only answer Failed until then
+        gone = asyncio.create_task(self.local.wait_for_disconnect())
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
-            await self._stopping.wait()
+            await asyncio.wait({gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():
+                self.bus_lost = True
+                log.error("the system bus connection is gone")
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            for task in (beat, gone, stopping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self._final_status()
             for t in list(self._tasks):
                 t.cancel()
-            await self.nats.close()
-            self.local.disconnect()
+            with contextlib.suppress(Exception):  # ending anyway: nothing left to tell
+                await self.nats.close()
+            with contextlib.suppress(Exception):
+                self.local.disconnect()
 
     def stop(self) -> None:
         self._stopping.set()

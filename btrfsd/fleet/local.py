@@ -8,6 +8,7 @@ bridge knows no method list of its own and serves whatever the daemon exports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,12 @@ class LocalBtrfsd:
     async def connect(self) -> None:
         """Raises OSError/EOFError when the bus cannot be reached."""
         self.bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+
+    async def wait_for_disconnect(self) -> None:
+        """Return when the bus connection ends (raises nothing a caller must handle)."""
+        assert self.bus is not None
+        with contextlib.suppress(Exception):
+            await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
     def disconnect(self) -> None:
         if self.bus is not None:

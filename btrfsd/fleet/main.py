@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .bridge import Bridge
+from .bridge import Bridge, BusUnavailable
 from .settings import DEFAULT_BRIDGE_CONFIG, SettingsError, load_bridge
 
 EXIT_CONFIG = 2
@@ -30,15 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(bridge: Bridge) -> None:
+async def _serve(bridge: Bridge) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, bridge.stop)
     await bridge.run()
+    return EXIT_NO_BUS if bridge.bus_lost else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the bridge until SIGTERM/SIGINT; the exit code (2 bad settings, 3 no bus)."""
+    """Run the bridge until SIGTERM/SIGINT; the exit code (2 bad settings, 3 no bus or
+    the bus went away)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -50,11 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"btrfsd-fleet: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        asyncio.run(_serve(Bridge(settings)))
-    except (OSError, EOFError) as e:
+        return asyncio.run(_serve(Bridge(settings)))
+    except BusUnavailable as e:
         print(f"btrfsd-fleet: cannot reach the system bus: {e}", file=sys.stderr)
         return EXIT_NO_BUS
-    return 0
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ class NatsSettings(BaseModel):
     reconnect_wait: float = Field(default=1.0, gt=0, le=60)
     request_timeout: float = Field(default=30.0, gt=0, le=3600)
 
+    @field_validator("creds", "nkey_seed", "password_file", "tls_ca", "tls_cert", "tls_key")
+    @classmethod
+    def _home(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
     @field_validator("servers")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
