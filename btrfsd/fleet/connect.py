@@ -93,10 +93,19 @@ class Requester:
             raise FleetCallError(protocol.NO_SERVER, f"cannot read the password file: "
                                  f"{e.strerror}") from None
         opts.update(name=name, error_cb=self._error)
-        if not retry:  # a command line gives up at once; the bridge keeps trying
-            opts.update(allow_reconnect=False, max_reconnect_attempts=0)
+        if not retry:
+            # A command line gives up soon; the bridge keeps trying. nats-py retries a
+            # server forever at max_reconnect_attempts 0 and gives up only past a
+            # positive count: 1 is two quick attempts per server.
+            opts.update(allow_reconnect=False, max_reconnect_attempts=1,
+                        reconnect_time_wait=0.1)
         try:
-            self.nc = await nats.connect(**opts)
+            if retry:
+                self.nc = await nats.connect(**opts)
+            else:
+                limit = (self.settings.connect_timeout + 0.2) * 2 * len(self.settings.servers)
+                async with asyncio.timeout(limit):
+                    self.nc = await nats.connect(**opts)
         except (TimeoutError, NoServersError, OSError, NatsError) as e:
             servers = ", ".join(self.settings.servers)
             raise FleetCallError(protocol.NO_SERVER, f"cannot connect to NATS at {servers}: "

@@ -120,7 +120,7 @@ def parse_request(data: bytes, token: str) -> tuple[str, list[Any]]:
         raise ProtocolError(INVALID_ARGUMENT, f"unknown request keys: {sorted(unknown)}")
     default = ROOT_PATH if token in ("Manager", "ObjectManager") else None
     path = body.get("object", default)
-    if not isinstance(path, str) or not path.startswith(ROOT_PATH):
+    if not isinstance(path, str) or not (path == ROOT_PATH or path.startswith(ROOT_PATH + "/")):
         raise ProtocolError(INVALID_ARGUMENT, f'"object" must name a btrfsd object path '
                             f"under {ROOT_PATH} (e.g. {ROOT_PATH}/filesystems/<uuid>)")
     if token == "Manager" and path != ROOT_PATH:

@@ -3,6 +3,7 @@ btrfsctl's hand-over of --host to the full path."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from dbus_fast import Variant
 
 from btrfsd.cli import commands, lean
 from btrfsd.fleet import protocol
+from btrfsd.fleet.connect import FleetCallError, Requester
 from btrfsd.fleet.protocol import ProtocolError
-from btrfsd.fleet.settings import SettingsError, load_bridge, load_client
+from btrfsd.fleet.settings import NatsSettings, SettingsError, load_bridge, load_client
 from btrfsd.fleet.status import HostStatus
 
 
@@ -145,3 +147,12 @@ def test_host_options_go_to_the_full_path() -> None:
     assert args.hosts == "db-*" and args.source == "/x"
     with pytest.raises(SystemExit):
         commands.build_parser().parse_args(["--host", "a", "--hosts", "b", "fs", "list"])
+
+
+async def test_no_nats_server_is_a_quick_named_error() -> None:
+    # nats-py would retry one server forever at max_reconnect_attempts 0
+    req = Requester(NatsSettings(servers=["nats://127.0.0.1:1"], connect_timeout=2))
+    with pytest.raises(FleetCallError) as e:
+        async with asyncio.timeout(10):
+            await req.connect()
+    assert e.value.name == protocol.NO_SERVER
