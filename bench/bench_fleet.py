@@ -34,7 +34,7 @@ from sandbox import Sandbox
 
 from btrfsd.fleet.connect import Requester
 from btrfsd.fleet.settings import NatsSettings
-from btrfsd.fleet.status import read_all
+from btrfsd.fleet.status import HostStatus, read_all
 
 HOSTS = ("b1", "b2", "b3")
 TARGET_EXTRA_MS = 2.0
@@ -120,6 +120,19 @@ async def measure(sb: Any, url: str, n: int) -> None:
         status_times.append(time.perf_counter() - t)
     record = max(len(h.to_json()) for h in hosts)
 
+    # fleet status at 1,000 hosts: the 3 real records plus 997 written like a bridge's
+    kv = await nc.jetstream().key_value("btrfsd-fleet")
+    for i in range(1000 - len(HOSTS)):
+        fake = HostStatus.from_json(hosts[0].to_json())
+        fake.host = f"sim-{i:04d}"
+        await kv.put(fake.host, fake.to_json())
+    big_times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        many = await read_all(nc, "btrfsd-fleet")
+        big_times.append(time.perf_counter() - t)
+    assert len(many) == 1000, len(many)
+
     # event sizes: a scrub's events on b1 (every bridge publishes the same signals)
     events: list[tuple[str, int]] = []
 
@@ -146,6 +159,8 @@ async def measure(sb: Any, url: str, n: int) -> None:
     print(f"\nfleet status over {len(HOSTS)} hosts (read from the KV bucket): "
           f"p50 {pct(status_times, 50):.2f} ms, p90 {pct(status_times, 90):.2f} ms; "
           f"one host's record {record} bytes (1 filesystem)")
+    print(f"fleet status over 1,000 hosts (997 simulated records): p50 "
+          f"{pct(big_times, 50):.1f} ms, max {pct(big_times, 100):.1f} ms")
     print("\nmessage sizes (bytes, subject + body)")
     for label, (q, a) in sizes.items():
         print(f"  {label:16} request {q:5}  reply {a:5}")

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from dbus_fast import Variant
-from dbus_fast.signature import SignatureTree, SignatureType
+from dbus_fast.signature import SignatureType, get_signature_tree
 
 from ..constants import ERROR_PREFIX, FILESYSTEM_IFACE, JOB_IFACE, MANAGER_IFACE, ROOT_PATH
 
@@ -135,7 +135,7 @@ def to_dbus_args(signature: str, args: list[Any]) -> list[Any]:
     """JSON arguments as D-Bus values of ``signature``. A missing trailing ``a{sv}``
     (every btrfsd method's options) counts as ``{}``. Raises ProtocolError
     (InvalidArgument) naming the argument that does not fit."""
-    types = SignatureTree(signature).types
+    types = get_signature_tree(signature).types
     if len(args) == len(types) - 1 and types and types[-1].signature == "a{sv}":
         args = [*args, {}]
     if len(args) != len(types):
@@ -219,12 +219,12 @@ def to_variant(v: Any, depth: int = 0) -> Variant:
         pair = v["$v"]
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
             raise TypeError('"$v" must be [signature, value]')
-        tree = SignatureTree(pair[0])
+        tree = get_signature_tree(pair[0])
         if len(tree.types) != 1:
             raise ValueError(f"a variant holds one complete type, not {pair[0]!r}")
         return Variant(tree.types[0], _to_dbus(tree.types[0], pair[1], depth + 1))
     sig = _infer(v, depth)
-    return Variant(sig, _to_dbus(SignatureTree(sig).types[0], v, depth + 1))
+    return Variant(sig, _to_dbus(get_signature_tree(sig).types[0], v, depth + 1))
 
 
 def _infer(v: Any, depth: int) -> str:

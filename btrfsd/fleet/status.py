@@ -8,6 +8,7 @@ than STALE_BEATS heartbeats.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,8 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 STALE_BEATS = 3
 MAX_QUOTA_WARNINGS = 20  # the newest ones; older are dropped
+# key-value gets in flight at once when reading every host (one connection pipelines them)
+READ_AT_ONCE = 64
 
 
 @dataclass
@@ -111,16 +114,20 @@ async def read_all(nc: NATS, bucket: str) -> list[HostStatus]:
     # need more permissions than reading).
     info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
     keys = sorted(s.split(".", 2)[2] for s in (info.state.subjects or {}))
-    found = []
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            continue
+    slots = asyncio.Semaphore(READ_AT_ONCE)
+
+    async def one(key: str) -> HostStatus | None:
+        async with slots:
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:
+                return None
         if entry.value is None:
-            continue
+            return None
         try:
-            found.append(HostStatus.from_json(entry.value))
+            return HostStatus.from_json(entry.value)
         except ValueError:
-            continue  # not written by a bridge: not a host
-    return found
+            return None  # not written by a bridge: not a host
+
+    found = await asyncio.gather(*(one(k) for k in keys))
+    return [h for h in found if h is not None]
