@@ -93,7 +93,19 @@ class Bridge:
             await self.local.subscribe(self._on_signal)
         except (OSError, EOFError, DBusCallError) as e:
             raise BusUnavailable(str(e)) from None
-        nc = await self.nats.connect(name=f"btrfsd-fleet {self.host}", retry=True)
+        # NATS may be away at start: keep trying, but a stop meanwhile ends the bridge
+        connecting = asyncio.create_task(
+            self.nats.connect(name=f"btrfsd-fleet {self.host}", retry=True))
+        stopped = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
+            self.local.disconnect()
+            return
+        nc = connecting.result()
         self.nats.on_error = self._nats_error
         for subject in protocol.request_subjects(self.host):
             await nc.subscribe(subject, cb=self._on_request)
