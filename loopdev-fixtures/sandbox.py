@@ -150,6 +150,14 @@ class Sandbox:
     config: str = ""  # btrfsd.toml text for the daemon (written into the workdir)
     filesystems: list[LoopFs] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # False for a second sandbox beside one that made the test users (tests/integration/
+    # test_fleet.py: hosts of a fleet): making them again would change their uids
+    create_test_users: bool = True
+    # When set, btrfsd runs in a mount namespace of its own where the first filesystem is
+    # also mounted at this (existing, empty) directory: one host of a simulated fleet,
+    # where the same path names each host's own filesystem. Later host mounts still
+    # propagate into it.
+    private_mount: str = ""
     _activation_offered: bool = False
     _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -161,7 +169,8 @@ class Sandbox:
             self.start_bus()
             self.install_polkit_files()
             self.start_polkitd()
-            self.create_users()
+            if self.create_test_users:
+                self.create_users()
             self.add_filesystem()
             self.start_daemon()
         except BaseException:
@@ -310,6 +319,10 @@ class Sandbox:
             conf = self.workdir / "btrfsd.toml"
             conf.write_text(self.config)
             argv += ["--config", str(conf)]
+        if self.private_mount:
+            argv = ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c",
+                    'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
+                    str(self.filesystems[0].mount_point), self.private_mount, *argv]
         self._spawn("btrfsd", argv, stderr=log_file)
         log_file.close()
         self.wait_for_name(BUS_NAME)

@@ -12,7 +12,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from ..constants import VERSION
-from . import diff, jobs, output, quota, restore, schedule
+from . import diff, fleet, jobs, output, quota, restore, schedule
 from .client import CallError, Client, absolute
 from .errors import EXIT_USAGE, error_json, error_line, explain
 from .output import Outcome
@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"btrfsctl {VERSION}")
     p.add_argument("--no-ask", action="store_true",
                    help="never let PolicyKit ask for a password")
+    fleet.add_options(p)
     sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def cmd(parent: Any, name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_commands(sub, cmd)
     restore.add_commands(sub, cmd)
     diff.add_commands(sub, cmd)
+    fleet.add_commands(sub, cmd)
     return p
 
 
@@ -207,7 +209,7 @@ def _rewrite(argv: list[str]) -> list[str]:
     # "snapshot SOURCE [DEST]" and "snapshot list|delete ..." share a word; argparse cannot
     # tell them apart, so the sub-forms get their own hidden commands.
     for i, word in enumerate(argv):
-        if word.startswith("-"):
+        if word.startswith("-") or (i and argv[i - 1] in fleet.VALUED_OPTIONS):
             continue
         if word == "snapshot" and i + 1 < len(argv) and argv[i + 1] in ("list", "delete"):
             return [*argv[:i], f"snapshot-{argv[i + 1]}", *argv[i + 2:]]
@@ -217,7 +219,7 @@ def _rewrite(argv: list[str]) -> list[str]:
 
 async def _run(args: argparse.Namespace) -> int:
     try:
-        async with Client(interactive=False if args.no_ask else None) as c:
+        async with fleet.client_for(args) as c:
             data = await args.handler(c, args)
     except CallError as e:
         if args.json:
@@ -238,7 +240,7 @@ def run(argv: list[str]) -> int:
     if not hasattr(args, "json"):
         args.json = False
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(fleet.run(args) if fleet.wants_fleet(args) else _run(args))
     except KeyboardInterrupt:  # commands that watch a job have said it keeps running
         return 130
     except SystemExit as e:  # argparse inside handlers

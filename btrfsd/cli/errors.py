@@ -50,6 +50,18 @@ EXPLANATIONS: dict[str, Explained] = {
     "org.freedesktop.DBus.Error.InvalidArgs": Explained("Invalid arguments", 5),
     "org.freedesktop.DBus.Error.UnknownMethod": Explained(
         "This btrfsd does not know that call (client and daemon versions differ?)", EXIT_FAILED),
+    # btrfsctl --host/--hosts/fleet (docs/fleet.md)
+    "org.btrfsd1.Fleet.Error.NoResponders": Explained(
+        "The host does not answer over NATS (is its btrfsd-fleet running? btrfsctl fleet "
+        "status tells since when it is away)", EXIT_NO_DAEMON),
+    "org.btrfsd1.Fleet.Error.NoServer": Explained(
+        "Cannot reach NATS (see --nats, or [nats] in ~/.config/btrfsd/fleet.toml)",
+        EXIT_NO_DAEMON),
+    "org.btrfsd1.Fleet.Error.NotPermitted": Explained(
+        "NATS refused the request (your NATS user's subject permissions)", 12),
+    "org.btrfsd1.Fleet.Error.Timeout": Explained(
+        "The host's bridge did not answer in time", EXIT_FAILED),
+    "org.btrfsd1.Fleet.Error.BadConfig": Explained("Bad fleet settings", EXIT_USAGE),
 }
 
 

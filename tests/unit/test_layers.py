@@ -16,8 +16,10 @@ ALLOWED = {
     "fs": set(),
     "core": {"fs"},
     "bus": {"core"},
-    "cli": set(),
+    # btrfsctl --host speaks the fleet's wire format (fleet/protocol.py, connect.py)
+    "cli": {"fleet"},
     "notify": set(),  # btrfsd-notify: a D-Bus client only, like btrfsctl
+    "fleet": set(),  # btrfsd-fleet: a D-Bus client of the local btrfsd, never its core
     "common": set(),
     "entry": {"bus"},  # daemon.py, __main__.py: start the D-Bus front end
 }
