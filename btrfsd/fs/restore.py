@@ -205,8 +205,8 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 
 def holds_other_mounts(dir_fd: int, name: str) -> bool:
     """Whether the directory ``name`` is, or holds, a subvolume or mount point of its
-    own (a replace would have to delete it: refused). A tree deeper than MAX_DEPTH
-    counts as holding one (it cannot be checked with bounded descriptors). Raises
+    own (a replace would have to delete it: refused). Raises InvalidArgument for a
+    tree deeper than MAX_DEPTH (it cannot be checked with bounded descriptors),
     OSError."""
     top, names = _open_listed(dir_fd, name)
     st = os.fstat(top)
@@ -226,8 +226,12 @@ def holds_other_mounts(dir_fd: int, name: str) -> bool:
             cst = os.stat(child, dir_fd=fd, follow_symlinks=False)
             if not stat.S_ISDIR(cst.st_mode):
                 continue
-            if cst.st_dev != dev or cst.st_ino == 256 or len(stack) >= MAX_DEPTH:
+            if cst.st_dev != dev or cst.st_ino == 256:
                 return True
+            if len(stack) >= MAX_DEPTH:
+                raise InvalidArgument(f"{name} holds directories more than {MAX_DEPTH} "
+                                      "levels deep; btrfsd does not overwrite it. Restore "
+                                      "without overwrite (it is moved aside).")
             stack.append(_open_listed(fd, child))
     finally:
         for fd, _ in stack:
