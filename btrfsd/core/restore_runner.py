@@ -83,6 +83,9 @@ class RestoreKind:
             except (OSError, BtrfsdError) as e:
                 log.warning("cannot remove restore temporaries of job %d in %s: %s",
                             record.id, dir_path, e)
+            except Exception:  # a clean-up bug must not keep the daemon from starting
+                log.exception("cannot remove restore temporaries of job %d in %s",
+                              record.id, dir_path)
         return None
 
 

@@ -18,10 +18,11 @@ kernel refuses a reflink (another filesystem) is it copied.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
-import shutil
+import secrets
 import stat
 import threading
 import time
@@ -40,6 +41,24 @@ _FILE_RD = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOE
 _FILE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # a reflink is refused across filesystems (or by one without them): copy instead
 _NO_REFLINK = (errno.EXDEV, errno.EOPNOTSUPP)
+# Directories below a restored path (and below what a restore removes) are walked
+# holding one descriptor per level: a depth bound keeps a hostile tree (a user can nest
+# directories without limit) from taking the daemon's descriptors. Real trees stay far
+# below it (PATH_MAX allows about 2,000 levels of one-letter names).
+MAX_DEPTH = 1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _check_libc(result: int, what: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
 class Stopped(Exception):
@@ -139,22 +158,41 @@ def measure(src: Source, dev: int) -> None:
     account(src.st, src.shown)
     if not stat.S_ISDIR(src.st.st_mode):
         return
-    stack = [(os.open(src.name, _DIR_RD, dir_fd=src.parent_fd), src.shown)]
+    # one descriptor and one listing per level: a directory of 100,000 subdirectories
+    # takes no more descriptors than one with two
+    top, names = _open_listed(src.parent_fd, src.name)
+    stack = [(top, src.shown, names)]
     try:
         while stack:
-            fd, shown = stack.pop()
-            try:
-                for entry in os.scandir(fd):
-                    st = entry.stat(follow_symlinks=False)
-                    account(st, f"{shown}/{entry.name}")
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append((os.open(entry.name, _DIR_RD, dir_fd=fd),
-                                      f"{shown}/{entry.name}"))
-            finally:
+            fd, shown, names = stack[-1]
+            if not names:
+                stack.pop()
                 os.close(fd)
+                continue
+            name = names.pop()
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            account(st, f"{shown}/{name}")
+            if stat.S_ISDIR(st.st_mode):
+                if len(stack) >= MAX_DEPTH:
+                    raise InvalidArgument(f"{src.shown} holds directories more than "
+                                          f"{MAX_DEPTH} levels deep; btrfsd does not "
+                                          "restore trees that deep.")
+                child, child_names = _open_listed(fd, name)
+                stack.append((child, f"{shown}/{name}", child_names))
     finally:
-        for fd, _ in stack:
+        for fd, _, _ in stack:
             os.close(fd)
+
+
+def _open_listed(dir_fd: int, name: str) -> tuple[int, list[str]]:
+    """The directory ``name`` open (never through a link, never blocking) and its
+    entries. Raises OSError."""
+    fd = os.open(name, _DIR_RD, dir_fd=dir_fd)
+    try:
+        return fd, os.listdir(fd)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
@@ -167,41 +205,97 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 
 def holds_other_mounts(dir_fd: int, name: str) -> bool:
     """Whether the directory ``name`` is, or holds, a subvolume or mount point of its
-    own (a replace would have to delete it: refused). Raises OSError."""
-    top = os.open(name, _DIR_RD, dir_fd=dir_fd)
-    dev = os.fstat(top).st_dev
-    if os.fstat(top).st_ino == 256:  # a subvolume's root directory
+    own (a replace would have to delete it: refused). Raises InvalidArgument for a
+    tree deeper than MAX_DEPTH (it cannot be checked with bounded descriptors),
+    OSError."""
+    top, names = _open_listed(dir_fd, name)
+    st = os.fstat(top)
+    dev = st.st_dev
+    if st.st_ino == 256:  # a subvolume's root directory
         os.close(top)
         return True
-    stack = [top]
+    stack = [(top, names)]
     try:
         while stack:
-            fd = stack.pop()
-            try:
-                for entry in os.scandir(fd):
-                    if entry.is_dir(follow_symlinks=False):
-                        st = entry.stat(follow_symlinks=False)
-                        if st.st_dev != dev or st.st_ino == 256:
-                            return True
-                        stack.append(os.open(entry.name, _DIR_RD, dir_fd=fd))
-            finally:
+            fd, names = stack[-1]
+            if not names:
+                stack.pop()
                 os.close(fd)
+                continue
+            child = names.pop()
+            cst = os.stat(child, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(cst.st_mode):
+                continue
+            if cst.st_dev != dev or cst.st_ino == 256:
+                return True
+            if len(stack) >= MAX_DEPTH:
+                raise InvalidArgument(f"{name} holds directories more than {MAX_DEPTH} "
+                                      "levels deep; btrfsd does not overwrite it. Restore "
+                                      "without overwrite (it is moved aside).")
+            stack.append(_open_listed(fd, child))
     finally:
-        for fd in stack:
+        for fd, _ in stack:
             os.close(fd)
     return False
 
 
+def _open_checked(dir_fd: int, name: str, st: os.stat_result) -> tuple[int, list[str]]:
+    """The directory ``name`` open and listed; refused (EBUSY) when it is no longer the
+    one ``st`` describes (swapped meanwhile). Raises OSError."""
+    fd, names = _open_listed(dir_fd, name)
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise OSError(errno.EBUSY, f"{name} changed while it was removed")
+    return fd, names
+
+
 def remove_tree(dir_fd: int, name: str) -> None:
     """Remove ``name`` in ``dir_fd`` (a whole tree for a directory), by descriptors,
-    never following a link. Missing is fine. Raises OSError."""
+    never following a link, without recursion and with at most MAX_DEPTH descriptors
+    (a deeper directory is first moved up into the tree's top). Missing is fine.
+    Raises OSError (also when a directory is swapped while it is emptied)."""
     st = lstat_at(dir_fd, name)
     if st is None:
         return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)  # the descriptor-based, link-safe variant
-    else:
+    if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=dir_fd)
+        return
+    top, names = _open_checked(dir_fd, name, st)
+    # (descriptor, its name, entries left); the parent of stack[i] is stack[i-1]
+    stack: list[tuple[int, str, list[str]]] = [(top, name, names)]
+    moved = 0
+    try:
+        while stack:
+            fd, dname, names = stack[-1]
+            if not names:
+                stack.pop()
+                os.close(fd)
+                os.rmdir(dname, dir_fd=stack[-1][0] if stack else dir_fd)
+                continue
+            child = names.pop()
+            cst = lstat_at(fd, child)
+            if cst is None:
+                continue
+            if not stat.S_ISDIR(cst.st_mode):
+                os.unlink(child, dir_fd=fd)
+            elif len(stack) >= MAX_DEPTH:
+                # too deep to hold a descriptor per level: up into the top, emptied later
+                while True:
+                    moved += 1
+                    up = f".btrfsd-deep-{moved}"
+                    try:
+                        rename_new(fd, child, top, up)
+                        break
+                    except FileExistsError:
+                        continue
+                stack[0][2].append(up)
+            else:
+                cfd, cnames = _open_checked(fd, child, cst)
+                stack.append((cfd, child, cnames))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
 
 
 def remove_leftovers(dir_fd: int, job_id: int) -> int:
@@ -283,7 +377,9 @@ class Copier:
         """Rebuild ``src`` under a temporary name in the target directory and put it in
         place. Raises Stopped, InvalidArgument, OSError (the temporary is gone then)."""
         self._check_stop()
-        tmp = f"{temp_prefix(self.job_id)}{self._n}"
+        # unguessable: in a directory others may write to (sticky /tmp-like, a user's
+        # home) a name made there first would otherwise block the restore
+        tmp = f"{temp_prefix(self.job_id)}{self._n}-{secrets.token_hex(6)}"
         self._n += 1
         self._created = False
         try:
@@ -332,7 +428,7 @@ class Copier:
         try:
             s = os.open(name, _DIR_RD, dir_fd=src_dir)
             try:
-                d = os.open(dst_name, _DIR_RD, dir_fd=dst_dir)
+                d = _open_made_dir(dst_dir, dst_name)
             except OSError:
                 os.close(s)
                 raise
@@ -350,6 +446,9 @@ class Copier:
                 self._check_stop()
                 cst = os.stat(child, dir_fd=s, follow_symlinks=False)
                 if stat.S_ISDIR(cst.st_mode):
+                    if len(stack) >= MAX_DEPTH:  # the snapshot's owner made it writable
+                        raise InvalidArgument(f"{name} holds directories more than "
+                                              f"{MAX_DEPTH} levels deep.")
                     os.mkdir(child, 0o700, dir_fd=d)
                     cs = os.open(child, _DIR_RD, dir_fd=s)
                     try:
@@ -371,9 +470,7 @@ class Copier:
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
             self._created = True
-            os.chown(dst_name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
-            os.utime(dst_name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir,
-                     follow_symlinks=False)
+            _link_metadata(dst_dir, dst_name, st)
         elif stat.S_ISREG(st.st_mode):
             s = os.open(name, _FILE_RD, dir_fd=src_dir)
             try:
@@ -408,6 +505,39 @@ class Copier:
             offset += n
             self.bytes_done += n
             self.bytes_copied += n
+
+
+def _open_made_dir(dir_fd: int, name: str) -> int:
+    """Open the directory just made as ``name``, refusing (EBUSY) one that is not
+    btrfsd's own, empty and closed to others: the target directory may be writable by
+    a user, who could put a directory of theirs at the name between mkdir and open and
+    then steer the writes into it. Raises OSError."""
+    fd = os.open(name, _DIR_RD, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077 or os.listdir(fd):
+        os.close(fd)
+        raise OSError(errno.EBUSY, f"{name} was replaced while it was made")
+    return fd
+
+
+def _link_metadata(dir_fd: int, name: str, st: os.stat_result) -> None:
+    """Owner and times of the symbolic link just made as ``name``, set through a
+    handle of the link: by name, a user who can write to the directory could swap the
+    link for a hard link to a file of their choice and have root chown it. Raises
+    OSError (EBUSY when the name no longer holds btrfsd's link)."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISLNK(now.st_mode) or now.st_uid != os.geteuid():
+            raise OSError(errno.EBUSY, f"{name} was replaced while it was made")
+        _check_libc(_libc.fchownat(fd, b"", ctypes.c_uint(st.st_uid),
+                                   ctypes.c_uint(st.st_gid),
+                                   _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW), "chown")
+        times = (_Timespec * 2)(_Timespec(*divmod(st.st_atime_ns, 10**9)),
+                                _Timespec(*divmod(st.st_mtime_ns, 10**9)))
+        _check_libc(_libc.utimensat(fd, b"", times, _AT_EMPTY_PATH), "utime")
+    finally:
+        os.close(fd)
 
 
 def _metadata(s: int, d: int, st: os.stat_result) -> None:

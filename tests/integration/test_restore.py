@@ -9,6 +9,7 @@ import os
 import stat
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import DENIED, V, World, btrfs
-from sandbox import LoopFs
+from sandbox import TEST_USER, LoopFs
 from test_jobs import add_fs, jobs, props, remove_fs, wait_state
 
 MiB = 1 << 20
@@ -223,6 +224,57 @@ def test_no_space_names_the_target_and_changes_nothing(world: World, rfs: LoopFs
         assert listing(dest) == []
     finally:
         dest.rmdir()
+
+
+# what a user does in a directory of theirs that an admin restores into: the temporary
+# names a job id predicts, made first (a FIFO, a link to /etc, a directory), and a tree
+# nested deeper than any walk may recurse
+_HOSTILE = r"""
+import os, sys
+top, depth = sys.argv[1], int(sys.argv[2])
+for job in range(1, 400) if not os.path.lexists(f"{top}/.btrfsd-restore-1-0") else ():
+    for n, make in enumerate((os.mkfifo, lambda p: os.symlink("/etc", p), os.mkdir)):
+        make(f"{top}/.btrfsd-restore-{job}-{n}")
+fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+for name in sys.argv[3:]:
+    cur = os.dup(fd)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=cur)
+        nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=cur)
+        os.close(cur)
+        cur = nxt
+    os.close(cur)
+"""
+
+
+def test_a_users_directory_neither_blocks_nor_steers_a_restore_into_it(
+        world: World, rfs: LoopFs) -> None:
+    sv = subvolume(rfs.mount_point / "hostile")
+    home = sv / "u"
+    (home / "work").mkdir(parents=True)
+    (home / "work" / "a.txt").write_text("mine\n")
+    uid = int(subprocess.run(["id", "-u", TEST_USER], capture_output=True, text=True,
+                             check=True).stdout)
+    for p in (home, home / "work", home / "work" / "a.txt"):
+        os.chown(p, uid, uid)
+    user = [*world.sb.as_user(TEST_USER), sys.executable, "-c", _HOSTILE]
+    subprocess.run([*user, str(home), "1100", "deep"], check=True)
+    snap = snapshot(sv, rfs.mount_point / "hostile-snap")
+    subprocess.run(["rm", "-rf", str(home / "work"), str(home / "deep")], check=True)
+    subprocess.run([*user, str(home), "1100", "work"], check=True)
+    made = {n for n in listing(home) if n.startswith(TEMP)}
+    # the user's deep tree: too deep to check for subvolumes before an overwrite; moved
+    # aside otherwise
+    r = restore(world, rfs, snap, ["u/work"], overwrite=V("b", True))
+    assert r["error"] == "org.btrfsd1.Error.InvalidArgument" and "deep" in r["message"], r
+    restored(world, rfs, snap, ["u/work"])
+    assert tree(home / "work") == tree(snap / "u" / "work")
+    assert len([n for n in listing(home) if n.startswith("work.before-restore-")]) == 1
+    assert {n for n in listing(home) if n.startswith(TEMP)} == made
+    assert os.readlink(home / ".btrfsd-restore-1-1") == "/etc"
+    r = restore(world, rfs, snap, ["u/deep"])
+    assert r["error"] == "org.btrfsd1.Error.InvalidArgument" and "deep" in r["message"], r
+    assert not (home / "deep").exists()
 
 
 @pytest.fixture(scope="module")

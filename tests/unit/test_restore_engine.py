@@ -4,6 +4,7 @@ the copy fallback runs), and core/lineage.py: which subvolume a snapshot belongs
 from __future__ import annotations
 
 import os
+import resource
 import stat
 from pathlib import Path
 
@@ -149,19 +150,133 @@ def test_snapshots_belong_to_the_subvolume_also_after_rollbacks() -> None:
         live_of(_sv("y", "gone", ro=True), items)
 
 
-def test_a_temporary_name_someone_else_made_is_not_removed(snap: Path,
-                                                           tmp_path: Path) -> None:
+def test_a_temporary_name_someone_else_made_neither_blocks_nor_is_removed(
+        snap: Path, tmp_path: Path) -> None:
+    # job ids are public: a user of a shared directory could make the name first
     live = tmp_path / "live"
     live.mkdir()
-    (live / ".btrfsd-restore-4-0").write_text("not btrfsd's")
+    for n in range(3):
+        (live / f".btrfsd-restore-4-{n}").write_text("not btrfsd's")
     src, t = _source(snap, "d"), _target(live, "d")
     try:
-        with pytest.raises(FileExistsError):
-            fr.Copier(4, "T", overwrite=False).restore(src, t)
+        fr.Copier(4, "T", overwrite=False).restore(src, t)
     finally:
         src.close()
         t.close()
+    assert sorted(os.listdir(live)) == [*(f".btrfsd-restore-4-{n}" for n in range(3)), "d"]
     assert (live / ".btrfsd-restore-4-0").read_text() == "not btrfsd's"
+
+
+def _restore(snap: Path, rel: str, live: Path, overwrite: bool = False) -> fr.Copier:
+    src, t = _source(snap, rel), _target(live, rel.rsplit("/", 1)[-1])
+    c = fr.Copier(9, "T", overwrite=overwrite)
+    try:
+        c.restore(src, t)
+    finally:
+        src.close()
+        t.close()
+    return c
+
+
+def test_a_link_swapped_for_a_hard_link_gets_no_chown(snap: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    # the target directory is a user's: between the link's creation and its chown they
+    # put a hard link to a file of their choice at the temporary name
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown)")
+    os.lchown(snap / "d" / "link", 4242, 4242)
+    live, victim = tmp_path / "live", tmp_path / "victim"
+    live.mkdir()
+    victim.write_text("root's")
+    real = os.symlink
+
+    def swap(src: str, dst: str, *, dir_fd: int | None = None, **kw: object) -> None:
+        real(src, dst, dir_fd=dir_fd)
+        if dst.startswith(fr.TEMP_PREFIX):
+            os.unlink(dst, dir_fd=dir_fd)
+            os.link(victim, dst, dst_dir_fd=dir_fd)
+
+    monkeypatch.setattr(fr.os, "symlink", swap)
+    with pytest.raises(OSError):
+        _restore(snap, "d/link", live)
+    assert os.stat(victim).st_uid == 0
+
+
+def test_a_directory_put_at_the_temporary_name_gets_nothing(
+        snap: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # between mkdir and open of the temporary the user puts their own directory there
+    live, theirs = tmp_path / "live", tmp_path / "live" / "theirs"
+    theirs.mkdir(parents=True, mode=0o777)
+    os.chmod(theirs, 0o777)
+    real = os.mkdir
+
+    def swap(path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real(path, mode, dir_fd=dir_fd)
+        if path.startswith(fr.TEMP_PREFIX):
+            os.rename(path, "ours", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.rename("theirs", path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    monkeypatch.setattr(fr.os, "mkdir", swap)
+    with pytest.raises(OSError):
+        _restore(snap, "d", live)
+    monkeypatch.undo()
+    assert not any(os.listdir(live / n) for n in os.listdir(live) if n != "ours")
+
+
+def _deep(top: Path, depth: int) -> None:
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def test_deep_trees_are_removed_without_recursion_and_refused_for_restore(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a user can nest directories without limit: crash clean-up (at the next start)
+    # and overwrite must still remove them, a restore refuses them
+    _deep(tmp_path / ".btrfsd-restore-5-0-x", 1500)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(InvalidArgument, match="levels deep"):
+            fr.holds_other_mounts(fd, ".btrfsd-restore-5-0-x")
+        assert fr.remove_leftovers(fd, 5) == 1
+        assert os.listdir(tmp_path) == []
+        _deep(tmp_path / "snap", fr.MAX_DEPTH + 1)
+        with pytest.raises(InvalidArgument, match="levels deep"):
+            _source(tmp_path, "snap")
+        monkeypatch.setattr(fr, "MAX_DEPTH", 7)  # the moves up, on a small tree
+        fr.remove_tree(fd, "snap")
+        assert os.listdir(tmp_path) == []
+    finally:
+        os.close(fd)
+
+
+def test_wide_trees_take_one_descriptor_per_level(tmp_path: Path) -> None:
+    snap = tmp_path / "snap"
+    for n in range(300):
+        (snap / "wide" / f"{n}" / "x").mkdir(parents=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fd = os.open(snap, os.O_RDONLY | os.O_DIRECTORY)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 60,
+                                                hard))
+    try:
+        src = _source(snap, "wide")
+        src.close()
+        assert src.files == 601
+        assert not fr.holds_other_mounts(fd, "wide")
+        fr.remove_tree(fd, "wide")
+        assert os.listdir(snap) == []
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        os.close(fd)
 
 
 def test_leftovers_of_other_users_in_a_sticky_directory_stay(tmp_path: Path) -> None:
