@@ -12,8 +12,12 @@ path never stops existing. Step by step, and what a crash after each step leaves
    temporary name; nothing is lost.
 3. the old state's nested subvolumes (its snapshots among them) move into the new one
    at the same places; the kernel moves no read-only subvolume to another directory,
-   so each read-only one is made writable, moved and made read-only again. Crash: each
-   nested subvolume is in one of the two, none lost; the one being moved may be left
+   so each read-only one is made writable, moved and made read-only again, but only
+   from a directory no one but root can enter (btrfsd's own ``.snapshots`` is 0750
+   root): a user who reached it in that moment could open files in it and keep writing
+   through them after it is read-only again. Read-only ones elsewhere, and received
+   ones, stay in the kept state (the reply's note names them). Crash: each nested
+   subvolume is in one of the two, none lost; the one being moved may be left
    writable.
 4. the old state is renamed into the new subvolume's snapshot directory under the
    current time, then 5. made read-only. Crash between 4 and 5: the old state is there
@@ -60,6 +64,14 @@ class RollbackResult:
     saved: str  # the read-only snapshot of what the subvolume was
     new_default: str = ""  # set as the default subvolume (mounted/default case)
     note: str = ""  # what a person must know (takes effect at the next mount/boot, ...)
+
+
+def _closed_to_users(dir_fd: int) -> bool:
+    """Whether only root can enter the directory open as ``dir_fd``: owned by root, no
+    search permission for others, nor for a group other than root's."""
+    st = os.fstat(dir_fd)
+    mode = stat.S_IMODE(st.st_mode)
+    return st.st_uid == 0 and not mode & 0o001 and (st.st_gid == 0 or not mode & 0o010)
 
 
 def _free_name(dir_fd: int, base: str) -> str:
@@ -287,6 +299,12 @@ class Rollback:
         it writable). A received one is never made writable (that would end its
         incremental send/receive line): it stays."""
         if c.read_only and c.received_uuid:
+            return False
+        if c.read_only and not _closed_to_users(src):
+            # while writable, a user who can reach it opens files in it, and those stay
+            # writable after it is read-only again (the kernel checks at open): only
+            # where no one but root can reach it (btrfsd's own 0750 .snapshots) is it
+            # made writable for the move; elsewhere it stays in the kept state
             return False
         fd = subvol.open_nested(old_fd, c) if c.read_only else None
         if c.read_only and fd is None:

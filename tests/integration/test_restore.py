@@ -392,6 +392,33 @@ def test_rollback_swaps_in_place_keeps_the_old_state_and_schedules_follow(
         world.manager_call(world.root, "RemoveSchedule", "sa{sv}", name, {})
 
 
+def test_rollback_makes_no_read_only_snapshot_writable_where_users_reach_it(
+        world: World, rfs: LoopFs) -> None:
+    # review finding: a user who reaches a snapshot while it is writable for its move
+    # opens files in it and writes through them after it is read-only again
+    sv = subvolume(rfs.mount_point / "shared")
+    (sv / "f").write_text("1\n")
+    closed = sv / "closed"
+    closed.mkdir(mode=0o750)
+    (sv / "open").mkdir(mode=0o755)
+    in_closed = snapshot(sv, closed / "s1")
+    in_open = snapshot(sv, sv / "open" / "s2")
+    uuid_open = btrfs("subvolume", "show", str(in_open)).split("UUID:")[1].split()[0]
+    (sv / "f").write_text("2\n")
+    r = call(world, rfs, "Rollback", "ssa{sv}", str(sv), str(in_closed), {})
+    assert r["ok"], r
+    saved = Path(r["body"][0])
+    assert (sv / "f").read_text() == "1\n"
+    # the one only root can reach moved along, read-only again
+    assert "ro=true" in btrfs("property", "get", "-ts", str(in_closed), "ro")
+    # the one users can reach stayed, never made writable, in the kept state
+    kept = saved / "open" / "s2"
+    assert "ro=true" in btrfs("property", "get", "-ts", str(kept), "ro")
+    assert uuid_open in btrfs("subvolume", "show", str(kept))
+    assert not [n for n in listing(sv / "open") if n == "s2"] or not (
+        sv / "open" / "s2").is_dir() or not any((sv / "open" / "s2").iterdir())
+
+
 def test_rollback_of_a_mounted_subvolume_sets_a_new_default(world: World,
                                                            rfs: LoopFs) -> None:
     sv = subvolume(rfs.mount_point / "root")
