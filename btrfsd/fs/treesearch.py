@@ -23,6 +23,7 @@ Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError on ioctl failure.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import struct
 from array import array
@@ -241,6 +242,25 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
     return _unproven(scan.items)
 
 
+def _path_of(fd: int, refs: dict[int, Ref], paths: dict[int, str],
+             dirs: dict[tuple[int, int], str], sid: int) -> str:
+    """The path of subvolume ``sid`` from the top level, built from ``refs``, memoized in
+    ``paths`` and ``dirs``. Raises KeyError when a parent on the way has no backref (being
+    deleted), BtrfsdError."""
+    if sid in paths:
+        return paths[sid]
+    parent, dirid, name = refs[sid]
+    if parent != FS_TREE_OBJECTID and parent not in refs:
+        raise KeyError(parent)  # parent being deleted: no path
+    base = _path_of(fd, refs, paths, dirs, parent)
+    where = dirs.get((parent, dirid))
+    if where is None:
+        where = dirs[(parent, dirid)] = _ino_path(fd, parent, dirid)
+    rel = where + name
+    paths[sid] = f"{base}/{rel}" if base else rel
+    return paths[sid]
+
+
 def _scan(fd: int, earlier: RootScan | None, start: int) -> RootScan:
     """One walk of the range (see list_subvolumes); ``start``: the running transaction's
     id when it began (-1: unknown). Raises BtrfsdError."""
@@ -285,20 +305,9 @@ def _scan(fd: int, earlier: RootScan | None, start: int) -> RootScan:
     # Snapshots pile up in a few directories: one INO_LOOKUP per (subvolume, directory)
     # instead of one per snapshot (10,000 ioctls saved for 10,000 snapshots in one place).
     dirs: dict[tuple[int, int], str] = {}
-
-    def path_of(sid: int) -> str:
-        if sid in paths:
-            return paths[sid]
-        parent, dirid, name = refs[sid]
-        if parent != FS_TREE_OBJECTID and parent not in refs:
-            raise KeyError(parent)  # parent being deleted: no path
-        base = path_of(parent)
-        where = dirs.get((parent, dirid))
-        if where is None:
-            where = dirs[(parent, dirid)] = _ino_path(fd, parent, dirid)
-        rel = where + name
-        paths[sid] = f"{base}/{rel}" if base else rel
-        return paths[sid]
+    # not a closure: one that calls itself is a reference cycle, which kept every
+    # scan's dicts (each backref and path) alive until the collector's next full pass
+    path_of = functools.partial(_path_of, fd, refs, paths, dirs)
 
     result: list[SubvolumeInfo] = []
     leaves: list[int] = []
