@@ -2,6 +2,7 @@
 
 argv: KIND N FS_OBJECT_PATH ARG...   prints a JSON list of per-call seconds.
 KIND getfs_for takes N as seconds and says "ready" on stderr once connected.
+KIND small alternates GetFilesystems and GetSubvolume(ARG); getsub is GetSubvolume(ARG).
 KIND list also says "rows R" on stderr: how many subvolumes the last reply held.
 KIND list_flood (getfs_flood) takes N as calls kept in flight: each of N loops calls
 ListSubvolumes (GetFilesystems) back to back until SIGTERM, then it prints {"ok": seconds
@@ -35,6 +36,10 @@ def message(kind, i, fs, args):
         return Message(destination="org.btrfsd1", path="/org/btrfsd1",
                        interface="org.btrfsd1.Manager", member="GetFilesystems",
                        signature="a{sv}", body=[{}])
+    if kind == "getsub":  # a read call answered from a worker thread
+        return Message(**base, member="GetSubvolume", signature="sa{sv}", body=[args[0], {}])
+    if kind == "small":  # GetFilesystems and GetSubvolume (args[0]) in turn
+        return message("getfs" if i % 2 == 0 else "getsub", i, fs, args)
     if kind == "quota":
         return Message(**base, member="GetQuotaUsage", signature="a{sv}", body=[{}])
     if kind == "list":

@@ -3,8 +3,9 @@
 Run as root: scripts/dev bench   (or: /opt/btrfsd-venv/bin/python bench/bench_subvolumes.py)
 Prints a table (p50/p99 in ms). Options: --n N (calls per row), --list-sizes 1000,10000,
 --privacy-reps N (calls per row of the read-privacy section), --sections (a subset of
-create,list,privacy,stall,limit; all but limit by default), --limit-users K,
---limit-inflight C (the limit section's flooding clients and calls each keeps running).
+create,list,privacy,stall,limit,memory; all but limit and memory by default), --limit-users K,
+--limit-inflight C (the limit section's flooding clients and calls each keeps running),
+--memory-calls, --soak-calls, --soak-clients (the memory section, issue 11).
 Absolute numbers drift between runs on shared machines; compare rows of the same run.
 """
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixture
 from sandbox import TEST_ADMIN, TEST_USER, LoopFs, Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_sandbox, is_root, pct, rss_kib, timed, wall
+from common import bench_sandbox, is_root, pct, rss_kib, rss_parts, slope, timed, wall
 
 CLIENT = Path(__file__).with_name("_client.py")
 
@@ -48,6 +49,8 @@ class Bench:
         self.notes: list[str] = []
         self.made: dict[Path, int] = {}  # snapshots populate() made, per mount point
         self.limits: list[tuple[str, float, int, int, int]] = []  # load, s, ok, busy, other
+        self.memory: list[str] = []  # the memory section's lines
+        self.memory_targets: list[str] = []
 
     @staticmethod
     def fresh_dir(path: Path) -> Path:
@@ -313,6 +316,75 @@ class Bench:
                             sum(g["other"] for g in got)))
         return True
 
+    SOAK_SLOPE_KIB = 50.0  # per 10,000 calls: "no growth" (see run_memory)
+
+    def run_memory(self, fs: LoopFs, size: int, calls: int, soak: int, clients: int,
+                   chunks: int = 20) -> None:
+        """Issue 11's memory targets, on ``fs`` (its own filesystem, so the other sections'
+        rows do not change). btrfsd's RSS where it starts (its idle RSS once it serves
+        ``fs``), after listing ``size`` subvolumes (10 ListSubvolumes calls) and after
+        ``calls`` further small calls (GetFilesystems and GetSubvolume in turn, from 2
+        clients); then a soak of ``soak`` small calls from ``clients`` client processes
+        at once, in ``chunks`` rounds, RSS sampled after each, and the least-squares
+        slope of RSS over calls. The first round is left out of the slope: it is the
+        warm-up (allocator arenas of threads that first run, caches filled once)."""
+        pid = self.sb._procs["btrfsd"].pid
+        fs_obj = self.many_fs(fs)
+        sub = str(fs.mount_point / "source")
+        start = rss_parts(pid)
+        total = self.populate(fs, size) + 1
+        listed, rows = self.list_rows(fs_obj, 10)
+        self.add(f"memory: list {total} subvolumes, D-Bus ListSubvolumes ({rows} rows)",
+                 listed)
+        after_list = rss_parts(pid)
+        per = max(1, calls // 2)
+        procs = [self.spawn(fs_obj, "small", str(per), sub) for _ in range(2)]
+        small = [t for p in procs for t in self.collect(p)]
+        self.add("memory: GetFilesystems / GetSubvolume, 2 clients at once", small)
+        after_calls = rss_parts(pid)
+        for what, got in (("where it started", start), (f"after listing {total}", after_list),
+                          (f"after {len(small)} more small calls", after_calls)):
+            self.memory.append(f"btrfsd RSS {what}: {got['VmRSS'] / 1024:.1f} MiB (anon "
+                               f"{got['RssAnon'] / 1024:.1f}, file {got['RssFile'] / 1024:.1f})")
+        idle = start["VmRSS"] / 1024
+        self.memory_targets.append(
+            f"target (issue 11): idle RSS under 35 MiB: {idle:.1f} MiB -> "
+            f"{'met' if idle < 35 else 'not met'}")
+        grew = (after_calls["VmRSS"] - start["VmRSS"]) / 1024
+        self.memory_targets.append(
+            f"target (issue 11): RSS after listing {total} and {len(small)} calls within "
+            f"5 MiB of where it started: {grew:+.1f} MiB -> "
+            f"{'met' if grew <= 5 else 'not met'}")
+        self._soak(fs_obj, sub, soak, clients, chunks, pid)
+
+    def _soak(self, fs_obj: str, sub: str, soak: int, clients: int, chunks: int,
+              pid: int) -> None:
+        per = max(1, soak // (chunks * clients))
+        xs: list[float] = []
+        ys: list[float] = []
+        samples: list[float] = []
+        done = 0
+        began = time.perf_counter()
+        for _ in range(chunks):
+            procs = [self.spawn(fs_obj, "small", str(per), sub) for _ in range(clients)]
+            for p in procs:
+                samples.extend(self.collect(p))
+            done += per * clients
+            xs.append(done)
+            ys.append(rss_kib(pid))
+        seconds = time.perf_counter() - began
+        self.add(f"memory: soak, GetFilesystems / GetSubvolume, {clients} clients at once",
+                 samples)
+        kib = slope(xs[1:], ys[1:]) * 10_000
+        self.memory.append(
+            f"soak: {done} calls from {clients} clients in {seconds:.1f} s "
+            f"({done / seconds:.0f} calls/s); RSS after each {per * clients}: "
+            + " ".join(f"{y / 1024:.1f}" for y in ys) + " MiB")
+        self.memory_targets.append(
+            f"target (issue 11): no growth over a soak of {done} calls: slope "
+            f"{kib:+.1f} KiB per 10,000 calls (after the first {per * clients}), under "
+            f"{self.SOAK_SLOPE_KIB:.0f} -> {'met' if kib < self.SOAK_SLOPE_KIB else 'not met'}")
+
     def reader(self, seconds: float) -> subprocess.Popen[str]:
         """A client calling GetFilesystems back to back for ``seconds``, once connected."""
         proc = self.spawn(self.fs_obj, "getfs_for", str(seconds))
@@ -364,6 +436,7 @@ class Bench:
             lines.append(f"user's calls during root's {seconds:.1f} s under load "
                          f"({load}): {ok} answered, {busy} refused Busy, {other} other errors")
         lines.extend(self.notes)
+        lines.extend(self.memory)
         for k, v in rss.items():
             lines.append(f"btrfsd RSS {k}: {v / 1024:.1f} MiB")
         lines.extend(self.targets())
@@ -406,6 +479,7 @@ class Bench:
                         out.append(f"target (issue 11): {row.split(', ', 1)[1]} of {size} "
                                    f"within 1x the CLI: {t / cli:.2f}x -> "
                                    f"{'met' if t <= cli else 'not met'}")
+        out.extend(self.memory_targets)
         out.extend(self.privacy_targets())
         out.extend(self.limit_ratios())
         return out
@@ -480,7 +554,7 @@ def main() -> int:
     ap.add_argument("--privacy-reps", type=int, default=30,
                     help="ListSubvolumes calls per row of the read-privacy section")
     ap.add_argument("--sections", default="create,list,privacy,stall",
-                    help="which sections to run, of create,list,privacy,stall,limit")
+                    help="which sections to run, of create,list,privacy,stall,limit,memory")
     ap.add_argument("--limit-users", type=int, default=4,
                     help="limit section: client processes of the unprivileged user")
     ap.add_argument("--limit-inflight", type=int, default=4,
@@ -488,13 +562,22 @@ def main() -> int:
     ap.add_argument("--limit-reps", type=int, default=20,
                     help="limit section: root's ListSubvolumes calls per row "
                          "(GetFilesystems: 10x as many)")
+    ap.add_argument("--memory-size", type=int, default=10_000,
+                    help="memory section: subvolumes listed")
+    ap.add_argument("--memory-calls", type=int, default=10_000,
+                    help="memory section: small calls after the listing")
+    ap.add_argument("--soak-calls", type=int, default=100_000,
+                    help="memory section: small calls of the soak (RSS slope)")
+    ap.add_argument("--soak-clients", type=int, default=4,
+                    help="memory section: client processes calling at once in the soak")
     ap.add_argument("--daemon-config", default="", metavar="TOML",
                     help="btrfsd.toml text for the daemon, e.g. 'read_share = 1.0'")
     ap.add_argument("--stall", action=argparse.BooleanOptionalAction, default=True,
                     help="read calls while a snapshot flushes dirty data")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
-    if unknown := sections - {"create", "list", "privacy", "stall", "limit"}:
+    if unknown := sections - {"create", "list", "privacy", "stall", "limit",
+                                    "memory"}:
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
     if not args.stall:
         sections.discard("stall")
@@ -505,12 +588,17 @@ def main() -> int:
         sb.add_filesystem("8G", "btrfsd-bench")
         priv = (sb.add_filesystem("8G", "btrfsd-bench-priv")
                 if sections & {"privacy", "limit"} else None)
+        # the memory section's own filesystem: its 10,000 snapshots change no other row
+        mem = sb.add_filesystem("8G", "btrfsd-bench-mem") if "memory" in sections else None
         sb.wait_for_name("org.btrfsd1")
         time.sleep(0.5)  # let the daemon see the new mount
         pid = sb._procs["btrfsd"].pid
         b = Bench(sb, args.n)
         rss = {"idle": rss_kib(pid)}
         try:
+            if mem is not None:  # first: where btrfsd starts is its idle RSS
+                b.run_memory(mem, args.memory_size, args.memory_calls, args.soak_calls,
+                             args.soak_clients)
             if "create" in sections:
                 b.run_create_and_snapshot()
             if "list" in sections:

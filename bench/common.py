@@ -32,10 +32,27 @@ def wall(fn: Callable[[], object]) -> float:
 
 
 def rss_kib(pid: int) -> int:
+    return rss_parts(pid).get("VmRSS", 0)
+
+
+def rss_parts(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile and RssShmem of a process, in KiB."""
+    found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """The least-squares slope of ys over xs (0 with fewer than two points)."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
 def is_root() -> bool:

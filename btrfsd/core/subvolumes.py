@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
-from .. import constants
+from .. import constants, memory
 from ..errors import AlreadyExists, BtrfsdError, Busy, InvalidArgument, NotFound, NotPermitted
 from ..fs import layouts, paths, subvol
 from ..fs.creds import Creds as Creds  # front ends build it from a caller
@@ -29,6 +29,11 @@ from .filesystems import Filesystem, Registry, open_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# After a listing this long, the C library is asked to give back the free memory the
+# listing and its reply left behind (memory.trim), TRIM_DELAY s later: once the reply is
+# sent, and once for a burst of listings.
+TRIM_AFTER_ROWS = 1000
+TRIM_DELAY = 1.0
 # "nobody", in no group: what this identity can reach, any local user can
 ANY_USER = Creds(uid=65534, gid=65534)
 
@@ -99,6 +104,7 @@ class Subvolumes:
         # copy with the same UUID mounted later repeats its generation numbers)
         self._listings: dict[str, tuple[Filesystem, RootScan]] = {}
         registry.add_listener(self._forget_listings)
+        self._trim: asyncio.TimerHandle | None = None
 
     def _forget_listings(self, added: list[Filesystem], removed: list[Filesystem]) -> None:
         for fs in removed:
@@ -187,11 +193,17 @@ class Subvolumes:
         source = (await self.info(fs, snapshots_of, as_caller=visible_to) if snapshots_of
                   else None)
         items = await self._run(self._list, fs)
+        if len(items) >= TRIM_AFTER_ROWS and self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trimmed)
         if source is not None:
             items = [s for s in items if s.parent_uuid == source.uuid]
         if visible_to is not None and not visible_to.is_root:
             items = await self._run(_visible, fs, items, visible_to)
         return items
+
+    def _trimmed(self) -> None:
+        self._trim = None
+        memory.trim()
 
     def _info(self, fs: Filesystem, path: str, as_caller: Creds | None) -> SubvolumeInfo:
         with paths.resolve(path, as_caller=as_caller) as res:

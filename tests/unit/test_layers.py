@@ -10,7 +10,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "btrfsd"
-COMMON = {"errors", "config", "constants", "units", "log", "names", "replies"}
+COMMON = {"errors", "config", "constants", "units", "log", "names", "replies",
+          "memory"}
 # what each layer may import from the package, besides itself and the common modules
 ALLOWED = {
     "fs": set(),
