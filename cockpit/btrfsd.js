@@ -530,6 +530,7 @@ function openCompare(path, sv, home) {
     const st = fsState.get(path);
     st.compare = { snap: sv, home, other: null, total: 0, rows: [], loading: true, failed: false };
     loadCompare(path, 0);
+    st.card.querySelector(".fs-compare").scrollIntoView({ block: "nearest" });
 }
 
 function closeCompare(path) {
@@ -635,7 +636,8 @@ function renderCompare(path) {
                      h("span", { class: "badge badge-change " + (CHANGE_BADGE[k] || ""), dataset: { kind: k } },
                        `${k} ${counts.get(k)}`))),
                c.rows.length ? h("table", { class: "table table-compact compare-table" },
-                   h("thead", {}, h("tr", {}, ["", "Path", "Change", "Type", "Size", "Was at"].map(t => h("th", {}, t)))),
+                   h("thead", {}, h("tr", {}, ["", "Path", "Change", "Type", "Size", "Was at"].map(t =>
+                       h("th", { class: t === "Size" ? "num" : null }, t)))),
                    h("tbody", {}, rows)) : h("p", { class: "muted" }, "Nothing changed."),
                h("div", { class: "toolbar" },
                  all ? null : h("button", { class: "btn btn-secondary btn-sm", "data-action": "compare-more",
@@ -674,7 +676,7 @@ async function restoreDialog(path, snap, home, names) {
                    h("fieldset", {},
                      h("legend", {}, "Something already there"),
                      radio("restore-way", "aside", true, "is moved aside: renamed to ",
-                           h("span", { class: "mono" }, "NAME.before-restore-<time>"), " beside it"),
+                           h("span", { class: "mono" }, "NAME.before-restore-<UTC time>"), " beside it"),
                      radio("restore-way", "overwrite", false, "is overwritten (deleted)")));
     const ok = await modal("Restore files", body, "Restore", false);
     if (!ok) return;

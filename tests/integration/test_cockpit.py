@@ -298,8 +298,13 @@ def test_admin_compare_restore_and_rollback(world: World, page_fs: LoopFs, brows
     (data / "new.txt").write_text("new\n")
     with CockpitSession(world.sb, TEST_ADMIN) as cs:
         browser.open(page_url(cs, page_fs))
-        browser.click("button[data-action=compare]", within=("snapshot-row", snap))
         panel = "#compare-panel"
+        browser.set_theme("dark")
+        browser.click("button[data-action=compare]", within=("snapshot-row", snap))
+        wait_for(lambda: browser.finds(f"{panel} tr.change-row"), "the compare rows (dark)")
+        browser.screenshot("cockpit-compare-dark")
+        browser.set_theme("light")
+        browser.click("button[data-action=compare]", within=("snapshot-row", snap))
         wait_for(lambda: browser.finds(f"{panel} tr.change-row[data-path='gone.txt']"),
                  "the compare rows")
         kinds = {r.get_attribute("data-path"): r.get_attribute("data-change")
