@@ -523,7 +523,8 @@ const CHANGE_BADGE = { added: "badge-success", deleted: "badge-danger", modified
 
 // The read-only snapshots listed under the same subvolume.
 function siblingSnapshots(st, home) {
-    return st.subvols.filter(s => s.readOnly && st.homes && st.homes.get(s.uuid) === home);
+    // by UUID: a re-listing makes new objects while the panel keeps the ones it opened with
+    return st.subvols.filter(s => s.readOnly && st.homes && st.homes.get(s.uuid)?.uuid === home.uuid);
 }
 
 function openCompare(path, sv, home) {
@@ -588,7 +589,7 @@ function renderCompare(path) {
     const c = st.compare;
     if (!c) { fill(box); return }
     const pair = comparePair(st, c);
-    const others = siblingSnapshots(st, c.home).filter(s => s !== c.snap);
+    const others = siblingSnapshots(st, c.home).filter(s => s.uuid !== c.snap.uuid);
     const select = h("select", { class: "form-input form-input-select", id: "compare-with",
                                  "aria-label": "compare with",
                                  onchange: ev => {
@@ -597,7 +598,7 @@ function renderCompare(path) {
                                      loadCompare(path, 0);
                                  } },
                      h("option", { value: "", selected: !c.other }, `${c.home.path} (live)`),
-                     others.map(s => h("option", { value: s.uuid, selected: c.other === s }, s.path)));
+                     others.map(s => h("option", { value: s.uuid, selected: c.other?.uuid === s.uuid }, s.path)));
     const counts = new Map(CHANGE_KINDS.map(k => [k, 0]));
     for (const row of c.rows) counts.set(row.change, (counts.get(row.change) || 0) + 1);
     const all = c.rows.length >= c.total;
@@ -731,7 +732,7 @@ async function confirmRollback(path, snap, home) {
         showAlert("success", "Rolled back",
                   `${target} is now a copy of ${snapAbs}. The state before is kept as ${r[0]}.` +
                   (later ? " It takes effect at the next mount or boot." : ""), { id: "alert-rollback" });
-        if (st.compare && st.compare.home === home) closeCompare(path);
+        if (st.compare && st.compare.home.uuid === home.uuid) closeCompare(path);
     }
     await refreshFs(path);
 }

@@ -32,6 +32,7 @@ from sandbox import LoopFs
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -338,6 +339,18 @@ def test_admin_compare_restore_and_rollback(world: World, page_fs: LoopFs, brows
         assert "2 of 2 files" in job.text, job.text
         assert float(job.find_element(By.CSS_SELECTOR, "[role=progressbar]")
                      .get_attribute("aria-valuenow")) == 100
+
+        # compare with another snapshot instead: the older one (taken in the first test,
+        # when data was empty) is "from", whichever row the panel was opened on
+        older = next(r.get_attribute("data-path") for r in browser.finds("tr.snapshot-row")
+                     if r.get_attribute("data-path") != snap)
+        Select(browser.find("#compare-with")).select_by_visible_text(older)
+        wait_for(lambda: browser.find(f"{panel} .compare-old").text == older, "the swapped pair")
+        kinds = wait_for(lambda: {r.get_attribute("data-path"): r.get_attribute("data-change")
+                                  for r in browser.finds(f"{panel} tr.change-row")
+                                  if r.get_attribute("data-path").endswith(".txt")},
+                         "the rows of the other pair")
+        assert kinds == {"gone.txt": "added", "keep.txt": "added"}, kinds
 
         # roll back: the current state is kept read-only, its path shown
         (data / "after.txt").write_text("after\n")
