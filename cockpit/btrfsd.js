@@ -156,17 +156,21 @@ window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", app
 
 // -- filesystems ------------------------------------------------------------------------
 
-// The mount point closest to the top level and the subvolume mounted there.
+// The mount point closest to the top level and the subvolume mounted there, and every
+// mounted subvolume (path relative to the top level -> mount point): a rollback of one of
+// those takes effect at the next mount (docs/api.md).
 async function findMount(fs) {
     let best = null;
+    const mounted = new Map();
     for (const mp of fs.MountPoints || []) {
         try {
             const [, sub] = await client.call(ROOT, MANAGER, "ResolvePath", [mp, {}]);
             const prefix = sub.replace(/^\/+|\/+$/g, "");
+            if (!mounted.has(prefix)) mounted.set(prefix, mp);
             if (!best || prefix.length < best.prefix.length) best = { mp, prefix };
         } catch (e) { /* not visible to this user: try the next */ }
     }
-    return best || { mp: (fs.MountPoints || [])[0] || "", prefix: "" };
+    return { ...(best || { mp: (fs.MountPoints || [])[0] || "", prefix: "" }), mounted };
 }
 
 // The absolute path of a subvolume (path relative to the top level); null if it is not
@@ -267,7 +271,26 @@ async function loadLast(path) {
     renderLast(path);
 }
 
-function subvolumeRow(path, sv, depth) {
+// Where a read-only subvolume belongs: the writable subvolume it was (directly or through
+// other snapshots) taken of; after a rollback that one is a copy of a snapshot and the old
+// state a read-only subvolume in its snapshot directory, so else the writable subvolume
+// whose tree holds it; else its nearest source whatever it is (a source made read-only).
+function homeOf(sv, byUuid, byPath) {
+    if (!sv.readOnly) return null;
+    const chain = [];
+    for (let p = byUuid.get(sv.parentUuid); p && !chain.includes(p); p = byUuid.get(p.parentUuid)) {
+        if (!p.readOnly) return p;
+        chain.push(p);
+    }
+    const parts = sv.path.split("/");
+    for (let i = parts.length - 1; i > 0; i--) {
+        const up = byPath.get(parts.slice(0, i).join("/"));
+        if (up && !up.readOnly) return up;
+    }
+    return chain[0] || null;
+}
+
+function subvolumeRow(path, sv, depth, home) {
     const st = fsState.get(path);
     const abs = absolutePath(st, sv.path);
     const name = sv.path;
@@ -276,6 +299,16 @@ function subvolumeRow(path, sv, depth) {
         if (!sv.snapshot || !sv.readOnly) {
             actions.push(h("button", { class: "btn btn-secondary btn-sm", "data-action": "snapshot",
                                        onclick: () => snapshotNow(path, abs) }, "Snapshot now"));
+        }
+        if (sv.readOnly && home) {
+            actions.push(h("button", { class: "btn btn-secondary btn-sm", "data-action": "compare",
+                                       onclick: () => openCompare(path, sv, home) }, "Compare"));
+            actions.push(h("button", { class: "btn btn-link btn-sm", "data-action": "restore",
+                                       onclick: () => restoreDialog(path, sv, home, []) }, "Restore…"));
+            if (!home.readOnly && absolutePath(st, home.path))
+                actions.push(h("button", { class: "btn btn-link btn-sm", "data-action": "rollback",
+                                           onclick: () => confirmRollback(path, sv, home) },
+                               "Roll back to this snapshot…"));
         }
         actions.push(h("button", { class: "btn btn-danger-link btn-sm", "data-action": "delete",
                                    onclick: () => confirmDelete(path, abs) }, "Delete"));
@@ -302,12 +335,16 @@ function renderSubvolumes(path) {
     const box = st.card.querySelector(".fs-subvolumes");
     if (!st.subvols) { fill(box, h("p", { class: "muted" }, "Loading…")); return }
     const byUuid = new Map(st.subvols.map(sv => [sv.uuid, sv]));
+    const byPath = new Map(st.subvols.map(sv => [sv.path, sv]));
+    const homes = new Map();
     const children = new Map();
     const top = [];
     for (const sv of st.subvols) {
-        if (sv.snapshot && byUuid.has(sv.parentUuid)) {
-            if (!children.has(sv.parentUuid)) children.set(sv.parentUuid, []);
-            children.get(sv.parentUuid).push(sv);
+        const home = homeOf(sv, byUuid, byPath);
+        if (home) {
+            homes.set(sv.uuid, home);
+            if (!children.has(home.uuid)) children.set(home.uuid, []);
+            children.get(home.uuid).push(sv);
         } else {
             top.push(sv);
         }
@@ -317,12 +354,14 @@ function renderSubvolumes(path) {
     const visit = (sv, depth, seen) => {
         if (seen.has(sv.uuid)) return;
         seen.add(sv.uuid);
-        rows.push(subvolumeRow(path, sv, depth));
+        rows.push(subvolumeRow(path, sv, depth, homes.get(sv.uuid)));
         const snaps = (children.get(sv.uuid) || []).sort((a, b) => a.otime - b.otime);
         for (const s of snaps) visit(s, depth + 1, seen);
     };
     const seen = new Set();
     for (const sv of top) visit(sv, 0, seen);
+    for (const sv of st.subvols) visit(sv, 0, seen); // a cycle of read-only ones: still listed
+    st.homes = homes;
     fill(box, 
         st.subvols.length === 0
             ? h("p", { class: "muted" }, "No subvolumes yet.")
@@ -475,6 +514,229 @@ async function startBalance(path) {
                "start a balance");
 }
 
+// -- compare, restore, rollback ---------------------------------------------------------
+
+const COMPARE_PAGE = 200; // rows per CompareSnapshots call; "Load more" asks for the next
+const CHANGE_KINDS = ["added", "deleted", "modified", "metadata", "renamed", "linked"];
+const CHANGE_BADGE = { added: "badge-success", deleted: "badge-danger", modified: "badge-warning",
+                       metadata: "", renamed: "badge-info", linked: "badge-info" };
+
+// The read-only snapshots listed under the same subvolume.
+function siblingSnapshots(st, home) {
+    // by UUID: a re-listing makes new objects while the panel keeps the ones it opened with
+    return st.subvols.filter(s => s.readOnly && st.homes && st.homes.get(s.uuid)?.uuid === home.uuid);
+}
+
+function openCompare(path, sv, home) {
+    const st = fsState.get(path);
+    st.compare = { snap: sv, home, other: null, total: 0, rows: [], loading: true, failed: false };
+    loadCompare(path, 0);
+    st.card.querySelector(".fs-compare").scrollIntoView({ block: "nearest" });
+}
+
+function closeCompare(path) {
+    const st = fsState.get(path);
+    st.compare = null;
+    renderCompare(path);
+}
+
+// The pair compared: old is the older snapshot, new the newer one or "" (the live subvolume).
+function comparePair(st, c) {
+    if (!c.other) return { old: c.snap, new: null };
+    return c.other.otime < c.snap.otime || (c.other.otime === c.snap.otime && c.other.id < c.snap.id)
+        ? { old: c.other, new: c.snap } : { old: c.snap, new: c.other };
+}
+
+async function loadCompare(path, offset) {
+    const st = fsState.get(path);
+    const c = st.compare;
+    if (!c) return;
+    c.loading = true;
+    renderCompare(path);
+    const pair = comparePair(st, c);
+    const oldAbs = absolutePath(st, pair.old.path);
+    const newAbs = pair.new ? absolutePath(st, pair.new.path) : "";
+    const r = await call(path, FILESYSTEM, "CompareSnapshots",
+                         [oldAbs, newAbs, { offset: cockpit.variant("t", offset),
+                                            limit: cockpit.variant("t", COMPARE_PAGE) }],
+                         `compare ${oldAbs} with ${newAbs || "the live subvolume"}`);
+    if (st.compare !== c) return; // closed or replaced meanwhile
+    c.loading = false;
+    if (!r) {
+        c.failed = true;
+    } else {
+        const [total, cols] = r;
+        const rows = cols[0].map((_, i) => ({
+            path: cols[0][i], change: cols[1][i], oldPath: cols[2][i], type: cols[3][i],
+            size: cols[4][i], data: cols[5][i], meta: cols[6][i],
+        }));
+        c.failed = false;
+        c.total = Number(total);
+        c.rows = offset ? c.rows.concat(rows) : rows;
+    }
+    renderCompare(path);
+}
+
+// The name a compare row has in the older snapshot (what a restore takes), or "" if none.
+function restorableName(row) {
+    if (row.change === "added" || row.change === "linked") return "";
+    return row.change === "renamed" ? row.oldPath : row.path;
+}
+
+function renderCompare(path) {
+    const st = fsState.get(path);
+    const box = st.card.querySelector(".fs-compare");
+    const c = st.compare;
+    if (!c) { fill(box); return }
+    const pair = comparePair(st, c);
+    const others = siblingSnapshots(st, c.home).filter(s => s.uuid !== c.snap.uuid);
+    const select = h("select", { class: "form-input form-input-select", id: "compare-with",
+                                 "aria-label": "compare with",
+                                 onchange: ev => {
+                                     c.other = others.find(s => s.uuid === ev.target.value) || null;
+                                     c.rows = []; c.total = 0;
+                                     loadCompare(path, 0);
+                                 } },
+                     h("option", { value: "", selected: !c.other }, `${c.home.path} (live)`),
+                     others.map(s => h("option", { value: s.uuid, selected: c.other?.uuid === s.uuid }, s.path)));
+    const counts = new Map(CHANGE_KINDS.map(k => [k, 0]));
+    for (const row of c.rows) counts.set(row.change, (counts.get(row.change) || 0) + 1);
+    const all = c.rows.length >= c.total;
+    const checks = [];
+    const rows = c.rows.map(row => {
+        const name = restorableName(row);
+        const check = h("input", { type: "checkbox", disabled: !name, dataset: { name },
+                                   "aria-label": `select ${row.path}`,
+                                   title: name ? null : "not in the older snapshot" });
+        if (name) checks.push(check);
+        return h("tr", { class: "change-row", dataset: { path: row.path, change: row.change } },
+                 h("td", { class: "select" }, check),
+                 h("td", { class: "mono" }, row.path),
+                 h("td", {}, h("span", { class: "badge badge-change " + (CHANGE_BADGE[row.change] || "") },
+                               row.change)),
+                 h("td", {}, row.type),
+                 h("td", { class: "num" }, row.type === "file" || row.type === "symlink" ? formatBytes(row.size) : ""),
+                 h("td", { class: "mono muted" }, row.oldPath || ""));
+    });
+    const selected = () => checks.filter(ch => ch.checked).map(ch => ch.dataset.name);
+    fill(box, h("div", { class: "compare-panel", id: "compare-panel" },
+        h("div", { class: "compare-head" },
+          h("h3", {}, "Changes"),
+          h("span", { class: "inline-label" }, "from ", h("span", { class: "mono compare-old" }, pair.old.path),
+            " to ", select),
+          h("button", { class: "btn btn-plain alert-close", "aria-label": "Close", "data-action": "close-compare",
+                        onclick: () => closeCompare(path) }, "×")),
+        c.failed && !c.rows.length
+            ? h("p", { class: "muted" }, "The comparison could not be made (see the message above).")
+            : c.loading && !c.rows.length ? h("p", { class: "muted" }, "Comparing…")
+            : [h("div", { class: "compare-counts" },
+                 h("strong", { class: "compare-total" },
+                   c.total === 1 ? "1 changed path" : `${c.total} changed paths`),
+                 all ? null : h("span", { class: "muted" }, ` (${c.rows.length} loaded; counts of those)`),
+                 CHANGE_KINDS.filter(k => counts.get(k)).map(k =>
+                     h("span", { class: "badge badge-change " + (CHANGE_BADGE[k] || ""), dataset: { kind: k } },
+                       `${k} ${counts.get(k)}`))),
+               c.rows.length ? h("table", { class: "table table-compact compare-table" },
+                   h("thead", {}, h("tr", {}, ["", "Path", "Change", "Type", "Size", "Was at"].map(t =>
+                       h("th", { class: t === "Size" ? "num" : null }, t)))),
+                   h("tbody", {}, rows)) : h("p", { class: "muted" }, "Nothing changed."),
+               h("div", { class: "toolbar" },
+                 all ? null : h("button", { class: "btn btn-secondary btn-sm", "data-action": "compare-more",
+                                            disabled: c.loading,
+                                            onclick: () => loadCompare(path, c.rows.length) },
+                                `Load ${Math.min(COMPARE_PAGE, c.total - c.rows.length)} more`),
+                 h("button", { class: "btn btn-primary btn-sm", "data-action": "restore-selected",
+                               onclick: () => restoreDialog(path, pair.old, c.home, selected()) },
+                   "Restore…"),
+                 h("span", { class: "muted" }, `Restore takes the selected paths from ${pair.old.path}.`))]));
+}
+
+function radio(name, value, checked, label, ...extra) {
+    return h("label", { class: "check" },
+             h("input", { type: "radio", name, value, checked, id: `${name}-${value}` }), label, ...extra);
+}
+
+async function restoreDialog(path, snap, home, names) {
+    const st = fsState.get(path);
+    const snapAbs = absolutePath(st, snap.path);
+    const homeAbs = absolutePath(st, home.path) || home.path;
+    const pathsInput = h("textarea", { class: "form-input", id: "restore-paths", rows: "4",
+                                       placeholder: "one path per line, relative to the snapshot, e.g. etc/app.conf" });
+    pathsInput.value = names.join("\n");
+    const destInput = h("input", { type: "text", class: "form-input", id: "restore-destination",
+                                   placeholder: "/absolute/directory", "aria-label": "restore into directory",
+                                   onfocus: () => { body.querySelector("#restore-dest-dir").checked = true } });
+    const body = h("div", { class: "form" },
+                   h("p", {}, "From the snapshot ", h("span", { class: "mono" }, snapAbs), "."),
+                   h("label", {}, "Paths", pathsInput),
+                   h("fieldset", {},
+                     h("legend", {}, "Restore to"),
+                     radio("restore-dest", "original", true, "their original place in ",
+                           h("span", { class: "mono" }, homeAbs)),
+                     radio("restore-dest", "dir", false, "this directory: ", destInput)),
+                   h("fieldset", {},
+                     h("legend", {}, "Something already there"),
+                     radio("restore-way", "aside", true, "is moved aside: renamed to ",
+                           h("span", { class: "mono" }, "NAME.before-restore-<UTC time>"), " beside it"),
+                     radio("restore-way", "overwrite", false, "is overwritten (deleted)")));
+    const ok = await modal("Restore files", body, "Restore", false);
+    if (!ok) return;
+    const paths = pathsInput.value.split("\n").map(p => p.trim()).filter(Boolean);
+    if (!paths.length) {
+        showAlert("danger", "Could not restore", "Name at least one path to restore.");
+        return;
+    }
+    const opts = {};
+    if (body.querySelector("#restore-dest-dir").checked) {
+        const dest = destInput.value.trim();
+        if (!dest.startsWith("/")) {
+            showAlert("danger", "Could not restore", "Write the destination as an absolute directory path.");
+            return;
+        }
+        opts.destination = cockpit.variant("s", dest);
+    }
+    if (body.querySelector("#restore-way-overwrite").checked) opts.overwrite = cockpit.variant("b", true);
+    const r = await call(path, FILESYSTEM, "RestoreFiles", [snapAbs, paths, opts],
+                         `restore from ${snapAbs}`);
+    if (r) {
+        showAlert("info", "Restore started",
+                  `${paths.length === 1 ? paths[0] : paths.length + " paths"} from ${snapAbs}; ` +
+                  "its progress is in the jobs list.");
+    }
+}
+
+async function confirmRollback(path, snap, home) {
+    const st = fsState.get(path);
+    const fs = filesystems[path];
+    const snapAbs = absolutePath(st, snap.path);
+    const target = absolutePath(st, home.path);
+    const mountedAt = st.mount.mounted.get(home.path);
+    const isDefault = fs && Number(fs.DefaultSubvolumeId) === Number(home.id);
+    const later = mountedAt || isDefault;
+    const laterText = later
+        ? `${target} is ${[mountedAt && `mounted at ${mountedAt}`, isDefault && "the default subvolume"]
+            .filter(Boolean).join(" and ")}: the rollback makes a copy of the snapshot the new default ` +
+          "subvolume, and takes effect at the next mount or boot; until then it stays as it is."
+        : "";
+    const ok = await modal(`Roll back ${target}?`,
+                           h("div", {},
+                             h("p", {}, h("span", { class: "mono" }, target), " becomes a writable copy of ",
+                               h("span", { class: "mono" }, snapAbs), "."),
+                             h("p", {}, "Its current state is kept as a read-only snapshot in its snapshot " +
+                                        "directory (its path is shown when done); nothing is deleted."),
+                             later ? h("p", { class: "modal-note" }, laterText) : null),
+                           "Roll back", true);
+    if (!ok) return;
+    const r = await call(path, FILESYSTEM, "Rollback", [target, snapAbs, {}], `roll back ${target}`);
+    if (r) {
+        showAlert("success", "Rolled back",
+                  `${target} is now a copy of ${snapAbs}. The state before is kept as ${r[0]}.` +
+                  (later ? " It takes effect at the next mount or boot." : ""), { id: "alert-rollback" });
+        if (st.compare && st.compare.home.uuid === home.uuid) closeCompare(path);
+    }
+    await refreshFs(path);
+}
+
 async function refreshFs(path) {
     await Promise.all([loadSubvolumes(path), loadQuota(path)]);
 }
@@ -499,9 +761,11 @@ function addFilesystem(path) {
                      nameInput,
                      h("button", { class: "btn btn-primary", type: "submit", "data-action": "create" }, "Create subvolume")),
                    h("div", { class: "fs-subvolumes" }),
+                   h("div", { class: "fs-compare" }),
                    h("h3", {}, "Quotas"),
                    h("div", { class: "fs-quota" }));
-    const st = { card, mount: { mp: "", prefix: "" }, subvols: null, quota: null, last: null };
+    const st = { card, mount: { mp: "", prefix: "", mounted: new Map() }, subvols: null, quota: null,
+                 last: null, compare: null };
     fsState.set(path, st);
     document.getElementById("loading")?.remove();
     document.getElementById("filesystems").append(card);
@@ -538,7 +802,7 @@ const jobRows = new Map();
 
 function jobButtons(path, job) {
     const buttons = [];
-    const controllable = job.Operation !== "quota-rescan";
+    const controllable = !["quota-rescan", "restore"].includes(job.Operation);
     if (controllable && job.State === "running")
         buttons.push(h("button", { class: "btn btn-secondary btn-sm", "data-action": "pause",
                                    onclick: () => call(path, JOB, "Pause", [{}], `pause the ${job.Operation}`) }, "Pause"));
@@ -574,6 +838,8 @@ function renderJob(path) {
         ? `${formatBytes(job.BytesDone)} of ${formatBytes(job.BytesTotal)}` : "";
     const chunks = variantValue(d.chunks_expected)
         ? `${variantValue(d.chunks_completed) || 0} of ${variantValue(d.chunks_expected)} chunks` : "";
+    const files = variantValue(d.files_total) !== undefined
+        ? `${variantValue(d.files_done) || 0} of ${variantValue(d.files_total)} files` : "";
     const rate = job.State === "running" && Number(job.Rate) ? `${formatBytes(job.Rate)}/s` : "";
     const eta = job.State === "running" && Number(job.ExpectedEndTime)
         ? "ends about " + new Date(Number(job.ExpectedEndTime) / 1000).toLocaleTimeString() : "";
@@ -585,7 +851,7 @@ function renderJob(path) {
           h("span", { class: "muted" }, " started " + formatTime(job.StartTime)),
           h("span", { class: "job-actions" }, jobButtons(path, job))),
         progressBar(100 * Number(job.Progress || 0), { label: `${job.Operation} progress`, status }),
-        h("div", { class: "muted job-detail" }, [bytes, chunks, rate, eta].filter(Boolean).join(" · ")),
+        h("div", { class: "muted job-detail" }, [files, bytes, chunks, rate, eta].filter(Boolean).join(" · ")),
         finished && (job.Message || job.Error)
             ? h("div", { class: "job-message" }, job.Error || job.Message) : null);
     document.getElementById("jobs-section").hidden = false;

@@ -32,6 +32,7 @@ from sandbox import LoopFs
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -164,6 +165,15 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
+def show_field(path: Path, name: str) -> str:
+    """One field of ``btrfs subvolume show``."""
+    for line in btrfs("subvolume", "show", str(path)).splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == name:
+            return value.strip()
+    raise AssertionError(f"no {name} for {path}")
+
+
 def page_url(cs: CockpitSession, fs: LoopFs) -> str:
     return f"{cs.url}#/{fs.uuid}"
 
@@ -271,12 +281,105 @@ def test_admin_snapshot_scrub_and_limit(world: World, page_fs: LoopFs, browser: 
         assert "Traceback" not in browser.text()
 
 
+def test_admin_compare_restore_and_rollback(world: World, page_fs: LoopFs, browser: Browser
+                                            ) -> None:
+    """Compare a snapshot with the live subvolume, restore from the compare panel (one
+    file deleted, one in the way: moved aside), roll back; all checked on disk."""
+    mnt = page_fs.mount_point
+    data = mnt / "data"
+    if not data.exists():
+        btrfs("subvolume", "create", str(data))
+    (data / "keep.txt").write_text("v1\n")
+    (data / "gone.txt").write_text("old\n")
+    (data / ".snapshots").mkdir(mode=0o750, exist_ok=True)
+    btrfs("subvolume", "snapshot", "-r", str(data), str(data / ".snapshots" / "t-compare"))
+    snap = "data/.snapshots/t-compare"
+    (data / "gone.txt").unlink()
+    (data / "keep.txt").write_text("v2, changed after the snapshot\n")
+    (data / "new.txt").write_text("new\n")
+    with CockpitSession(world.sb, TEST_ADMIN) as cs:
+        browser.open(page_url(cs, page_fs))
+        panel = "#compare-panel"
+        browser.set_theme("dark")
+        browser.click("button[data-action=compare]", within=("snapshot-row", snap))
+        wait_for(lambda: browser.finds(f"{panel} tr.change-row"), "the compare rows (dark)")
+        browser.screenshot("cockpit-compare-dark")
+        browser.set_theme("light")
+        browser.click("button[data-action=compare]", within=("snapshot-row", snap))
+        wait_for(lambda: browser.finds(f"{panel} tr.change-row[data-path='gone.txt']"),
+                 "the compare rows")
+        kinds = {r.get_attribute("data-path"): r.get_attribute("data-change")
+                 for r in browser.finds(f"{panel} tr.change-row")}
+        # .snapshots got a new entry (t-compare) after the snapshot was taken: new times
+        assert kinds == {"gone.txt": "deleted", "keep.txt": "modified", "new.txt": "added",
+                         ".snapshots": "metadata"}, kinds
+        assert "4 changed paths" in browser.find(f"{panel} .compare-total").text
+        counts = {b.get_attribute("data-kind"): b.text
+                  for b in browser.finds(f"{panel} .compare-counts .badge")}
+        assert counts == {"added": "added 1", "deleted": "deleted 1", "modified": "modified 1",
+                          "metadata": "metadata 1"}, counts
+        browser.screenshot("cockpit-compare")
+
+        # restore the deleted file and the modified one (in the way: moved aside)
+        for name in ("gone.txt", "keep.txt"):
+            browser.click(f"{panel} tr.change-row[data-path='{name}'] input[type=checkbox]")
+        browser.click(f"{panel} button[data-action=restore-selected]")
+        assert browser.find("#restore-paths").get_attribute("value") == "gone.txt\nkeep.txt"
+        assert browser.find("#restore-way-aside").is_selected()
+        assert "before-restore" in browser.find("dialog").text
+        browser.screenshot("cockpit-restore-dialog")
+        browser.click("dialog button[data-action=confirm]")
+        wait_for(lambda: [j for j in browser.finds(".job-completed") if "restore" in j.text],
+                 "the restore job to complete")
+        assert (data / "gone.txt").read_text() == "old\n"
+        assert (data / "keep.txt").read_text() == "v1\n"
+        aside = [p for p in data.iterdir() if p.name.startswith("keep.txt.before-restore-")]
+        assert len(aside) == 1 and aside[0].read_text().startswith("v2"), aside
+        job = next(j for j in browser.finds(".job") if "restore" in j.text)
+        assert "2 of 2 files" in job.text, job.text
+        assert float(job.find_element(By.CSS_SELECTOR, "[role=progressbar]")
+                     .get_attribute("aria-valuenow")) == 100
+
+        # compare with another snapshot instead: the older one (taken in the first test,
+        # when data was empty) is "from", whichever row the panel was opened on
+        older = next(r.get_attribute("data-path") for r in browser.finds("tr.snapshot-row")
+                     if r.get_attribute("data-path") != snap)
+        Select(browser.find("#compare-with")).select_by_visible_text(older)
+        wait_for(lambda: browser.find(f"{panel} .compare-old").text == older, "the swapped pair")
+        kinds = wait_for(lambda: {r.get_attribute("data-path"): r.get_attribute("data-change")
+                                  for r in browser.finds(f"{panel} tr.change-row")
+                                  if r.get_attribute("data-path").endswith(".txt")},
+                         "the rows of the other pair")
+        assert kinds == {"gone.txt": "added", "keep.txt": "added"}, kinds
+
+        # roll back: the current state is kept read-only, its path shown
+        (data / "after.txt").write_text("after\n")
+        browser.click("button[data-action=rollback]", within=("snapshot-row", snap))
+        dialog = browser.find("dialog").text
+        assert "read-only snapshot" in dialog and "next mount" not in dialog, dialog
+        browser.click("dialog button[data-action=confirm]")
+        alert = wait_for(lambda: browser.find("#alert-rollback p"), "the rollback's message").text
+        saved = alert.rsplit("kept as ", 1)[1].rstrip(".")
+        assert saved.startswith(f"{data}/.snapshots/"), alert
+        assert not (data / "after.txt").exists()
+        assert sorted(p.name for p in data.iterdir() if not p.name.startswith(".")) == [
+            "gone.txt", "keep.txt"]
+        assert " path " + os.path.relpath(saved, mnt) + "\n" in btrfs(
+            "subvolume", "list", "-r", str(mnt))
+        # the subvolume is now a copy of the snapshot (btrfs-progs says so)
+        assert show_field(data, "Parent UUID") == show_field(mnt / snap, "UUID")
+        assert not browser.finds(".alert-danger"), browser.text()
+        assert "Traceback" not in browser.text()
+
+
 def test_unprivileged_user_sees_a_denial(world: World, page_fs: LoopFs, browser: Browser
                                          ) -> None:
     mnt = page_fs.mount_point
     if not (mnt / "data").exists():
         subprocess.run(["btrfs", "subvolume", "create", str(mnt / "data")], check=True,
                        stdout=subprocess.DEVNULL)
+    if not (mnt / "data-snap").exists():
+        btrfs("subvolume", "snapshot", "-r", str(mnt / "data"), str(mnt / "data-snap"))
     before = btrfs("subvolume", "list", str(mnt))
     with CockpitSession(world.sb, TEST_USER) as cs:
         browser.open(page_url(cs, page_fs))
@@ -286,6 +389,9 @@ def test_unprivileged_user_sees_a_denial(world: World, page_fs: LoopFs, browser:
         assert "Administrative access required" in alert.text
         browser.click("button[data-action=scrub]")
         wait_for(lambda: len(browser.finds("#alert-access")) >= 2, "a second access message")
+        browser.click("button[data-action=compare]", within=("snapshot-row", "data-snap"))
+        wait_for(lambda: len(browser.finds("#alert-access")) >= 3, "the compare's access message")
+        assert "not allowed to compare" in browser.finds("#alert-access")[-1].text
         body = browser.text()
         for bad in ("Traceback", "Error:", "org.freedesktop", "undefined", "null"):
             assert bad not in body, body
