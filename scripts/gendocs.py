@@ -1,12 +1,13 @@
-"""Write the man pages btrfsd(8), btrfsctl(8), btrfsd-notify(1) and btrfsctl's bash
-completion from the programs' own argparse parsers, so they cannot drift from the code.
+"""Write the man pages btrfsd(8), btrfsctl(8), btrfsd-notify(1), btrfsd-fleet(8) and
+btrfsctl's bash completion from the programs' own argparse parsers, so they cannot drift
+from the code.
 
 Run at package build time (debian/rules) with the package's venv Python and the pinned
 tools of debian/build-requirements.txt (argparse-manpage, shtab) on PYTHONPATH:
 
     python scripts/gendocs.py OUTDIR
 
-writes OUTDIR/btrfsd.8, OUTDIR/btrfsctl.8, OUTDIR/btrfsd-notify.1 and
+writes OUTDIR/btrfsd.8, OUTDIR/btrfsctl.8, OUTDIR/btrfsd-notify.1, OUTDIR/btrfsd-fleet.8 and
 OUTDIR/btrfsctl.bash-completion. The extra sections (FILES, EXIT STATUS, SEE ALSO) come
 from docs/man/<prog>.include.
 """
@@ -25,6 +26,7 @@ from argparse_manpage.manpage import Manpage
 from btrfsd.cli.main import build_parser as ctl_parser
 from btrfsd.constants import VERSION
 from btrfsd.daemon import build_parser as daemon_parser
+from btrfsd.fleet.main import build_parser as fleet_parser
 from btrfsd.notify.agent import build_parser as notify_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +40,7 @@ PROGRAMS: dict[str, tuple[Callable[[], argparse.ArgumentParser], str, str]] = {
     "btrfsd": (daemon_parser, "Btrfs management service on the system D-Bus", "8"),
     "btrfsctl": (ctl_parser, "manage Btrfs through the btrfsd service", "8"),
     "btrfsd-notify": (notify_parser, "desktop notifications for btrfsd's alerts", "1"),
+    "btrfsd-fleet": (fleet_parser, "btrfsd over NATS for a fleet of machines", "8"),
 }
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "btrfsd"
-UNITS = ("btrfsd.service", "btrfsd-schedule@.service", "btrfsd-schedule@.timer")
+UNITS = ("btrfsd.service", "btrfsd-schedule@.service", "btrfsd-schedule@.timer",
+         "btrfsd-fleet.service")
 UNIT_DIR = "/lib/systemd/system"  # debhelper 13 on Debian 12 (no /usr merge of units yet)
 USER_UNIT = "/usr/lib/systemd/user/btrfsd-notify.service"
 AUTOSTART = "/etc/xdg/autostart/btrfsd-notify.desktop"
@@ -35,6 +36,11 @@ FILES = {
     "/usr/share/man/man8/btrfsd.8.gz": 0o644,
     "/usr/share/man/man8/btrfsctl.8.gz": 0o644,
     "/usr/share/man/man1/btrfsd-notify.1.gz": 0o644,
+    "/usr/share/man/man8/btrfsd-fleet.8.gz": 0o644,
+    # the fleet bridge (docs/fleet.md): its user, its rule and configurations as examples
+    "/usr/lib/sysusers.d/btrfsd.conf": 0o644,
+    "/usr/share/doc/btrfsd/examples/60-btrfsd-fleet.rules.example": 0o644,
+    "/usr/share/doc/btrfsd/examples/fleet/nats-server.conf": 0o644,
     "/usr/share/bash-completion/completions/btrfsctl": 0o644,
     "/usr/share/doc/btrfsd/copyright": 0o644,
     "/etc/btrfsd/btrfsd.toml": 0o644,
@@ -43,6 +49,7 @@ FILES = {
     "/usr/lib/btrfsd/bin/btrfsd": 0o755,
     "/usr/lib/btrfsd/bin/btrfsctl": 0o755,
     "/usr/lib/btrfsd/bin/btrfsd-notify": 0o755,
+    "/usr/lib/btrfsd/bin/btrfsd-fleet": 0o755,
     **{f"{UNIT_DIR}/{u}": 0o644 for u in UNITS},
     # the desktop agent (docs/front-ends.md): a user unit, not enabled, and autostart
     USER_UNIT: 0o644,
@@ -50,7 +57,9 @@ FILES = {
 }
 COMMANDS = {"/usr/bin/btrfsd": "/usr/lib/btrfsd/bin/btrfsd",
             "/usr/bin/btrfsctl": "/usr/lib/btrfsd/bin/btrfsctl",
-            "/usr/bin/btrfsd-notify": "/usr/lib/btrfsd/bin/btrfsd-notify"}
+            "/usr/bin/btrfsd-notify": "/usr/lib/btrfsd/bin/btrfsd-notify",
+            "/usr/bin/btrfsd-fleet": "/usr/lib/btrfsd/bin/btrfsd-fleet"}
+FLEET_USER = "btrfsd-fleet"  # made by the package (sysusers), kept by purge as Debian does
 # every file under /etc is a conffile (kept on remove, gone on purge)
 CONFFILES = sorted(["/etc/btrfsd/btrfsd.toml", AUTOSTART])
 # Left by a removed (not purged) package; gone after a purge.

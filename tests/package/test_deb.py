@@ -40,6 +40,7 @@ from debpkg import (
     CONFFILES,
     CONFIG_DIR,
     FILES,
+    FLEET_USER,
     PACKAGE,
     STATE_DIR,
     UNIT_DIR,
@@ -68,6 +69,7 @@ class Installed:
     build_seconds: float
     before: set[str]  # the file list before the install
     saved_policy: SavedFile
+    had_fleet_user: bool  # else the package made it, and the test removes it
 
 
 def run(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -90,14 +92,25 @@ def pkg() -> Iterator[Installed]:
     deb, took = build_deb()
     before = file_list()
     saved = SavedFile(POLICY)
+    had_fleet_user = _user_exists(FLEET_USER)
     try:
         run("dpkg", "-i", str(deb))
-        yield Installed(deb, took, before, saved)
+        yield Installed(deb, took, before, saved, had_fleet_user)
     finally:
         with contextlib.suppress(Exception):
             run("dpkg", "--purge", PACKAGE, check=False)
         saved.restore()
         saved.discard()
+        if not had_fleet_user and _user_exists(FLEET_USER):  # the package made it
+            run("userdel", FLEET_USER, check=False)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def test_build_is_cached(pkg: Installed) -> None:
@@ -135,6 +148,13 @@ def test_files_in_place_with_sane_modes(pkg: Installed) -> None:
     assert "Exec=/usr/bin/btrfsd" in dbus_service
     assert sorted(run("dpkg-query", "-W", "-f", "${Conffiles}", PACKAGE).stdout.split()[::2]) \
         == CONFFILES
+    # the fleet bridge's unit is neither enabled nor started (it needs fleet.toml); its
+    # user exists, with no login
+    assert not list(Path("/etc/systemd/system").glob("*.wants/btrfsd-fleet.service"))
+    assert "ConditionPathExists=/etc/btrfsd/fleet.toml" in Path(
+        UNIT_DIR, "btrfsd-fleet.service").read_text()
+    fleet = pwd.getpwnam(FLEET_USER)
+    assert fleet.pw_uid < 1000 and fleet.pw_shell == "/usr/sbin/nologin", fleet
     # the agent's user unit is shipped but not enabled for every user (autostart runs it)
     assert not list(Path("/etc/systemd/user").glob("*.wants/btrfsd-notify.service"))
     # postinst compiled the venv (prerm removes the pycs again; see the purge test)
@@ -162,6 +182,8 @@ def test_help_man_and_completion(pkg: Installed) -> None:
     page = run("man", "1", "btrfsd-notify", env=env).stdout
     assert "--open-command" in page and "read-all" in page, page[:2000]
     assert "--settle" in run("btrfsd-notify", "--help").stdout
+    page = run("man", "8", "btrfsd-fleet", env=env).stdout
+    assert "fleet.toml" in page and "--config" in page, page[:2000]
     roff = gzip.decompress(Path("/usr/share/man/man8/btrfsctl.8.gz").read_bytes()).decode()
     assert roff.startswith('.TH BTRFSCTL "8"')
     complete = ("source /usr/share/bash-completion/completions/btrfsctl; "
@@ -285,6 +307,11 @@ def test_purge_leaves_nothing_behind(pkg: Installed) -> None:
     run("dpkg", "--purge", PACKAGE)
     assert is_installed() == ""
     pkg.saved_policy.restore()  # the integration sandbox's copy, if it had one
+    # a purge keeps the system user (Debian's way: files may still be its); this
+    # machine is not the test's to leave it on
+    assert _user_exists(FLEET_USER)
+    if not pkg.had_fleet_user:
+        run("userdel", FLEET_USER)
     after = file_list()
     added = sorted(after - pkg.before)
     removed = sorted(pkg.before - after)
