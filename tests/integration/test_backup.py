@@ -6,6 +6,7 @@ and kill -9 mid-send leaving no partial copy, a full target, bad input."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from conftest import DENIED, V, World, btrfs
 from sandbox import LoopFs
+from test_cli import ctl
 from test_jobs import JOB_IFACE, add_fs, props, remove_fs, wait_state
 
 MiB = 1 << 20
@@ -281,3 +283,20 @@ def tempfile_dir() -> str:
     d = Path("/dev/shm") / f"btrfsd-bk-{uuid.uuid4().hex[:6]}"
     d.mkdir(mode=0o755)
     return str(d)
+
+
+def test_btrfsctl_backup_set_list_run_remove(world: World, places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "cli", 128 * 1024), target(tgt_dir, "cli")
+    r = ctl(world, "backup", "set", "cli", str(sv), str(tgt), "--daily", "7")
+    assert r.returncode == 0, r.stderr
+    r = ctl(world, "--json", "backup", "list")
+    assert r.returncode == 0 and json.loads(r.stdout)["cli"]["daily"] == 7, r
+    r = ctl(world, "--json", "backup", "run", "cli")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["State"] == "completed", r.stdout
+    assert len(subvols_in(tgt)) == 1
+    r = ctl(world, "backup", "run", "no-such")
+    assert r.returncode != 0 and "no-such" in r.stderr and "Traceback" not in r.stderr
+    assert ctl(world, "backup", "remove", "cli").returncode == 0
+    assert "cli" not in json.loads(ctl(world, "--json", "backup", "list").stdout)
