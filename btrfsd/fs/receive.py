@@ -115,17 +115,14 @@ class Transfer:
         while True:
             if self.stop.is_set():
                 raise Cancelled("The backup was cancelled.")
-            chunk = os.read(read_fd, _CHUNK)
-            if not chunk:
+            try:
+                # pipe to pipe inside the kernel: no copy through this process
+                n = os.splice(read_fd, out, _CHUNK)
+            except BrokenPipeError:
+                return  # receive gave up; its exit status says why
+            if not n:
                 return
-            view = memoryview(chunk)
-            while view:
-                try:
-                    n = os.write(out, view)
-                except BrokenPipeError:
-                    return  # receive gave up; its exit status says why
-                view = view[n:]
-                self.bytes_done += n
+            self.bytes_done += n
             if self.rate_limit:
                 ahead = self.bytes_done / self.rate_limit - (time.monotonic() - started)
                 if ahead > 0 and self.stop.wait(ahead):
