@@ -51,6 +51,8 @@ class Action:
     MANAGE: Final = "org.btrfsd1.manage"
     # what changed between two snapshots: reveals file names anywhere in them
     COMPARE: Final = "org.btrfsd1.compare"
+    # backups to another disk: set, remove and run them (copies every file of a source)
+    BACKUP: Final = "org.btrfsd1.backup"
 
 
 ALL_ACTIONS: Final = frozenset(

@@ -5,17 +5,19 @@
 from typing import Annotated, Any
 
 from dbus_fast import Variant
-from dbus_fast.annotations import DBusSignature, DBusStr
+from dbus_fast.annotations import DBusObjectPath, DBusSignature, DBusStr
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from ..constants import MANAGER_IFACE, VERSION, Action
+from ..core.backups import Backup, parse_backup
 from ..core.limits import PerCallerLimit
 from ..core.schedules import RunResult, Schedule, parse_schedule
 from ..core.service import Service
+from ..errors import InvalidArgument
 from ..names import display, from_bus, to_bus
 from .apidoc import MANAGER, documented
-from .auth import authorized
+from .auth import authorized, current_caller
 from .options import (
     CleanupOptions,
     NoOptions,
@@ -42,6 +44,14 @@ def schedule_dict(s: Schedule) -> dict[str, Variant]:
             "weekly": Variant("u", s.weekly), "monthly": Variant("u", s.monthly),
             "yearly": Variant("u", s.yearly), "keep_last": Variant("u", s.keep_last),
             "min_age": Variant("t", s.min_age), "timer": Variant("s", s.timer)}
+
+
+def backup_dict(b: Backup) -> dict[str, Variant]:
+    return {"source": Variant("s", to_bus(b.source)), "target": Variant("s", to_bus(b.target)),
+            "hourly": Variant("u", b.hourly), "daily": Variant("u", b.daily),
+            "weekly": Variant("u", b.weekly), "monthly": Variant("u", b.monthly),
+            "yearly": Variant("u", b.yearly), "keep_last": Variant("u", b.keep_last),
+            "schedule": Variant("s", b.schedule), "rate_limit": Variant("t", b.rate_limit)}
 
 
 def run_result_dict(r: RunResult) -> dict[str, Variant]:
@@ -155,3 +165,40 @@ class ManagerInterface(ServiceInterface):
         await self._service.schedules.set_snapshot_info(from_bus(path),
                                                         important=marks.important,
                                                         description=marks.description)
+
+    # -- backups ----------------------------------------------------------------------------
+    @dbus_method(name="SetBackup")
+    @authorized(Action.BACKUP)
+    async def set_backup(self, name: DBusStr, source_subvolume: DBusStr, target_dir: DBusStr,
+                         options: OptionsArg) -> None:
+        fields = {k: v.value for k, v in options.items()}
+        replace = fields.pop("replace", False)
+        if not isinstance(replace, bool):
+            raise InvalidArgument("The option replace takes a boolean (b).")
+        backup = parse_backup(name, {**fields, "source": from_bus(source_subvolume),
+                                     "target": from_bus(target_dir)})
+        await self._service.backups.set(backup, replace=replace)
+
+    @dbus_method(name="RemoveBackup")
+    @authorized(Action.BACKUP)
+    async def remove_backup(self, name: DBusStr, options: OptionsArg) -> None:
+        parse_options(NoOptions, options)
+        await self._service.backups.remove(name)
+
+    @dbus_method(name="ListBackups")
+    @authorized(Action.READ)
+    async def list_backups(self, options: OptionsArg) -> ScheduleDicts:
+        parse_options(NoOptions, options)
+        view = await read_view(self.authority)
+        every = self._service.backups.all()
+        seen = await self._service.subvolumes.reachable(
+            [p for b in every for p in (b.source, b.target)], view)
+        return {b.name: backup_dict(b) for i, b in enumerate(every)
+                if seen[2 * i] and seen[2 * i + 1]}
+
+    @dbus_method(name="RunBackup")
+    @authorized(Action.BACKUP)
+    async def run_backup(self, name: DBusStr, options: OptionsArg) -> DBusObjectPath:
+        parse_options(NoOptions, options)
+        job = await self._service.backups.run(name, current_caller().uid)
+        return job_path(job.id)

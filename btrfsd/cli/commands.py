@@ -12,7 +12,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from ..constants import VERSION
-from . import diff, fleet, jobs, output, quota, restore, schedule
+from . import backup, diff, fleet, jobs, output, quota, restore, schedule
 from .client import CallError, Client, absolute
 from .errors import EXIT_USAGE, error_json, error_line, explain
 from .output import Outcome
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_commands(sub, cmd)
     restore.add_commands(sub, cmd)
     diff.add_commands(sub, cmd)
+    backup.add_commands(sub, cmd)
     fleet.add_commands(sub, cmd)
     return p
 

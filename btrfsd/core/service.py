@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..errors import AlreadyRunning
+from .backup_runner import BackupKind
+from .backups import Backups
 from .balance_runner import BalanceKind
 from .compare import Comparisons
 from .fast_delete import FastDelete
@@ -82,6 +84,11 @@ class Service:
         # qgroups
         self.subvolumes.delete_hooks.append(self.fast_delete)
         self.schedules = Schedules(self.subvolumes, settings.config_dir, settings.state_dir)
+        # backups to another disk: jobs on the target's filesystem
+        self.jobs.register(BackupKind(self.registry, self.subvolumes, self.schedules,
+                                      settings.job_poll_interval))
+        self.backups = Backups(self.registry, self.subvolumes, self.schedules, self.jobs,
+                               settings.config_dir)
         self.maintenance = Maintenance(self.registry, self.jobs, settings.config_dir,
                                        settings.state_dir)
         self.timer = ScheduleTimer(self.schedules, self.maintenance)
@@ -141,6 +148,7 @@ class Service:
         await self.jobs.open()
         await self.maintenance.load()
         await self.schedules.load()
+        await self.backups.load()
         # temporary snapshots of comparisons a crash interrupted
         await self.comparisons.remove_leftovers()
         self._open = True

@@ -1,6 +1,7 @@
-"""Ask the kernel what changed between two read-only snapshots: BTRFS_IOC_SEND with the
-no-file-data flag, the old snapshot as its parent, read as it is written (blocking; call
-from a worker thread).
+"""BTRFS_IOC_SEND (blocking; call from a worker thread): ``send`` writes a snapshot's
+stream to any fd (a backup's pipe, fs/receive.py), and ``changed_paths`` asks the kernel
+what changed between two read-only snapshots (the no-file-data flag, the old snapshot as
+its parent), read as it is written.
 
 The ioctl writes the whole stream into a pipe before it returns, so it runs in a thread
 of its own while this one reads the other end and parses it (fs/sendstream.py) into
@@ -11,12 +12,14 @@ snapshot it is in, reached component by component without following a link
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import os
 import stat
 import struct
 import threading
+from collections.abc import Sequence
 
 from ..errors import from_errno
 from .changes import DELETED, DIR, FILE, OTHER, SYMLINK, Change, ChangeTracker
@@ -33,10 +36,22 @@ _PIPE_SIZE = 1 << 20
 _READ_SIZE = 1 << 20
 
 
+def send(snap_fd: int, out_fd: int, *, parent_root: int = 0,
+         clone_roots: Sequence[int] = (), flags: int = 0) -> None:
+    """Write the send stream of the read-only snapshot open as ``snap_fd`` to ``out_fd``
+    (a pipe or file; the kernel writes until the stream ends, so a pipe needs a reader).
+    ``parent_root``: the subvolume id of a snapshot the receiving side has (0: a full
+    stream); ``clone_roots``: ids whose extents the stream may refer to. Raises OSError
+    (EPIPE when the reader went away)."""
+    roots = array.array("Q", clone_roots)
+    pointer = roots.buffer_info()[0] if roots else 0
+    args = _SEND_ARGS.pack(out_fd, len(roots), pointer, parent_root, flags, 0)
+    fcntl.ioctl(snap_fd, BTRFS_IOC_SEND, args)
+
+
 def _send(new_fd: int, parent_root: int, write_fd: int, failure: list[OSError]) -> None:
-    args = _SEND_ARGS.pack(write_fd, 0, 0, parent_root, SEND_FLAG_NO_FILE_DATA, 0)
     try:
-        fcntl.ioctl(new_fd, BTRFS_IOC_SEND, args)
+        send(new_fd, write_fd, parent_root=parent_root, flags=SEND_FLAG_NO_FILE_DATA)
     except OSError as e:
         failure.append(e)
     finally:

@@ -241,6 +241,67 @@ MUTATING.update({
 })
 
 
+def _backup_target(w: World, d: Path) -> Path:
+    t = w.sb.filesystems[1].mount_point / ("bk-" + d.name)
+    t.mkdir(exist_ok=True)
+    return t
+
+
+def _backup(w: World, d: Path) -> str:
+    """As root: a subvolume under d and a backup of it to the other filesystem."""
+    sv = d / "sv" if (d / "sv").exists() else _subvol(d, "sv")
+    name = "b-" + d.name
+    r = w.manager_call(w.root, "SetBackup", "sssa{sv}", name, str(sv),
+                       str(_backup_target(w, d)), {"keep_last": V("u", 2)})
+    assert r["ok"], r
+    return name
+
+
+def _backups(w: World) -> dict[str, Any]:
+    return w.manager_call(w.root, "ListBackups", "a{sv}", {})["body"][0]  # type: ignore[no-any-return]
+
+
+def _drop_backups(w: World) -> None:
+    for name in _backups(w):
+        w.manager_call(w.root, "RemoveBackup", "sa{sv}", name, {})
+    for t in w.sb.filesystems[1].mount_point.glob("bk-t-*"):
+        for copy in t.iterdir():
+            btrfs("subvolume", "delete", str(copy))
+        t.rmdir()
+
+
+def _backed_up(w: World, d: Path) -> None:
+    """Wait for a complete (read-only) copy on the target."""
+    deadline = time.monotonic() + 30
+    while not any(_ro(c) for c in _backup_target(w, d).iterdir()):
+        assert time.monotonic() < deadline, "not backed up"
+        time.sleep(0.05)
+
+
+MUTATING.update({
+    "SetBackup": Case(
+        prepare=lambda w, d: _subvol(d, "sv"),
+        call=lambda w, c, d, p: w.manager_call(
+            c, "SetBackup", "sssa{sv}", "new-" + d.name, str(p), str(_backup_target(w, d)),
+            {"daily": V("u", 3)}),
+        check=lambda w, d, p: ("new-" + d.name in _backups(w)) or pytest.fail("not set"),
+        cleanup=_drop_backups,
+    ),
+    "RemoveBackup": Case(
+        prepare=_backup,
+        call=lambda w, c, d, name: w.manager_call(c, "RemoveBackup", "sa{sv}", name, {}),
+        check=lambda w, d, name: (name not in _backups(w)) or pytest.fail("still there"),
+        cleanup=_drop_backups,
+    ),
+    "RunBackup": Case(
+        prepare=_backup,
+        call=lambda w, c, d, name: w.manager_call(c, "RunBackup", "sa{sv}", name, {}),
+        check=lambda w, d, name: _backed_up(w, d),
+        cleanup=_drop_backups,
+    ),
+})
+
+
 def _restorable(w: World, d: Path) -> Path:
     """A subvolume whose file changed after a read-only snapshot; returns the snapshot."""
     sv = _subvol(d, "sv")
@@ -364,6 +425,7 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetSchedules": lambda w, c: w.manager_call(c, "GetSchedules", "a{sv}", {}),
     "GetMaintenance": lambda w, c: w.fs_call(c, "GetMaintenance", "a{sv}", {}),
     "ExplainSchedule": _explain_as,
+    "ListBackups": lambda w, c: w.manager_call(c, "ListBackups", "a{sv}", {}),
 }
 
 

@@ -1,0 +1,391 @@
+"""A backup run as a job kind, on the target's filesystem: snapshot (or reuse the
+schedule's newest), send incrementally against the newest snapshot both sides hold
+(matched by UUID: the target's received_uuid is the source snapshot's UUID), receive
+with btrfs-progs (fs/receive.py), verify, apply the target's retention.
+
+Never a fake backup: a subvolume in the target directory is a backup only when it is
+read-only and carries a received_uuid (``btrfs receive`` sets both last). The name being
+received is written to the job's record (``undo``) before the transfer starts, so a
+kill -9 is cleaned up at the next start; a run also removes unfinished copies named like
+a source snapshot before it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+from ..errors import BtrfsdError, Cancelled, Failed, InvalidArgument, NoSpace
+from ..fs import paths, subvol
+from ..fs.info import SubvolumeInfo
+from ..fs.quota import read_qgroup
+from ..fs.receive import Transfer
+from ..units import format_bytes
+from .backups import OPERATION, Backup, check_target_chain
+from .filesystems import Filesystem, Registry
+from .jobkind import Adoption, RunnerControl, expect_params
+from .jobs import Job, JobRecord, JobState, RateMeter
+from .retention import Candidate, decide
+from .schedules import Schedules
+from .subvolumes import Subvolumes
+from .threads import in_own_thread
+
+log = logging.getLogger(__name__)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class BackupParams:
+    backup: Backup
+
+
+def complete(info: SubvolumeInfo) -> bool:
+    """A finished receive: read-only with a received_uuid (set last by btrfs receive)."""
+    return info.read_only and bool(info.received_uuid)
+
+
+def target_copies(dir_fd: int, shown: str) -> dict[str, SubvolumeInfo]:
+    """The subvolumes directly in the target directory open as ``dir_fd``, by name
+    (blocking). Raises OSError, BtrfsdError."""
+    found: dict[str, SubvolumeInfo] = {}
+    # a new open file each time: btrfs lists only the entries a directory file held when
+    # it was opened (its last index), even after a rewind on older kernels
+    listing = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        with os.scandir(listing) as entries:
+            names = [e.name for e in entries if e.is_dir(follow_symlinks=False)
+                     and subvol.is_subvolume(e.stat(follow_symlinks=False))]
+    finally:
+        os.close(listing)
+    for name in names:
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            found[name] = subvol.subvolume_info(fd, f"{shown}/{name}")
+        finally:
+            os.close(fd)
+    return found
+
+
+def remove_partial(dir_fd: int, name: str, shown: str) -> bool:
+    """Delete ``name`` in the target directory if it is an unfinished receive (a
+    subvolume that is not read-only or has no received_uuid); True when it did
+    (blocking). Raises BtrfsdError."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not subvol.is_subvolume(st):
+            return False
+        info = subvol.subvolume_info(fd, shown)
+        if complete(info):
+            return False
+        nested = list(subvol.iter_subvolumes(fd))
+        subvol.delete_subvolume(fd, shown, info, nested)
+    finally:
+        os.close(fd)
+    log.info("removed the unfinished backup copy %s", shown)
+    return True
+
+
+class BackupKind:
+    """Backup jobs. The kernel runs none of its own; recovery removes a killed run's
+    unfinished copy."""
+
+    operation = OPERATION
+
+    def __init__(self, registry: Registry, subvolumes: Subvolumes, schedules: Schedules,
+                 poll_interval: float) -> None:
+        self.registry = registry
+        self.subvolumes = subvolumes
+        self.schedules = schedules
+        self.poll_interval = poll_interval
+
+    def runner(self, fs: Filesystem, params: object) -> BackupRunner:
+        p = expect_params(params, BackupParams, OPERATION)
+        return BackupRunner(self, fs, p.backup)
+
+    def find(self, fs: Filesystem, fd: int) -> Adoption | None:
+        return None
+
+    def recover(self, fs: Filesystem | None, record: JobRecord) -> Adoption | None:
+        """Delete the copy a killed run was receiving; the job is reported interrupted."""
+        for where in record.undo:
+            parent, _, name = where.rpartition("/")
+            try:
+                with paths.resolve(parent or "/") as res:
+                    remove_partial(res.open(), name, where)
+            except (OSError, BtrfsdError) as e:
+                log.warning("cannot remove the unfinished backup copy %s of job %d: %s",
+                            where, record.id, e)
+        return None
+
+
+@dataclass
+class _Plan:
+    source_fs: Filesystem
+    source_uuid: str
+    snapshot: str = ""  # absolute path of the snapshot sent
+    snapshot_info: SubvolumeInfo | None = None
+    parent: SubvolumeInfo | None = None  # on the source: the newest common snapshot
+    parent_name: str = ""
+
+
+class BackupRunner:
+    """Runs one backup; the transfer in a thread of its own."""
+
+    def __init__(self, kind: BackupKind, fs: Filesystem, backup: Backup) -> None:
+        self.kind = kind
+        self.fs = fs  # the target's
+        self.backup = backup
+        self._transfer = Transfer(backup.rate_limit)
+        self._control = RunnerControl(OPERATION)
+        self._target_fd = -1
+        self._stopping = False
+        self._ended = asyncio.Event()
+
+    # -- blocking steps ------------------------------------------------------------------
+    def _open_target(self) -> int:
+        with paths.resolve(self.backup.target) as res:
+            assert res.st is not None
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise InvalidArgument(f"{res.path} is not a directory.")
+            check_target_chain(res)
+            fd = os.open(".", _DIR_FLAGS, dir_fd=res.target_fd)
+        try:
+            self.kind.registry.check_member(self.fs, subvol.fsid_of(fd, self.backup.target),
+                                            self.backup.target)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _clean_partials(self, source_names: set[str]) -> int:
+        gone = 0
+        for name, info in target_copies(self._target_fd, self.backup.target).items():
+            if (name in source_names and not complete(info)
+                    and remove_partial(self._target_fd, name, f"{self.backup.target}/{name}")):
+                gone += 1
+        return gone
+
+    def _send(self, plan: _Plan) -> None:
+        assert plan.snapshot_info is not None
+        with paths.resolve(plan.snapshot) as res:
+            snap_fd = res.open()
+            if subvol.subvolume_info(snap_fd, res.path).uuid != plan.snapshot_info.uuid:
+                raise Failed(f"{plan.snapshot} changed while the backup was prepared; run "
+                             "it again.")
+            parent = plan.parent.id if plan.parent is not None else 0
+            self._transfer.run(snap_fd, self._target_fd, parent_root=parent,
+                               clone_roots=[parent] if parent else [])
+
+    def _verify(self, name: str, expect_uuid: str) -> SubvolumeInfo:
+        shown = f"{self.backup.target}/{name}"
+        copy = target_copies(self._target_fd, self.backup.target).get(name)
+        if copy is None:
+            raise Failed(f"btrfs receive reported success but {shown} is not there.")
+        if copy.received_uuid != expect_uuid or not copy.read_only:
+            raise Failed(f"{shown} is not a complete copy (received_uuid "
+                         f"{copy.received_uuid or 'none'}, expected {expect_uuid}; "
+                         f"read-only: {copy.read_only}); it was deleted.")
+        return copy
+
+    # -- steps on the event loop ---------------------------------------------------------
+    async def _source_snapshots(self, plan: _Plan) -> list[SubvolumeInfo]:
+        items = await self.kind.subvolumes.list(plan.source_fs)
+        return [s for s in items if s.parent_uuid == plan.source_uuid and s.read_only]
+
+    async def _pick_snapshot(self, plan: _Plan, snaps: list[SubvolumeInfo]) -> None:
+        b = self.backup
+        if b.schedule:
+            records = self.kind.schedules.records.snapshots
+            mine = [s for s in snaps if (r := records.get(s.uuid)) is not None
+                    and r.schedule == b.schedule and r.filesystem == plan.source_fs.uuid]
+            if mine:
+                newest = max(mine, key=lambda s: records[s.uuid].created)
+                where = plan.source_fs.path_of(newest.path)
+                if where is not None:
+                    plan.snapshot, plan.snapshot_info = where, newest
+                    return
+        plan.snapshot = await self.kind.subvolumes.snapshot(plan.source_fs, b.source)
+        plan.snapshot_info = await self.kind.subvolumes.info(plan.source_fs, plan.snapshot)
+
+    def _expected(self, plan: _Plan) -> int:
+        """Bytes the stream will carry, from the source's qgroups (0: unknown, quotas
+        off). Full: what the snapshot references. Incremental: the growth since the
+        parent plus what only the parent still holds (what was rewritten or deleted)."""
+        fs = plan.source_fs
+        if not fs.quota_enabled or plan.snapshot_info is None:
+            return 0
+        new = read_qgroup(fs.uuid, 0, plan.snapshot_info.id)
+        if new is None:
+            return 0
+        if plan.parent is None:
+            return new.referenced
+        old = read_qgroup(fs.uuid, 0, plan.parent.id)
+        if old is None:
+            return 0
+        return max(new.referenced - old.referenced, 0) + old.exclusive
+
+    async def prepare(self, job: Job) -> None:
+        """Check the target again (it was checked when set). Raises InvalidArgument,
+        NotFound, NotBtrfs."""
+        self._target_fd = await asyncio.to_thread(self._open_target)
+        job.update(details={"backup": self.backup.name, "incremental": False,
+                            "snapshot": "", "parent": "", "deleted": 0})
+
+    async def run(self, job: Job) -> None:
+        """Snapshot, send, verify, apply retention; finish the job (see Runner.run)."""
+        try:
+            await self._run(job)
+        finally:
+            if self._target_fd >= 0:
+                os.close(self._target_fd)
+                self._target_fd = -1
+            self._ended.set()
+
+    async def _run(self, job: Job) -> None:
+        b = self.backup
+        src_fs, _ = await self.kind.subvolumes.resolve(b.source)
+        source = await self.kind.subvolumes.info(src_fs, b.source)
+        plan = _Plan(src_fs, source.uuid)
+        snaps = await self._source_snapshots(plan)
+        await asyncio.to_thread(self._clean_partials,
+                                {s.path.rpartition("/")[2] for s in snaps})
+        await self._pick_snapshot(plan, snaps)
+        assert plan.snapshot_info is not None
+        name = plan.snapshot.rpartition("/")[2]
+        copies = await asyncio.to_thread(target_copies, self._target_fd, b.target)
+        received = {c.received_uuid: c for c in copies.values() if complete(c)}
+        if plan.snapshot_info.uuid in received:
+            await self._retention(job, plan, copies, received[plan.snapshot_info.uuid])
+            job.finish(JobState.COMPLETED, f"{plan.snapshot} is already on the target; "
+                       "nothing was sent.", success=True)
+            return
+        if name in copies:
+            raise Failed(f"{b.target}/{name} exists and is not a copy of {plan.snapshot}; "
+                         "move it away.")
+        common = [s for s in snaps if s.uuid in received and s.uuid != plan.snapshot_info.uuid]
+        if common:
+            plan.parent = max(common, key=lambda s: (s.otime, s.id))
+            plan.parent_name = plan.parent.path.rpartition("/")[2]
+        total = await asyncio.to_thread(self._expected, plan)
+        where = f"{b.target}/{name}"
+        job.update(bytes_total=total, undo={where: 1},
+                   details={**job.details, "incremental": plan.parent is not None,
+                            "snapshot": plan.snapshot, "parent": plan.parent_name})
+        await job.persist()  # a kill -9 from here on is cleaned up at the next start
+        try:
+            await self._transfer_and_show(job, total, plan)
+            copy = await asyncio.to_thread(self._verify, name, plan.snapshot_info.uuid)
+        except BaseException as e:
+            await self._drop(where, name)
+            if self._stopping and isinstance(e, Cancelled):
+                return  # daemon stop: reported interrupted at the next start
+            if isinstance(e, Cancelled):
+                job.finish(JobState.CANCELLED, f"Cancelled; the unfinished copy {where} "
+                           "was deleted.")
+                return
+            if isinstance(e, NoSpace):
+                msg = f"The target {b.target} ran out of space; the unfinished copy was " \
+                      f"deleted. {e.message}"
+                job.update(details={**job.details, "error_name": "NoSpace"})
+                job.finish(JobState.FAILED, msg, error=msg)
+                return
+            if isinstance(e, BtrfsdError):
+                job.update(details={**job.details, "error_name": type(e).__name__})
+            raise
+        job.update(undo={})
+        await job.persist()
+        deleted = await self._retention(job, plan, copies, copy)
+        how = (f"incremental against {plan.parent_name}" if plan.parent is not None
+               else "full")
+        job.finish(JobState.COMPLETED,
+                   f"{plan.snapshot} sent to {where} ({how}, "
+                   f"{format_bytes(self._transfer.bytes_done)}); {deleted} older copies "
+                   "deleted on the target.", success=True)
+
+    async def _drop(self, where: str, name: str) -> None:
+        try:
+            await asyncio.to_thread(remove_partial, self._target_fd, name, where)
+        except (OSError, BtrfsdError) as e:
+            log.warning("cannot delete the unfinished backup copy %s: %s", where, e)
+
+    async def _transfer_and_show(self, job: Job, total: int, plan: _Plan) -> None:
+        meter = RateMeter()
+        work = asyncio.ensure_future(in_own_thread(f"backup-{job.id}", self._send, plan))
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=self.kind.poll_interval)
+                now = time.time()
+                done = self._transfer.bytes_done
+                rate = meter.add(now, done)
+                job.update(bytes_done=done, rate=rate,
+                           progress=min(done / total, 0.99) if total else 0.0,
+                           expected_end_time=RateMeter.expected_end(now, done, total, rate))
+        except BaseException:
+            self._transfer.stop.set()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
+        work.result()
+        job.update(bytes_done=self._transfer.bytes_done)
+
+    async def _retention(self, job: Job, plan: _Plan, copies: dict[str, SubvolumeInfo],
+                         newest: SubvolumeInfo) -> int:
+        """Delete the target's copies the rules do not keep; the newest copy (the next
+        run's parent) is always kept. Returns how many were deleted; a failed delete is
+        logged and tried again next run."""
+        done = {n: c for n, c in copies.items() if complete(c)}
+        done[newest.path.rpartition("/")[2]] = newest
+        by_uuid = {c.uuid: (n, c) for n, c in done.items()}
+        # youngest first by id too: copies received within one second share an otime,
+        # and the one received first must count as the first of its period
+        ordered = sorted(done.values(), key=lambda c: c.id, reverse=True)
+        decisions = decide([Candidate(c.uuid, c.otime) for c in ordered],
+                           self.backup.limits(), self.kind.schedules.clock(),
+                           self.kind.schedules.tz)
+        deleted = 0
+        for d in decisions:
+            if d.keep or d.candidate.key == newest.uuid:
+                continue
+            n, c = by_uuid[d.candidate.key]
+            shown = f"{self.backup.target}/{n}"
+            try:
+                await self.kind.subvolumes.delete_by_id(self.fs, c.id, c.uuid, shown)
+                deleted += 1
+            except BtrfsdError as e:
+                log.warning("backup %s could not delete %s: %s", self.backup.name, shown,
+                            e.message)
+        job.update(details={**job.details, "deleted": deleted})
+        return deleted
+
+    async def pause(self, job: Job) -> None:
+        raise InvalidArgument("A backup cannot be paused; cancel it (the unfinished copy "
+                              "is deleted) and run it again.")
+
+    async def resume(self, job: Job) -> None:
+        raise InvalidArgument("A backup cannot be paused or resumed.")
+
+    async def cancel(self, job: Job) -> None:
+        """Stop the send, kill btrfs receive; run() deletes the unfinished copy."""
+        self._control.request_cancel(job)
+        self._transfer.stop.set()
+
+    async def shutdown(self, job: Job) -> None:
+        """Stop the transfer and let run() delete the unfinished copy, so the next start
+        finds nothing; the job is reported interrupted then."""
+        self._stopping = True
+        self._transfer.stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), 30)

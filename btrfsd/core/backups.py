@@ -1,0 +1,207 @@
+"""Backups to another btrfs filesystem: their configuration (validated, stored atomically
+in ``<config_dir>/backups.json``) and starting a run as a job (backup_runner.py does it).
+
+A backup copies read-only snapshots of ``source`` into ``target`` (a directory on another
+mounted btrfs filesystem) by send/receive, incrementally against the newest snapshot
+both sides hold, and keeps the copies on the target by its own retention rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..fs import paths, subvol
+from .filesystems import Filesystem, Registry
+from .jobmanager import JobManager
+from .jobs import Job
+from .retention import Limits
+from .schedules import MAX_COUNT, Schedules
+from .state import load_model, validation_problems, write_atomic
+from .subvolumes import Subvolumes
+
+log = logging.getLogger(__name__)
+
+BACKUPS_FILE = "backups.json"
+OPERATION = "backup"
+MAX_RATE = 1 << 40  # bytes per second; more is a typo
+
+
+class Backup(BaseModel):
+    """One backup: snapshots of ``source`` received into ``target``, kept per limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    source: str = Field(pattern=r"^/")
+    target: str = Field(pattern=r"^/")
+    hourly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    daily: int = Field(default=0, ge=0, le=MAX_COUNT)
+    weekly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    monthly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    yearly: int = Field(default=0, ge=0, le=MAX_COUNT)
+    keep_last: int = Field(default=0, ge=0, le=MAX_COUNT)
+    # a schedule of the source whose newest snapshot is sent ('' : take one)
+    schedule: str = ""
+    rate_limit: int = Field(default=0, ge=0, le=MAX_RATE)  # bytes/s, 0: no limit
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> Backup:
+        if not (self.hourly or self.daily or self.weekly or self.monthly or self.yearly
+                or self.keep_last):
+            raise ValueError("it keeps nothing on the target: give hourly/daily/weekly/"
+                             "monthly/yearly or keep_last")
+        return self
+
+    def limits(self) -> Limits:
+        return Limits(hourly=self.hourly, daily=self.daily, weekly=self.weekly,
+                      monthly=self.monthly, yearly=self.yearly, keep_last=self.keep_last)
+
+
+class BackupFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = 1
+    backups: dict[str, Backup] = Field(default_factory=dict)
+
+
+def parse_backup(name: str, spec: dict[str, object]) -> Backup:
+    """Validate a backup. Raises InvalidArgument naming each bad field."""
+    try:
+        return Backup.model_validate({"name": name, **spec})
+    except ValidationError as e:
+        raise InvalidArgument(f"Bad backup {name!r}: {validation_problems(e)}.") from None
+
+
+def check_target_chain(res: paths.Resolved) -> None:
+    """Refuse a target directory that anyone but root could replace: it and every
+    directory above it must belong to root and be writable by root only (or sticky, like
+    /tmp: then only the owner of an entry can move it). ``btrfs receive`` resolves the
+    name it is given itself; this makes sure no local user can swap what it finds.
+    Raises InvalidArgument."""
+    assert res.st is not None and res.target_fd is not None
+    cur = os.dup(res.target_fd)
+    try:
+        st = os.fstat(cur)
+        where = res.path
+        while True:
+            if st.st_uid != 0 or (st.st_mode & 0o022 and not (
+                    st.st_mode & stat.S_ISVTX and where != res.path)):
+                raise InvalidArgument(
+                    f"{where} can be changed by another user than root (owner uid "
+                    f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); a backup target and "
+                    "every directory above it must be root's and writable only by root.")
+            if where == "/":
+                return
+            nxt = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
+            os.close(cur)
+            cur = nxt
+            st = os.fstat(cur)
+            where = os.path.dirname(where.rstrip("/")) or "/"
+    finally:
+        os.close(cur)
+
+
+class Backups:
+    """Backups: their configuration, and runs started as jobs on the target's
+    filesystem (one backup per target filesystem at a time: the JobManager's rule)."""
+
+    def __init__(self, registry: Registry, subvolumes: Subvolumes, schedules: Schedules,
+                 jobs: JobManager, config_dir: Path) -> None:
+        self.registry = registry
+        self.subvolumes = subvolumes
+        self.schedules = schedules
+        self.jobs = jobs
+        self.path = config_dir / BACKUPS_FILE
+        self.file = BackupFile()
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        self.file = await asyncio.to_thread(load_model, self.path, BackupFile, "backups")
+
+    async def _save(self) -> None:
+        # json, not pydantic's serializer: a path may hold any byte (names.py)
+        text = json.dumps(self.file.model_dump(mode="json"), indent=1)
+        await asyncio.to_thread(write_atomic, self.path, text)
+
+    def all(self) -> list[Backup]:
+        return [self.file.backups[n] for n in sorted(self.file.backups)]
+
+    def get(self, name: str) -> Backup:
+        """Raises NotFound."""
+        try:
+            return self.file.backups[name]
+        except KeyError:
+            raise NotFound(f"There is no backup {name!r} (btrfsctl backup list shows "
+                           "them).") from None
+
+    def _check_places(self, b: Backup) -> tuple[Filesystem, Filesystem]:
+        """The source's and the target's filesystems, after checking both (blocking).
+        Raises InvalidArgument, NotFound, NotBtrfs."""
+        src_fs, _ = self.subvolumes.resolve_filesystem(b.source)
+        with paths.resolve(b.source) as res:
+            assert res.st is not None
+            if not subvol.is_subvolume(res.st):
+                raise InvalidArgument(f"{res.path} is not a subvolume; a backup sends "
+                                      "snapshots of a subvolume.")
+        with paths.resolve(b.target) as res:
+            assert res.st is not None
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise InvalidArgument(f"{res.path} is not a directory.")
+            fd = res.open()
+            tgt_fs = self.registry.by_fsid(subvol.fsid_of(fd, res.path), res.path)
+            check_target_chain(res)
+        if tgt_fs.uuid == src_fs.uuid:
+            raise InvalidArgument(
+                f"{b.target} is on the same filesystem as {b.source}; a backup goes to "
+                "another disk (a snapshot is the copy on the same one).")
+        return src_fs, tgt_fs
+
+    async def set(self, backup: Backup, *, replace: bool) -> None:
+        """Add (or with ``replace`` change) a backup after checking its places.
+
+        Raises AlreadyExists, InvalidArgument, NotFound, NotBtrfs."""
+        async with self._lock:
+            if backup.name in self.file.backups and not replace:
+                raise AlreadyExists(f"A backup named {backup.name!r} exists; remove it or "
+                                    "change it (replace).")
+            for other in self.file.backups.values():
+                if other.name != backup.name and other.target == backup.target:
+                    raise InvalidArgument(f"{backup.target} is the target of the backup "
+                                          f"{other.name!r}; give each backup a directory "
+                                          "of its own.")
+            if backup.schedule:
+                schedule = self.schedules.get(backup.schedule)
+                if schedule.subvolume != backup.source:
+                    raise InvalidArgument(
+                        f"The schedule {backup.schedule!r} snapshots {schedule.subvolume}, "
+                        f"not {backup.source}.")
+            await asyncio.to_thread(self._check_places, backup)
+            self.file.backups[backup.name] = backup
+            await self._save()
+        log.info("backup set name=%s source=%s target=%s", backup.name, backup.source,
+                 backup.target)
+
+    async def remove(self, name: str) -> None:
+        """Forget a backup (its copies on the target stay). Raises NotFound."""
+        async with self._lock:
+            self.get(name)
+            del self.file.backups[name]
+            await self._save()
+        log.info("backup removed name=%s", name)
+
+    async def run(self, name: str, uid: int) -> Job:
+        """Start a run as a job on the target's filesystem. Raises NotFound,
+        InvalidArgument, NotBtrfs, AlreadyRunning (a job holds the target filesystem)."""
+        from .backup_runner import BackupParams  # the runner needs this module
+
+        backup = self.get(name)
+        _, tgt_fs = await asyncio.to_thread(self._check_places, backup)
+        return await self.jobs.start(tgt_fs, uid, OPERATION, BackupParams(backup))

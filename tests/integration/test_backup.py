@@ -1,0 +1,302 @@
+"""Backups to another btrfs filesystem (SetBackup/RunBackup/RemoveBackup/ListBackups)
+through the real bus: full then incremental sends checked with btrfs-progs (received
+UUIDs, read-only, file contents), target retention keeping the next run's parent, cancel
+and kill -9 mid-send leaving no partial copy, a full target, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DENIED, V, World, btrfs
+from sandbox import LoopFs
+from test_cli import ctl
+from test_jobs import JOB_IFACE, add_fs, props, remove_fs, wait_state
+
+MiB = 1 << 20
+ENDED = {"completed", "failed", "cancelled", "interrupted"}
+OPT_SIG = {"schedule": "s", "rate_limit": "t", "replace": "b"}
+
+
+def call(w: World, member: str, sig: str, *body: Any, caller: Any = None) -> dict[str, Any]:
+    return w.manager_call(caller or w.root, member, sig, *body)
+
+
+def set_backup(w: World, name: str, source: Path | str, target: Path | str,
+               caller: Any = None, **opts: Any) -> dict[str, Any]:
+    options = {k: V(OPT_SIG.get(k, "u"), v) for k, v in opts.items()}
+    return call(w, "SetBackup", "sssa{sv}", name, str(source), str(target), options,
+                caller=caller)
+
+
+def run_backup(w: World, name: str) -> str:
+    r = call(w, "RunBackup", "sa{sv}", name, {})
+    assert r["ok"], r
+    return r["body"][0]  # type: ignore[no-any-return]
+
+
+def ran(w: World, name: str) -> dict[str, Any]:
+    p = wait_state(w, run_backup(w, name), ENDED, timeout=60)
+    assert p["State"] == "completed", (p["Message"], p)
+    return p
+
+
+def show(path: Path) -> dict[str, str]:
+    out = btrfs("subvolume", "show", str(path))
+    fields = dict(re.findall(r"^\s*([A-Za-z ]+):\s*(.*)$", out, re.M))
+    return {k.strip(): v.strip() for k, v in fields.items()}
+
+
+def digest(root: Path) -> dict[str, str]:
+    """Every regular file below root (nested snapshot directories left out) by content."""
+    found = {}
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".snapshots"]
+        for f in files:
+            p = Path(dirpath) / f
+            found[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
+
+
+def subvols_in(d: Path) -> list[str]:
+    return sorted(e.name for e in d.iterdir() if e.is_dir() and e.stat().st_ino == 256)
+
+
+def write(p: Path, size: int) -> None:
+    p.write_bytes(os.urandom(size))
+
+
+@pytest.fixture(scope="module")
+def places(world: World) -> Iterator[tuple[Path, Path]]:
+    """A directory for sources on the test filesystem, one for targets on the other."""
+    tag = uuid.uuid4().hex[:6]
+    src = world.mnt / f"bk-{tag}"
+    src.mkdir()
+    tgt = world.sb.filesystems[1].mount_point / f"bk-{tag}"
+    tgt.mkdir()
+    yield src, tgt
+    for name in [b for b in call(world, "ListBackups", "a{sv}", {})["body"][0]]:
+        call(world, "RemoveBackup", "sa{sv}", name, {})
+    for d in (src, tgt):
+        for sv in sorted(d.rglob("*"), key=lambda p: -len(p.parts)):
+            if sv.is_dir() and not sv.is_symlink() and sv.stat().st_ino == 256:
+                subprocess.run(["btrfs", "property", "set", str(sv), "ro", "false"],
+                               check=False, capture_output=True)
+                btrfs("subvolume", "delete", str(sv))
+        shutil.rmtree(d)
+
+
+def source(d: Path, name: str, data: int = 2 * MiB) -> Path:
+    sv = d / name
+    btrfs("subvolume", "create", str(sv))
+    (sv / "dir").mkdir()
+    write(sv / "dir" / "big", data)
+    (sv / "small").write_text("hello\n")
+    return sv
+
+
+def target(d: Path, name: str) -> Path:
+    t = d / name
+    t.mkdir()
+    return t
+
+
+def sent(p: dict[str, Any]) -> Path:
+    """The snapshot a finished run sent (its path when it was sent)."""
+    return Path(p["Details"]["snapshot"])
+
+
+def test_full_then_incremental_with_equal_contents(world: World,
+                                                   places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "inc", 4 * MiB), target(tgt_dir, "inc")
+    r = set_backup(world, "inc", sv, tgt, keep_last=5)
+    assert r["ok"], r
+    listed = call(world, "ListBackups", "a{sv}", {})["body"][0]["inc"]
+    assert listed["source"] == str(sv) and listed["keep_last"] == 5
+
+    p = ran(world, "inc")
+    assert p["Details"]["incremental"] is False and p["BytesDone"] >= 4 * MiB, p
+    snap = sent(p)
+    copy = tgt / snap.name
+    info = show(copy)
+    assert info["Received UUID"] == show(snap)["UUID"] and "readonly" in info["Flags"]
+    assert digest(copy) == digest(snap)
+
+    (sv / "small").write_text("changed\n")
+    write(sv / "dir" / "new", 64 * 1024)
+    p = ran(world, "inc")
+    assert p["Details"]["incremental"] is True and p["Details"]["parent"] == snap.name, p
+    assert p["BytesDone"] < MiB, "the incremental sent the whole subvolume again"
+    snap2 = sent(p)
+    assert show(tgt / snap2.name)["Received UUID"] == show(snap2)["UUID"]
+    assert digest(tgt / snap2.name) == digest(snap2)
+    assert digest(tgt / snap.name) == digest(snap)  # the older copy is untouched
+
+    # matched by UUID, not by name: renamed source snapshots still give a parent
+    for s in (sv / ".snapshots").iterdir():
+        s.rename(s.with_name("renamed-" + s.name))
+    # the next snapshot's name must not be an older copy's (names have one-second
+    # resolution; a name taken on the target fails the run)
+    time.sleep(1.05)
+    (sv / "small").write_text("again\n")
+    p = ran(world, "inc")
+    assert p["Details"]["incremental"] is True, p
+    assert p["Details"]["parent"] == "renamed-" + snap2.name
+
+
+def test_target_retention_keeps_the_next_parent(world: World,
+                                                places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "ret", 256 * 1024), target(tgt_dir, "ret")
+    # daily=1 keeps the first copy of today; the newest must stay as the next parent
+    assert set_backup(world, "ret", sv, tgt, daily=1)["ok"]
+    names = []
+    for i in range(3):
+        (sv / "small").write_text(f"run {i}\n")
+        names.append(sent(ran(world, "ret")).name)
+    assert subvols_in(tgt) == sorted([names[0], names[2]])
+    p = ran(world, "ret")
+    assert p["Details"]["incremental"] is True and p["Details"]["parent"] == names[2], p
+
+
+def test_cancel_mid_send_leaves_no_partial_copy(world: World,
+                                                places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "cancel", 6 * MiB), target(tgt_dir, "cancel")
+    assert set_backup(world, "cancel", sv, tgt, keep_last=2, rate_limit=MiB)["ok"]
+    job = run_backup(world, "cancel")
+    deadline = time.monotonic() + 20
+    while props(world, job)["BytesDone"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert subvols_in(tgt), "receive has not made its subvolume yet"
+    r = world.root.call(job, JOB_IFACE, "Cancel", "a{sv}", [{}])
+    assert r["ok"], r
+    p = wait_state(world, job, ENDED, timeout=30)
+    assert p["State"] == "cancelled" and "deleted" in p["Message"], p
+    assert subvols_in(tgt) == []
+
+
+def test_kill_mid_send_then_next_run_cleans_up_and_sends_incrementally(
+        world: World, places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "kill", 256 * 1024), target(tgt_dir, "kill")
+    assert set_backup(world, "kill", sv, tgt, keep_last=3)["ok"]
+    first = sent(ran(world, "kill")).name
+    write(sv / "dir" / "more", 6 * MiB)
+    assert set_backup(world, "kill", sv, tgt, keep_last=3, rate_limit=MiB,
+                      replace=True)["ok"]
+    job = run_backup(world, "kill")
+    deadline = time.monotonic() + 20
+    while props(world, job)["BytesDone"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    world.sb.kill_daemon()
+    world.sb.start_daemon()
+    p = props(world, job)
+    assert p["State"] == "interrupted", p
+    assert subvols_in(tgt) == [first], "the killed run's partial copy is still there"
+    assert set_backup(world, "kill", sv, tgt, keep_last=3, replace=True)["ok"]
+    p = ran(world, "kill")
+    assert p["Details"]["incremental"] is True and p["Details"]["parent"] == first, p
+    snap = sent(p)
+    assert digest(tgt / snap.name) == digest(snap)
+
+
+@pytest.fixture(scope="module")
+def small_fs(world: World) -> Iterator[LoopFs]:
+    fs = add_fs(world, "200M", "btrfsd-bk-small", 0)
+    yield fs
+    remove_fs(world, fs)
+
+
+def test_a_full_target_ends_as_nospace_naming_it(world: World, places: tuple[Path, Path],
+                                                 small_fs: LoopFs) -> None:
+    src_dir, _ = places
+    sv = source(src_dir, "big", 0)
+    subprocess.run(["dd", "if=/dev/zero", f"of={sv}/fill", "bs=1M", "count=260",
+                    "status=none"], check=True)
+    tgt = target(small_fs.mount_point, "full")
+    assert set_backup(world, "full", sv, tgt, keep_last=1)["ok"]
+    p = wait_state(world, run_backup(world, "full"), ENDED, timeout=60)
+    assert p["State"] == "failed" and p["Details"]["error_name"] == "NoSpace", p
+    assert str(tgt) in p["Message"], p
+    assert subvols_in(tgt) == []
+    call(world, "RemoveBackup", "sa{sv}", "full", {})
+
+
+def test_bad_input_is_refused_and_changes_nothing(world: World,
+                                                  places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv = source(src_dir, "bad", 0)
+    other = world.sb.filesystems[1].mount_point
+    shm = Path(tempfile_dir())
+    (tgt_dir / "file").write_text("x")
+    (tgt_dir / "link").symlink_to(tgt_dir)
+    open_dir = target(tgt_dir, "open")
+    open_dir.chmod(0o777)
+    cases = {
+        "not btrfs": (sv, shm, {"keep_last": 1}, "NotBtrfs"),
+        "same filesystem": (sv, src_dir, {"keep_last": 1}, "InvalidArgument"),
+        "not a directory": (sv, tgt_dir / "file", {"keep_last": 1}, "InvalidArgument"),
+        "a symlink": (sv, tgt_dir / "link", {"keep_last": 1}, "InvalidArgument"),
+        "writable by others": (sv, open_dir, {"keep_last": 1}, "InvalidArgument"),
+        "not a subvolume": (src_dir, other, {"keep_last": 1}, "InvalidArgument"),
+        "keeps nothing": (sv, other, {}, "InvalidArgument"),
+        "unknown option": (sv, other, {"keep_last": 1, "colour": 3}, "InvalidArgument"),
+        "relative": ("rel", other, {"keep_last": 1}, "InvalidArgument"),
+    }
+    before = call(world, "ListBackups", "a{sv}", {})["body"][0]
+    for why, (s, t, opts, error) in cases.items():
+        r = set_backup(world, "bad", s, t, **opts)
+        assert not r["ok"] and r["error"] == f"org.btrfsd1.Error.{error}", (why, r)
+        assert "Traceback" not in r["message"]
+    bad_type = call(world, "SetBackup", "sssa{sv}", "bad", str(sv), str(other),
+                    {"keep_last": V("s", "seven")})
+    assert bad_type["error"] == "org.btrfsd1.Error.InvalidArgument", bad_type
+    for member in ("RunBackup", "RemoveBackup"):
+        r = call(world, member, "sa{sv}", "no-such-backup", {})
+        assert r["error"] == "org.btrfsd1.Error.NotFound", r
+    # an unprivileged caller is refused before anything is looked at
+    for r in (set_backup(world, "bad", sv, other, caller=world.user, keep_last=1),
+              call(world, "RunBackup", "sa{sv}", "no-such", {}, caller=world.user),
+              call(world, "RemoveBackup", "sa{sv}", "no-such", {}, caller=world.user)):
+        assert not r["ok"] and r["error"] in DENIED, r
+    assert call(world, "ListBackups", "a{sv}", {})["body"][0] == before
+    assert call(world, "ListBackups", "a{sv}", {}, caller=world.user)["ok"]
+    shutil.rmtree(shm)
+
+
+def tempfile_dir() -> str:
+    """A root-owned directory on a filesystem that is not btrfs (tmpfs)."""
+    d = Path("/dev/shm") / f"btrfsd-bk-{uuid.uuid4().hex[:6]}"
+    d.mkdir(mode=0o755)
+    return str(d)
+
+
+def test_btrfsctl_backup_set_list_run_remove(world: World, places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "cli", 128 * 1024), target(tgt_dir, "cli")
+    r = ctl(world, "backup", "set", "cli", str(sv), str(tgt), "--daily", "7")
+    assert r.returncode == 0, r.stderr
+    r = ctl(world, "--json", "backup", "list")
+    assert r.returncode == 0 and json.loads(r.stdout)["cli"]["daily"] == 7, r
+    r = ctl(world, "--json", "backup", "run", "cli")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["State"] == "completed", r.stdout
+    assert len(subvols_in(tgt)) == 1
+    r = ctl(world, "backup", "run", "no-such")
+    assert r.returncode != 0 and "no-such" in r.stderr and "Traceback" not in r.stderr
+    assert ctl(world, "backup", "remove", "cli").returncode == 0
+    assert "cli" not in json.loads(ctl(world, "--json", "backup", "list").stdout)
