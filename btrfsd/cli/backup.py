@@ -11,7 +11,7 @@ from dbus_fast import Variant
 
 from . import argtypes, output
 from .client import Client, absolute
-from .jobs import JobWatcher, wait_for
+from .jobs import run_job
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -49,15 +49,8 @@ async def backup_list(c: Client, a: argparse.Namespace) -> Any:
 
 
 async def backup_run(c: Client, a: argparse.Namespace) -> Any:
-    watcher = JobWatcher(c)
-    if not a.no_wait:
-        await watcher.start()
-    (job,) = await c.manager("RunBackup", "sa{sv}", a.name, {})
-    if not a.no_wait:
-        return await wait_for(watcher, job, a.json)
-    if not a.json:
-        output.console.print(f"Started {job} (follow it: btrfsctl jobs --follow)")
-    return {"object_path": job}
+    return await run_job(c, lambda: c.manager("RunBackup", "sa{sv}", a.name, {}),
+                         wait=not a.no_wait, as_json=a.json)
 
 
 async def backup_remove(c: Client, a: argparse.Namespace) -> Any:

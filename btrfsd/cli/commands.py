@@ -14,8 +14,7 @@ from dbus_fast import Variant
 from ..constants import VERSION
 from . import backup, diff, fleet, jobs, output, quota, restore, schedule
 from .client import CallError, Client, absolute
-from .errors import EXIT_USAGE, error_json, error_line, explain
-from .output import Outcome
+from .errors import EXIT_USAGE
 
 # A handler returns its JSON-able data, or an Outcome when its exit code is not 0.
 Handler = Callable[[Client, argparse.Namespace], Awaitable[Any]]
@@ -223,14 +222,8 @@ async def _run(args: argparse.Namespace) -> int:
         async with fleet.client_for(args) as c:
             data = await args.handler(c, args)
     except CallError as e:
-        if args.json:
-            output.emit_json(error_json(e))
-        output.err_console.print(error_line(e), markup=False, highlight=False)
-        return explain(e.name).exit_code
-    outcome = data if isinstance(data, Outcome) else Outcome(data)
-    if args.json:
-        output.emit_json(outcome.data)
-    return outcome.exit_code
+        return output.finish(e, args.json)
+    return output.finish(data, args.json)
 
 
 def run(argv: list[str]) -> int:

@@ -204,11 +204,5 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             await req.close()
     except CallError as e:
-        if args.json:
-            output.emit_json(error_json(e))
-        output.err_console.print(error_line(e), markup=False, highlight=False)
-        return explain(e.name).exit_code
-    outcome = data if isinstance(data, Outcome) else Outcome(data)
-    if args.json:
-        output.emit_json(outcome.data)
-    return outcome.exit_code
+        return output.finish(e, args.json)
+    return output.finish(data, args.json)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from dbus_fast import Message, Variant
@@ -178,13 +178,22 @@ async def start_job(c: Client, a: argparse.Namespace, member: str,
     with a.wait follow the job to its end (the Outcome's exit code from its result).
     Raises CallError."""
     fs = await c.filesystem_of(absolute(a.path))
+    return await run_job(c, lambda: c.filesystem(fs, member, "a{sv}", options),
+                         wait=a.wait, as_json=a.json)
+
+
+async def run_job(c: Client, start: Callable[[], Awaitable[list[Any]]], *, wait: bool,
+                  as_json: bool) -> Any:
+    """Call ``start`` (a method call whose reply is a job's path); with ``wait`` follow
+    the job to its end (the Outcome's exit code from its result), else say where it
+    is. Raises CallError."""
     watcher = JobWatcher(c)
-    if a.wait:
-        await watcher.start()
-    (job,) = await c.filesystem(fs, member, "a{sv}", options)
-    if a.wait:
-        return await wait_for(watcher, job, a.json)
-    if not a.json:
+    if wait:
+        await watcher.start()  # before the start: no signal of the job is missed
+    (job,) = await start()
+    if wait:
+        return await wait_for(watcher, job, as_json)
+    if not as_json:
         output.console.print(f"Started {job} (follow it: btrfsctl jobs --follow)")
     return {"object_path": job}
 

@@ -11,11 +11,12 @@ from rich.table import Table
 
 from ..units import format_bytes
 from . import plain
-from .errors import EXIT_OK
+from .callerror import CallError
+from .errors import EXIT_OK, error_json, error_line, explain
 from .plain import SUBVOLUME_FIELDS, fmt_time, subvolume_rows
 
-__all__ = ["SUBVOLUME_FIELDS", "Outcome", "console", "emit_json", "err_console", "fmt_bytes",
-           "fmt_time", "key_values", "subvolume_rows", "subvolume_table", "table"]
+__all__ = ["SUBVOLUME_FIELDS", "Outcome", "console", "emit_json", "err_console", "finish",
+           "fmt_bytes", "fmt_time", "key_values", "subvolume_rows", "subvolume_table", "table"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,20 @@ fmt_bytes = format_bytes
 
 def emit_json(data: Any) -> None:
     sys.stdout.write(plain.dumps(data) + "\n")
+
+
+def finish(result: Any, as_json: bool) -> int:
+    """Write what a command ended with (its data, an Outcome, or the CallError it raised)
+    as the command line asked; return the exit code. Raises nothing."""
+    if isinstance(result, CallError):
+        if as_json:
+            emit_json(error_json(result))
+        err_console.print(error_line(result), markup=False, highlight=False)
+        return explain(result.name).exit_code
+    outcome = result if isinstance(result, Outcome) else Outcome(result)
+    if as_json:
+        emit_json(outcome.data)
+    return outcome.exit_code
 
 
 def table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:

@@ -11,7 +11,7 @@ from dbus_fast import Variant
 
 from . import output
 from .client import Client, absolute
-from .jobs import JobWatcher, wait_for
+from .jobs import run_job
 
 FS_IFACE = "org.btrfsd1.Filesystem"
 
@@ -22,16 +22,9 @@ async def restore(c: Client, a: argparse.Namespace) -> Any:
     options: dict[str, Variant] = {"overwrite": Variant("b", a.overwrite)}
     if a.to:
         options["destination"] = Variant("s", absolute(a.to))
-    watcher = JobWatcher(c)
-    if not a.no_wait:
-        await watcher.start()
-    (job,) = await c.filesystem(fs, "RestoreFiles", "sasa{sv}", snapshot,
-                                list(a.paths), options)
-    if not a.no_wait:
-        return await wait_for(watcher, job, a.json)
-    if not a.json:
-        output.console.print(f"Started {job} (follow it: btrfsctl jobs --follow)")
-    return {"object_path": job}
+    return await run_job(c, lambda: c.filesystem(fs, "RestoreFiles", "sasa{sv}", snapshot,
+                                                 list(a.paths), options),
+                         wait=not a.no_wait, as_json=a.json)
 
 
 async def rollback(c: Client, a: argparse.Namespace) -> Any:
