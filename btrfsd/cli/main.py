@@ -24,11 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of btrfsctl; returns the exit code (docs/cli.md lists them)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    from . import lean
+    try:
+        from . import lean
 
-    code = lean.run(args)
-    if code is not None:
-        return code
-    from .commands import run
-
+        code = lean.run(args)
+        if code is not None:
+            return code
+        from .commands import run
+    except KeyboardInterrupt:  # Ctrl-C while the full path is still being imported
+        return 130
     return run(args)

@@ -118,9 +118,12 @@ def test_ctrl_c_stops_watching_not_the_job(world: World) -> None:
     d = world.scratch()
     (d / "data").write_bytes(b"\xa5" * (16 << 20))
     subprocess.run(["sync", "-f", str(d)], check=True)
+    # as from a terminal: a suite started in the background (nohup, `cmd &` in a script)
+    # has SIGINT ignored, every child inherits that, and btrfsctl rightly keeps it so
     proc = subprocess.Popen([CTL, "scrub", "start", str(world.mnt), "--wait", "--limit",
                              "1M/s"], env=world.sb.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         time.sleep(1.5)
         proc.send_signal(signal.SIGINT)
