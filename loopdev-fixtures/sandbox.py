@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_SRC = REPO / "polkit-actions" / "org.btrfsd1.policy"
@@ -101,6 +102,19 @@ def log(msg: str) -> None:
 
 def run(*cmd: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> int | None:
+    """SIGTERM a process that still runs, wait ``timeout`` seconds, then kill it; return
+    its exit code. Raises nothing for a process that has already ended."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def venv_bin(name: str) -> str:
@@ -347,14 +361,7 @@ class Sandbox:
         proc = self._procs.pop(name, None)
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return terminate(proc)
 
     def alive(self, name: str) -> bool:
         proc = self._procs.get(name)

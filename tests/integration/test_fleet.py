@@ -14,7 +14,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import btrfs
-from sandbox import Sandbox, run, venv_bin
+from sandbox import Sandbox, run, terminate, venv_bin
 
 from btrfsd.fleet.connect import FleetCallError, Requester
 from btrfsd.fleet.settings import NatsSettings
@@ -168,14 +167,7 @@ class Fleet:
 
     def stop_bridges(self) -> None:
         for host in list(self.bridges):
-            proc = self.bridges.pop(host)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(self.bridges.pop(host))
 
     def bridge_log(self, host: str) -> str:
         return (self.workdir / f"bridge-{host}.log").read_text(errors="replace")

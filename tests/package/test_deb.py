@@ -52,7 +52,7 @@ from debpkg import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "loopdev-fixtures"))
-from sandbox import LoopFs, bus_config
+from sandbox import LoopFs, bus_config, terminate
 
 pytestmark = pytest.mark.package
 
@@ -273,12 +273,7 @@ def test_dbus_activation_starts_the_installed_daemon(pkg: Installed, loop_fs: Lo
     finally:
         if daemon_pid is None:
             daemon_pid = _pid_of("org.btrfsd1", address)
-        bus.send_signal(signal.SIGTERM)
-        try:
-            bus.wait(10)
-        except subprocess.TimeoutExpired:
-            bus.kill()
-            bus.wait()
+        terminate(bus)
         # btrfsd exits when it loses the bus; a stuck one must not outlive the test
         if daemon_pid is not None and not _gone(daemon_pid, 10):
             with contextlib.suppress(ProcessLookupError):
