@@ -22,8 +22,7 @@ from ..fs import paths, subvol
 from .filesystems import Filesystem, Registry
 from .jobmanager import JobManager
 from .jobs import Job
-from .retention import Limits
-from .schedules import MAX_COUNT, Schedules
+from .schedules import KeptCounts, Schedules
 from .state import load_model, validation_problems, write_atomic
 from .subvolumes import Subvolumes
 
@@ -34,35 +33,22 @@ OPERATION = "backup"
 MAX_RATE = 1 << 40  # bytes per second; more is a typo
 
 
-class Backup(BaseModel):
+class Backup(KeptCounts):
     """One backup: snapshots of ``source`` received into ``target``, kept per limits."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     source: str = Field(pattern=r"^/")
     target: str = Field(pattern=r"^/")
-    hourly: int = Field(default=0, ge=0, le=MAX_COUNT)
-    daily: int = Field(default=0, ge=0, le=MAX_COUNT)
-    weekly: int = Field(default=0, ge=0, le=MAX_COUNT)
-    monthly: int = Field(default=0, ge=0, le=MAX_COUNT)
-    yearly: int = Field(default=0, ge=0, le=MAX_COUNT)
-    keep_last: int = Field(default=0, ge=0, le=MAX_COUNT)
     # a schedule of the source whose newest snapshot is sent ('' : take one)
     schedule: str = ""
     rate_limit: int = Field(default=0, ge=0, le=MAX_RATE)  # bytes/s, 0: no limit
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Backup:
-        if not (self.hourly or self.daily or self.weekly or self.monthly or self.yearly
-                or self.keep_last):
+        if not self.keeps_by_count():
             raise ValueError("it keeps nothing on the target: give hourly/daily/weekly/"
                              "monthly/yearly or keep_last")
         return self
-
-    def limits(self) -> Limits:
-        return Limits(hourly=self.hourly, daily=self.daily, weekly=self.weekly,
-                      monthly=self.monthly, yearly=self.yearly, keep_last=self.keep_last)
 
 
 class BackupFile(BaseModel):

@@ -9,6 +9,7 @@ Schedules live in ``<config_dir>/schedules.json``; snapshot records and last run
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -33,20 +34,34 @@ MAX_COUNT = 10_000  # more periods than this is a typo, not a policy
 YEAR = 366 * 86400
 
 
-class Schedule(BaseModel):
-    """One timeline: snapshot ``subvolume`` every ``every`` seconds and keep per limits."""
+class KeptCounts(BaseModel):
+    """The retention rules by count (retention.py): how many hours, days, ... keep their
+    first snapshot, and how many of the newest are kept. Schedules and backups share them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    subvolume: str = Field(pattern=r"^/")
-    every: int = Field(ge=60, le=YEAR)  # seconds; sub-hourly works
     hourly: int = Field(default=0, ge=0, le=MAX_COUNT)
     daily: int = Field(default=0, ge=0, le=MAX_COUNT)
     weekly: int = Field(default=0, ge=0, le=MAX_COUNT)
     monthly: int = Field(default=0, ge=0, le=MAX_COUNT)
     yearly: int = Field(default=0, ge=0, le=MAX_COUNT)
     keep_last: int = Field(default=0, ge=0, le=MAX_COUNT)
+
+    def keeps_by_count(self) -> bool:
+        return bool(self.hourly or self.daily or self.weekly or self.monthly or self.yearly
+                    or self.keep_last)
+
+    def limits(self) -> Limits:
+        return Limits(hourly=self.hourly, daily=self.daily, weekly=self.weekly,
+                      monthly=self.monthly, yearly=self.yearly, keep_last=self.keep_last)
+
+
+class Schedule(KeptCounts):
+    """One timeline: snapshot ``subvolume`` every ``every`` seconds and keep per limits."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    subvolume: str = Field(pattern=r"^/")
+    every: int = Field(ge=60, le=YEAR)  # seconds; sub-hourly works
     min_age: int = Field(default=0, ge=0, le=10 * YEAR)  # seconds
     # "btrfsd": the daemon's timer fires it; "systemd": only btrfsd-schedule@NAME.timer
     # (RunSchedule) does, so the two never both take snapshots
@@ -54,16 +69,14 @@ class Schedule(BaseModel):
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Schedule:
-        if not (self.hourly or self.daily or self.weekly or self.monthly or self.yearly
-                or self.keep_last or self.min_age):
+        if not (self.keeps_by_count() or self.min_age):
             raise ValueError("it keeps nothing: give hourly/daily/weekly/monthly/yearly, "
                              "keep_last or min_age (or every snapshot is deleted at once)")
         return self
 
     def limits(self) -> Limits:
-        return Limits(hourly=self.hourly, daily=self.daily, weekly=self.weekly,
-                      monthly=self.monthly, yearly=self.yearly, keep_last=self.keep_last,
-                      min_age=self.min_age)
+        # dataclasses.replace: "replace" is also set()'s keyword
+        return dataclasses.replace(super().limits(), min_age=self.min_age)
 
 
 class ScheduleFile(BaseModel):
