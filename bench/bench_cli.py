@@ -14,11 +14,21 @@ package; the sandbox's bus carries only btrfsd's and polkit's policy). Its confi
 made with `snapper create-config` (machine-wide: /etc/snapper/configs/NAME and
 SNAPPER_CONFIGS) and deleted again afterwards. --no-snapper leaves snapper out.
 Prints p50/min/max per row and the issue's targets judged on this run's numbers.
+
+Then the same operations over D-Bus, one dbus-fast client in this process (no start-up):
+btrfsd's ListSubvolumes of the subvolume's snapshots against snapperd's ListSnapshots of
+its config (the two interleaved, nothing changed between calls), then btrfsd's
+CreateSnapshot against snapperd's CreateSingleSnapshot, the polkit round trip btrfsd pays
+per call (CheckAuthorization of this client for org.btrfsd1.snapshot-create, from the
+same client) and a listing right after each create (it cannot be answered again).
+Targets (issue 11): the listing within 2x of snapper's, the snapshot within snapper's
+plus the polkit round trip.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import shutil
@@ -28,8 +38,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import btrfsutil
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_sandbox, is_root, pct, wall
@@ -39,6 +52,8 @@ BTRFSCTL = str(Path(sys.executable).parent / "btrfsctl")
 # issue 11: whole process, p50
 TARGETS = {"btrfsctl snapshot": 35.0, "btrfsctl snapshot list": 60.0,
            "btrfsctl --json snapshot list": 60.0}
+SNAPPER = {"destination": "org.opensuse.Snapper", "path": "/org/opensuse/Snapper",
+           "interface": "org.opensuse.Snapper"}
 SNAPPER_POLICY = Path("/usr/share/dbus-1/system.d/org.opensuse.Snapper.conf")
 
 
@@ -121,11 +136,66 @@ def rounds(rows: dict[str, list[str] | None], n: int, env: dict[str, str],
     return times
 
 
+async def _dbus_rounds(address: str, snapper_address: str | None, fs_path: str, src: Path,
+                       made: Path, config: str, n: int) -> dict[str, list[float]]:
+    """Seconds per call of the D-Bus rows (see the module's doc), ``n`` rounds
+    interleaved. Raises RuntimeError when a call fails."""
+    ours = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+    theirs = (await MessageBus(bus_address=snapper_address, bus_type=BusType.SYSTEM).connect()
+              if snapper_address else None)
+    btrfsd = {"destination": "org.btrfsd1", "path": fs_path,
+              "interface": "org.btrfsd1.Filesystem"}
+    calls: dict[str, tuple[MessageBus, Any]] = {
+        "D-Bus ListSubvolumes (snapshots_of)": (ours, lambda i: Message(
+            **btrfsd, member="ListSubvolumes", signature="a{sv}",
+            body=[{"snapshots_of": Variant("s", str(src))}])),
+        "D-Bus CreateSnapshot": (ours, lambda i: Message(
+            **btrfsd, member="CreateSnapshot", signature="ssa{sv}",
+            body=[str(src), str(made / f"d{i}"), {}])),
+        "polkit CheckAuthorization": (ours, lambda i: Message(
+            destination="org.freedesktop.PolicyKit1",
+            path="/org/freedesktop/PolicyKit1/Authority",
+            interface="org.freedesktop.PolicyKit1.Authority", member="CheckAuthorization",
+            signature="(sa{sv})sa{ss}us",
+            body=[("system-bus-name", {"name": Variant("s", ours.unique_name)}),
+                  "org.btrfsd1.snapshot-create", {}, 0, ""])),
+    }
+    if theirs is not None:
+        calls["snapperd ListSnapshots"] = (theirs, lambda i: Message(
+            **SNAPPER, member="ListSnapshots", signature="s", body=[config]))
+        calls["snapperd CreateSingleSnapshot"] = (theirs, lambda i: Message(
+            **SNAPPER, member="CreateSingleSnapshot", signature="sssa{ss}",
+            body=[config, f"bench {i}", "", {}]))
+    lists = ("D-Bus ListSubvolumes (snapshots_of)", "snapperd ListSnapshots")
+    calls["D-Bus ListSubvolumes after a CreateSnapshot"] = calls[lists[0]]
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    try:
+        # listings first, a block of their own: nothing changes between them (a page
+        # refreshing, a script polling); then the creates, each followed by a listing
+        for block in ([n for n in calls if n in lists], [n for n in calls if n not in lists]):
+            for i in range(n):
+                for name in block:
+                    bus, make = calls[name]
+                    msg = make(i)
+                    t = time.perf_counter()
+                    reply = await bus.call(msg)
+                    times[name].append(time.perf_counter() - t)
+                    if reply is None or reply.message_type == MessageType.ERROR:
+                        raise RuntimeError(f"{name}: {reply and reply.error_name} "
+                                           f"{reply and reply.body}")
+    finally:
+        ours.disconnect()
+        if theirs is not None:
+            theirs.disconnect()
+    return times
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--snapshots", type=int, default=1000)
     ap.add_argument("--n", type=int, default=20, help="runs per row")
     ap.add_argument("--no-snapper", action="store_true", help="leave snapper out")
+    ap.add_argument("--dbus-n", type=int, default=200, help="calls per D-Bus row")
     args = ap.parse_args()
     if not is_root():
         return 1
@@ -148,6 +218,7 @@ def main() -> int:
         env = sb.env
         with contextlib.ExitStack() as stack:
             envs: dict[str, dict[str, str]] = {}
+            name = ""
             if has_snapper:
                 name = f"btrfsd-bench-{os.getpid()}"
                 senv = stack.enter_context(snapper(snap_src, name, env))
@@ -156,6 +227,7 @@ def main() -> int:
                 for _ in range(args.snapshots):
                     run(["snapper", "-c", name, "create"], senv)
                 envs = {k: senv for k in ("snapper create", "snapper list")}
+                # the listings stay at --snapshots: snapper's D-Bus creates come last
             sn = (lambda *a: ["snapper", "-c", name, *a]) if has_snapper else None
             creates = rounds({
                 "btrfsctl snapshot": [BTRFSCTL, "snapshot", str(src), str(made / "c{i}")],
@@ -170,7 +242,14 @@ def main() -> int:
                 "btrfs subvolume list": ["btrfs", "subvolume", "list", str(mnt)],
                 "snapper list": sn("list") if sn else None,
             }, args.n, env, envs)
+            print("  D-Bus rounds", file=sys.stderr, flush=True)
+            dbus = asyncio.run(_dbus_rounds(
+                env["DBUS_SYSTEM_BUS_ADDRESS"],
+                envs["snapper list"]["DBUS_SYSTEM_BUS_ADDRESS"] if has_snapper else None,
+                "/org/btrfsd1/filesystems/" + fs.uuid.replace("-", "_"), src, made, name,
+                args.dbus_n))
     report({**creates, **lists}, args.snapshots, has_snapper)
+    report_dbus(dbus, args.snapshots)
     return 0
 
 
@@ -197,6 +276,31 @@ def report(rows: dict[str, list[float]], snapshots: int, has_snapper: bool) -> N
         if theirs in rows:
             print(f"ratio: {ours} / {theirs}: "
                   f"{pct(rows[ours], 50) / pct(rows[theirs], 50):.2f}x")
+
+
+
+def report_dbus(rows: dict[str, list[float]], snapshots: int) -> None:
+    width = max(len(name) for name in rows) + 2
+    print(f"\nD-Bus calls from one client in this process; listings at {snapshots} snapshots")
+    head = f"{'call':<{width}}{'n':>5}{'p50 ms':>10}{'p90 ms':>10}{'min ms':>10}"
+    print(head)
+    print("-" * len(head))
+    for name, samples in rows.items():
+        print(f"{name:<{width}}{len(samples):>5}{pct(samples, 50):>10.2f}"
+              f"{pct(samples, 90):>10.2f}{min(samples) * 1000:>10.2f}")
+    print()
+    p50 = {name: pct(samples, 50) for name, samples in rows.items()}
+    if "snapperd ListSnapshots" not in p50:
+        print("snapper: left out, no D-Bus targets judged")
+        return
+    ours, theirs = p50["D-Bus ListSubvolumes (snapshots_of)"], p50["snapperd ListSnapshots"]
+    print(f"target: ListSubvolumes of {snapshots} snapshots within 2x of snapper's "
+          f"ListSnapshots: {ours / theirs:.2f}x -> {'met' if ours <= 2 * theirs else 'not met'}")
+    ours = p50["D-Bus CreateSnapshot"]
+    bound = p50["snapperd CreateSingleSnapshot"] + p50["polkit CheckAuthorization"]
+    print(f"target: CreateSnapshot p50 within snapper's CreateSingleSnapshot + the polkit "
+          f"round trip ({bound:.2f} ms): {ours:.2f} ms -> "
+          f"{'met' if ours <= bound else 'not met'}")
 
 
 if __name__ == "__main__":

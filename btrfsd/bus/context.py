@@ -18,6 +18,7 @@ from dbus_fast.constants import ErrorType
 from dbus_fast.service import ServiceInterface
 
 from ..constants import ERROR_PREFIX, ROOT_PATH
+from .marshalled import as_reply
 from .writer import PatientWriter
 
 _current_message: ContextVar[Message | None] = ContextVar("btrfsd_message", default=None)
@@ -64,7 +65,7 @@ class CallerAwareBus(MessageBus):
                           destination=msg.destination, error_name=ERROR_PREFIX + "Failed",
                           signature="s", body=["The call failed inside btrfsd; the btrfsd "
                                                "log has the details."])
-        return super().send(msg)
+        return super().send(as_reply(msg))
 
     # The ObjectManager lives at ROOT_PATH, so its signals must come from there: clients
     # such as GDBusObjectManagerClient listen on the manager's path, not the object's.

@@ -24,6 +24,8 @@ class Listing:
 
     items: list[SubvolumeInfo]
     usage: dict[int, QgroupUsage] = field(default_factory=dict)
+    # equal keys, equal items (Subvolumes.list_versioned); None: not to be kept
+    key: tuple[int, str] | None = None
 
 
 class Inventory:
@@ -38,11 +40,11 @@ class Inventory:
         """Every subvolume of ``fs``, or with ``snapshots_of`` (an absolute path of a
         subvolume) only its snapshots, with usage; with ``visible_to`` only what that
         caller could find by path. Raises BtrfsdError."""
-        items = await self._subvolumes.list(fs, snapshots_of=snapshots_of,
-                                            visible_to=visible_to)
+        items, key = await self._subvolumes.list_versioned(fs, snapshots_of=snapshots_of,
+                                                           visible_to=visible_to)
         if not fs.quota_enabled:
-            return Listing(items)
-        return Listing(items, await self._quotas.usage_by_subvolume(fs))
+            return Listing(items, key=key)
+        return Listing(items, await self._quotas.usage_by_subvolume(fs), key)
 
     async def get(self, fs: Filesystem, path: str, *, as_caller: Creds | None = None
                   ) -> tuple[SubvolumeInfo, QgroupUsage | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -29,6 +30,7 @@ from .filesystems import Filesystem, Registry, open_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Items = list[SubvolumeInfo]  # a name for it inside Subvolumes, whose method ``list`` hides list
 # After a listing this long, the C library is asked to give back the free memory the
 # listing and its reply left behind (memory.trim), TRIM_DELAY s later: once the reply is
 # sent, and once for a burst of listings.
@@ -100,9 +102,13 @@ class Subvolumes:
         self._registry = registry
         self.delete_hooks: list[DeleteHook] = []
         # the last listing of each filesystem (by UUID, with the Filesystem it was made
-        # for), answered again while it is exact; dropped when the filesystem goes (a
-        # copy with the same UUID mounted later repeats its generation numbers)
-        self._listings: dict[str, tuple[Filesystem, RootScan]] = {}
+        # for and its version), answered again while it is exact; dropped when the
+        # filesystem goes (a copy with the same UUID mounted later repeats its generation
+        # numbers)
+        self._listings: dict[str, tuple[Filesystem, RootScan, int]] = {}
+        # versions name listings: equal versions, equal items (front ends keep a reply
+        # made from one and send it again while the version holds)
+        self._versions = itertools.count(1)
         registry.add_listener(self._forget_listings)
         self._trim: asyncio.TimerHandle | None = None
 
@@ -150,16 +156,21 @@ class Subvolumes:
         while a search of the leaves changed since proves it exact (fs/treesearch.py),
         else a new one that decodes only what changed. Blocking (worker threads).
         Raises BtrfsdError."""
+        return self._versioned(fs, fd)[0]
+
+    def _versioned(self, fs: Filesystem, fd: int) -> tuple[tuple[SubvolumeInfo, ...], int]:
         # Threads may race here; each result is exact when made and the last one stays.
         held = self._listings.get(fs.uuid)
-        listing = subvol.list_all(fd, held[1] if held is not None and held[0] is fs else None)
-        self._listings[fs.uuid] = (fs, listing)
-        return listing.items
+        earlier = held[1] if held is not None and held[0] is fs else None
+        listing = subvol.list_all(fd, earlier)
+        version = held[2] if held is not None and listing is earlier else next(self._versions)
+        self._listings[fs.uuid] = (fs, listing, version)
+        return listing.items, version
 
-    def _list(self, fs: Filesystem) -> list[SubvolumeInfo]:
+    def _list(self, fs: Filesystem) -> tuple[tuple[SubvolumeInfo, ...], int]:
         fd = open_mount(fs)
         try:
-            return list(self.listed(fs, fd))
+            return self._versioned(fs, fd)
         finally:
             os.close(fd)
 
@@ -190,16 +201,26 @@ class Subvolumes:
         ``visible_to`` only what that caller could find by path themselves (fs/creds.py).
         Raises BtrfsdError.
         """
+        return (await self.list_versioned(fs, snapshots_of=snapshots_of,
+                                          visible_to=visible_to))[0]
+
+    async def list_versioned(self, fs: Filesystem, *, snapshots_of: str = "",
+                             visible_to: Creds | None = None
+                             ) -> tuple[Items, tuple[int, str] | None]:
+        """As ``list``, with a key that names the result: the same key, the same items
+        (the listing's version and the uuid of ``snapshots_of``); None for a caller's
+        own view (what a caller can reach changes with permissions, not the tree).
+        Raises BtrfsdError."""
         source = (await self.info(fs, snapshots_of, as_caller=visible_to) if snapshots_of
                   else None)
-        items = await self._run(self._list, fs)
-        if len(items) >= TRIM_AFTER_ROWS and self._trim is None:
+        every, version = await self._run(self._list, fs)
+        if len(every) >= TRIM_AFTER_ROWS and self._trim is None:
             self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trimmed)
-        if source is not None:
-            items = [s for s in items if s.parent_uuid == source.uuid]
+        items = (list(every) if source is None
+                 else [s for s in every if s.parent_uuid == source.uuid])
         if visible_to is not None and not visible_to.is_root:
-            items = await self._run(_visible, fs, items, visible_to)
-        return items
+            return await self._run(_visible, fs, items, visible_to), None
+        return items, (version, "" if source is None else source.uuid)
 
     def _trimmed(self) -> None:
         self._trim = None

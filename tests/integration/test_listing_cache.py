@@ -15,7 +15,7 @@ from typing import Any
 
 import btrfsutil
 import pytest
-from conftest import World, btrfs, subvolume_rows
+from conftest import V, World, btrfs, subvolume_rows
 
 from btrfsd.fs import treesearch
 
@@ -171,3 +171,25 @@ def test_a_scan_that_a_change_overtakes_is_not_taken_as_exact(
             os.close(fd)
         fs.destroy()
         world.sb.filesystems.remove(fs)
+
+
+def test_snapshot_listings_follow_their_source(world: World) -> None:
+    """ListSubvolumes with snapshots_of, alternating between two sources with nothing
+    changed in between, then after a new snapshot: each reply is that source's own (the
+    kept reply is per listing and source, bus/marshalled.py)."""
+    d = world.scratch()
+    for name in ("a", "b"):
+        btrfsutil.create_subvolume(str(d / name))
+        btrfsutil.create_snapshot(str(d / name), str(d / f"{name}-1"), read_only=True)
+
+    def snapshots_of(name: str) -> set[str]:
+        r = world.fs_call(world.root, "ListSubvolumes", "a{sv}",
+                          {"snapshots_of": V("s", str(d / name))})
+        return {x[2].rpartition("/")[2] for x in subvolume_rows(r)}
+
+    for _ in range(2):
+        assert snapshots_of("a") == {"a-1"}
+        assert snapshots_of("b") == {"b-1"}
+    btrfsutil.create_snapshot(str(d / "a"), str(d / "a-2"), read_only=True)
+    assert snapshots_of("a") == {"a-1", "a-2"}
+    assert snapshots_of("b") == {"b-1"}

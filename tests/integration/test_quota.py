@@ -112,18 +112,26 @@ def test_limits_set_and_cleared_as_btrfs_progs_sees_them(world: World, qfs: Loop
     sv = qfs.mount_point / "sv"
     btrfsutil.create_subvolume(str(sv))
     sid = btrfsutil.subvolume_id(str(sv))
+
+    def listed_limits() -> list[tuple[int, int]]:
+        rows = subvolume_rows(call(world, qfs, "ListSubvolumes", "a{sv}", {}))
+        return [r[13:15] for r in rows if r[0] == sid]
+
+    # listed before and after: a limit changes no subvolume, and the listing's kept reply
+    # (bus/marshalled.py) must not be sent again with the old figures
+    assert listed_limits() == [(0, 0)]
     ok(set_limit(world, qfs, sv, 40 * MiB, 20 * MiB))
     line = next(ln.split() for ln in qgroups(qfs.mount_point).splitlines()
                 if ln.startswith(f"0/{sid} "))
     assert line[3:5] == [str(40 * MiB), str(20 * MiB)]
     info = ok(call(world, qfs, "GetSubvolume", "sa{sv}", str(sv), {}))[0]
     assert info["max_referenced"] == 40 * MiB and info["max_exclusive"] == 20 * MiB
-    rows = subvolume_rows(call(world, qfs, "ListSubvolumes", "a{sv}", {}))
-    assert [r[13:15] for r in rows if r[0] == sid] == [(40 * MiB, 20 * MiB)]
+    assert listed_limits() == [(40 * MiB, 20 * MiB)]
     ok(set_limit(world, qfs, sv, 0, 0))
     line = next(ln.split() for ln in qgroups(qfs.mount_point).splitlines()
                 if ln.startswith(f"0/{sid} "))
     assert line[3:5] == ["none", "none"]
+    assert listed_limits() == [(0, 0)]
 
 
 @pytest.mark.parametrize("case", ["plain directory", "quotas off", "tiny", "absurd",

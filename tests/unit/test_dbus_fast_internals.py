@@ -26,6 +26,8 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from btrfsd.bus.context import CallerAwareBus, current_message
 from btrfsd.bus.errors import to_dbus_error
+from btrfsd.bus.filesystem import SUBVOLUME_COLUMNS, SubvolumeColumns
+from btrfsd.bus.marshalled import Marshalled, MarshalledReply, as_reply
 from btrfsd.constants import ROOT_PATH
 from btrfsd.errors import Hint, HintKind, InvalidArgument
 
@@ -38,6 +40,7 @@ INTERNALS = [
     (ServiceInterface, "_get_all_property_values", "bus/context.py: InterfacesAdded values"),
     (DBusError, "_as_message", "bus/errors.py: error replies with details"),
     (_MessageWriter, "write_callback", "bus/writer.py: waiting for a full socket"),
+    (Message, "_marshall", "bus/marshalled.py: replies whose body is marshalled once"),
 ]
 
 
@@ -191,3 +194,79 @@ async def test_large_concurrent_replies_keep_the_connection(bus_address: str) ->
     finally:
         client.disconnect()
         server.disconnect()
+
+
+# a ListSubvolumes-shaped reply with the odd cases: empty strings, a non-ASCII path,
+# booleans and signed times next to 64-bit values (alignment inside the body)
+COLUMNS = [[5, 256], [5, 5], ["", "home/é/.snapshots/1"], ["u1", "u2"], ["", "u1"], ["", ""],
+           [7, 9], [-1, 1 << 40], [0, 3], [False, True], [False, True], [1, 2], [0, 0],
+           [0, 1 << 62], [0, 0]]
+
+
+@pytest.mark.parametrize("destination", [":1.42", None])
+def test_a_marshalled_reply_is_byte_for_byte_dbus_fasts_own(destination: str | None) -> None:
+    plain = Message(message_type=MessageType.METHOD_RETURN, serial=9, reply_serial=3,
+                    destination=destination, signature=SUBVOLUME_COLUMNS, body=[COLUMNS])
+    kept = as_reply(Message(message_type=MessageType.METHOD_RETURN, serial=9, reply_serial=3,
+                            destination=destination, signature=SUBVOLUME_COLUMNS,
+                            body=[Marshalled(SUBVOLUME_COLUMNS, [COLUMNS])]))
+    assert isinstance(kept, MarshalledReply)
+    assert kept._marshall(False) == plain._marshall(False)
+
+
+def test_a_reply_marshalled_for_another_signature_is_refused() -> None:
+    msg = Message(message_type=MessageType.METHOD_RETURN, reply_serial=3, signature="s",
+                  body=[Marshalled("as", [["x"]])])
+    with pytest.raises(ValueError, match="marshalled as"):
+        as_reply(msg)
+    plain = Message(message_type=MessageType.METHOD_RETURN, reply_serial=3, signature="s",
+                    body=["x"])
+    assert as_reply(plain) is plain
+
+
+class Kept(ServiceInterface):
+    """Returns one reply marshalled once, again and again."""
+
+    def __init__(self) -> None:
+        super().__init__("org.btrfsd1.Kept")
+        self.reply = Marshalled(SUBVOLUME_COLUMNS, [COLUMNS])
+
+    @dbus_method(name="Columns")
+    async def columns(self) -> SubvolumeColumns:
+        return self.reply
+
+
+async def test_a_kept_reply_reaches_each_caller_whole(bus_address: str) -> None:
+    server = await CallerAwareBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+    clients = [await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+               for _ in range(2)]
+    try:
+        server.export("/kept", Kept())
+        calls = [c.call(Message(destination=server.unique_name, path="/kept",
+                                interface="org.btrfsd1.Kept", member="Columns"))
+                 for c in clients for _ in range(3)]
+        replies = await asyncio.wait_for(asyncio.gather(*calls), 30)
+        for r in replies:
+            assert r is not None and r.message_type == MessageType.METHOD_RETURN
+            assert r.signature == SUBVOLUME_COLUMNS and list(r.body[0]) == COLUMNS
+    finally:
+        for c in clients:
+            c.disconnect()
+        server.disconnect()
+
+
+async def test_kept_replies_are_reused_only_with_equal_values() -> None:
+    from btrfsd.bus import marshalled
+
+    kept = marshalled.KeptReplies()
+    one = Marshalled("s", ["one"])
+    assert kept.put((1, ""), {5: "usage"}, one) is one
+    assert kept.get((1, ""), {5: "usage"}) is one
+    assert kept.get((1, ""), {5: "other usage"}) is None  # usage moved: made again
+    assert kept.get((2, ""), {5: "usage"}) is None  # another listing
+    for i in range(marshalled.KEEP_AT_MOST):
+        kept.put((1, f"source {i}"), {}, Marshalled("s", [str(i)]))
+    assert kept.get((1, ""), {5: "usage"}) is None, "the oldest is dropped past the bound"
+    assert kept.get((1, "source 1"), {}) is not None
+    kept.clear()  # what the KEEP_FOR timer calls
+    assert kept.get((1, "source 1"), {}) is None

@@ -1,0 +1,109 @@
+"""Method replies marshalled once and sent again while what they say holds.
+
+A ListSubvolumes reply of 10,000 subvolumes is about 1.9 MB; building its columns and
+marshalling them took ~75 ms of the ~130 ms such a call cost (docs/benchmarks.md), every
+time, although the listing under it was the same one (core/subvolumes.py keeps it and
+says when it is). A method returns a ``Marshalled`` body in place of its value;
+CallerAwareBus.send (bus/context.py) turns the reply into a ``MarshalledReply``, whose
+header is made per reply (serial, destination) and whose body bytes are the kept ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Any
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
+from dbus_fast._private.marshaller import Marshaller
+from dbus_fast.constants import MessageFlag
+
+# A kept body is dropped when no call asked for it for this long: a front end that lists
+# again (a page's refresh, a script's loop) keeps it; an idle daemon gives the memory back.
+KEEP_FOR = 30.0
+KEEP_AT_MOST = 4  # bodies per interface object (e.g. whole listing + a few snapshots_of)
+
+
+class Marshalled:
+    """One method's out arguments, already marshalled (the body of a reply)."""
+
+    __slots__ = ("body", "signature")
+
+    def __init__(self, signature: str, values: list[Any]) -> None:
+        """Marshal ``values`` (the out arguments) as ``signature``.
+        Raises what dbus-fast's Marshaller raises for values that do not match."""
+        self.signature = signature
+        self.body = bytes(Marshaller(signature, values).marshall())
+
+
+class MarshalledReply(Message):
+    """A METHOD_RETURN whose body is a Marshalled's bytes (dbus-fast's writer calls
+    ``_marshall`` on each message it queues)."""
+
+    def _marshall(self, negotiate_unix_fd: bool) -> bytearray:
+        body: bytes = self.body[0].body
+        # the fields in dbus-fast's order: the same bytes as its own reply (a unit test)
+        fields = [(HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial))]
+        if self.destination:
+            fields.append((HeaderField.DESTINATION.value, Variant("s", self.destination)))
+        fields.append((HeaderField.SIGNATURE.value, Variant("g", self.signature)))
+        header = Marshaller("yyyyuua(yv)", [
+            LITTLE_ENDIAN, MessageType.METHOD_RETURN.value, self.flags.value,
+            PROTOCOL_VERSION, len(body), self.serial, fields]).marshall()
+        # the body starts 8-aligned: its own alignments were computed from offset 0
+        header.extend(bytes(-len(header) % 8))
+        return header + body
+
+
+def as_reply(msg: Message) -> Message:
+    """``msg`` itself, or for a method return carrying a Marshalled, the reply that sends
+    its bytes. Raises ValueError when the Marshalled's signature is not the method's."""
+    if (msg.message_type is not MessageType.METHOD_RETURN or len(msg.body) != 1
+            or not isinstance(msg.body[0], Marshalled)):
+        return msg
+    kept: Marshalled = msg.body[0]
+    if kept.signature != msg.signature:
+        raise ValueError(f"a reply marshalled as {kept.signature!r} for a method "
+                         f"returning {msg.signature!r}")
+    return MarshalledReply(message_type=MessageType.METHOD_RETURN, serial=msg.serial,
+                           reply_serial=msg.reply_serial, destination=msg.destination,
+                           flags=MessageFlag.NONE, signature=msg.signature, body=[kept])
+
+
+class KeptReplies:
+    """Marshalled replies by key, each with the value it was made from (a reply is
+    reused only while both are equal); forgotten when unused for KEEP_FOR seconds."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Hashable, tuple[object, Marshalled]] = {}
+        self._forget: asyncio.TimerHandle | None = None
+
+    def get(self, key: Hashable, also: object) -> Marshalled | None:
+        """The reply kept for ``key`` if it was made with ``also`` equal, else None."""
+        held = self._kept.get(key)
+        if held is None or held[0] != also:
+            return None
+        self._touch()
+        return held[1]
+
+    def put(self, key: Hashable, also: object, reply: Marshalled) -> Marshalled:
+        """Keep ``reply`` for ``key`` (with ``also``) and return it."""
+        self._kept.pop(key, None)
+        while len(self._kept) >= KEEP_AT_MOST:
+            del self._kept[next(iter(self._kept))]  # the oldest kept
+        self._kept[key] = (also, reply)
+        self._touch()
+        return reply
+
+    def clear(self) -> None:
+        """Forget every kept reply."""
+        self._kept.clear()
+        if self._forget is not None:
+            self._forget.cancel()
+            self._forget = None
+
+    def _touch(self) -> None:
+        if self._forget is not None:
+            self._forget.cancel()
+        self._forget = asyncio.get_running_loop().call_later(KEEP_FOR, self.clear)
