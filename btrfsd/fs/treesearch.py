@@ -23,10 +23,8 @@ Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError on ioctl failure.
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import struct
-from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -70,48 +68,60 @@ ROOT_ITEM_V2_SIZE = 439
 _BUF_SIZE = 128 * 1024
 
 
+_NR_ITEMS = 7 * 8 + 2 * 4  # offset of nr_items in the search key
+
+
+def _search_call(fd: int, min_key: tuple[int, int, int], max_key: tuple[int, int, int],
+                 min_transid: int, nr_items: int) -> bytearray:
+    """One TREE_SEARCH_V2 call over the root tree; the filled buffer. Raises BtrfsdError."""
+    buf = bytearray(_SEARCH_V2_HEAD.size + _BUF_SIZE)
+    _SEARCH_V2_HEAD.pack_into(
+        buf, 0, ROOT_TREE_OBJECTID, min_key[0], max_key[0], min_key[2], max_key[2],
+        min_transid, U64_MAX, min_key[1], max_key[1], nr_items, 0, 0, 0, 0, 0, _BUF_SIZE,
+    )
+    try:
+        fcntl.ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, buf, True)
+    except OSError as e:
+        raise from_errno(e.errno or 0, f"Cannot search the root tree: {e.strerror}.") from e
+    return buf
+
+
+def _after(key: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """The key right after ``key`` (offset, then type, then objectid carry); None at the
+    end of the key space."""
+    objectid, type_, offset = key
+    if offset < U64_MAX:
+        return objectid, type_, offset + 1
+    if type_ < 255:
+        return objectid, type_ + 1, 0
+    if objectid < U64_MAX:
+        return objectid + 1, 0, 0
+    return None
+
+
 def _search(fd: int, tree_id: int, min_key: tuple[int, int, int],
             max_key: tuple[int, int, int], min_transid: int = 0
             ) -> Iterator[tuple[int, int, int, int, memoryview]]:
-    """Yield (leaf generation, objectid, type, offset, data) of every item between two
-    keys, in key order; with ``min_transid`` only those of leaves of that generation or
-    newer."""
-    objectid, type_, offset = min_key
-    while True:
-        buf = bytearray(_SEARCH_V2_HEAD.size + _BUF_SIZE)
-        _SEARCH_V2_HEAD.pack_into(
-            buf, 0, tree_id, objectid, max_key[0], offset, max_key[2], min_transid, U64_MAX,
-            type_, max_key[1], 4096, 0, 0, 0, 0, 0, _BUF_SIZE,
-        )
-        try:
-            fcntl.ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, buf, True)
-        except OSError as e:
-            raise from_errno(e.errno or 0, f"Cannot search the root tree: {e.strerror}.") from e
-        nr_items = struct.unpack_from("=I", buf, 7 * 8 + 2 * 4)[0]
+    """Yield (leaf generation, objectid, type, offset, data) of every item of the root
+    tree (``tree_id``) between two keys, in key order; with ``min_transid`` only those
+    of leaves of that generation or newer."""
+    assert tree_id == ROOT_TREE_OBJECTID  # the only tree searched here
+    key: tuple[int, int, int] | None = min_key
+    while key is not None and key <= max_key:
+        buf = _search_call(fd, key, max_key, min_transid, 4096)
+        nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
         if nr_items == 0:
             return
         pos = _SEARCH_V2_HEAD.size
         view = memoryview(buf)  # slices without copying; each call gets a fresh buffer
-        last = (objectid, type_, offset)
         unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
+        oid = typ = off = 0
         for _ in range(nr_items):
             transid, oid, off, typ, length = unpack(buf, pos)
             pos += head
             yield transid, oid, typ, off, view[pos:pos + length]
             pos += length
-        last = (oid, typ, off)
-        # Continue after the last key returned (offset, then type, then objectid carry).
-        objectid, type_, offset = last
-        if offset < U64_MAX:
-            offset += 1
-        elif type_ < 255:
-            type_, offset = type_ + 1, 0
-        elif objectid < U64_MAX:
-            objectid, type_, offset = objectid + 1, 0, 0
-        else:
-            return
-        if (objectid, type_, offset) > max_key:
-            return
+        key = _after((oid, typ, off))
 
 
 def _ino_path(fd: int, tree_id: int, dirid: int) -> str:
@@ -146,6 +156,27 @@ _DIGEST_KEY = struct.Struct("=QQQQ")
 # ctime, otime, read-only.
 RootFields = tuple[str, str, str, int, float, float, bool]
 Ref = tuple[int, int, str]  # parent subvolume id, directory inode in it, name
+# Subvolume ids per block: a scan searches the range a block at a time (fixed id
+# boundaries, so a change moves no other block's bounds) and takes over every block whose
+# search returned the very bytes it did last time. ~75 KB of results per block: one
+# search call each.
+BLOCK_IDS = 128
+_ROOM = 4096  # more free room than this at the end of a result: the search was complete
+_MAX_ITEMS = 4096  # items per search call
+
+
+@dataclass(frozen=True)
+class Block:
+    """What a scan made of one block of subvolume ids: the digest of the block's search
+    result (leaf generations, keys and items, byte for byte), the newest leaf generation
+    in it, the rows of the subvolumes it holds, and what their paths were built from
+    besides the block: (parent id, directory inode, the parent's path, the directory's
+    path in the parent)."""
+
+    digest: bytes
+    newest: int
+    rows: tuple[SubvolumeInfo, ...]
+    deps: tuple[tuple[int, int, str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -155,23 +186,18 @@ class RootScan:
     cheap: the generation of the transaction that ran when the scan began (-1: the scan
     could not be proved consistent, it is never reused), the digest of the items it read
     from leaves of that generation or newer, the directory paths the subvolume paths were
-    built from ((parent, directory inode) -> path inside the parent), and for each item
-    (same order) the generation of the leaf its root item was read from.
-
-    Kept per filesystem for as long as the daemon runs, so compact: what a root item said
-    is in the item itself, plus one array of numbers; backrefs are not kept (decoding them
-    again is cheap). At 10,000 subvolumes 0.1 MiB instead of the 4.7 MiB of tuples per
-    root item and backref it was.)"""
+    built from ((parent, directory inode) -> path inside the parent), and the scan's
+    blocks (by index; their rows are the items', not copies)."""
 
     items: tuple[SubvolumeInfo, ...]
     generation: int
     digest: bytes
     dirs: dict[tuple[int, int], str]
-    root_leaf: array[int]
+    blocks: dict[int, Block]
 
 
 def _unproven(items: tuple[SubvolumeInfo, ...]) -> RootScan:
-    return RootScan(items, -1, b"", {}, array("Q"))
+    return RootScan(items, -1, b"", {}, {})
 
 
 def _digest(items: Iterable[tuple[int, int, int, int, memoryview]]) -> bytes:
@@ -225,13 +251,10 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
     """Every subvolume of the filesystem holding ``fd`` except the top level, by id, with
     paths from the top level, as of one moment: a scan that a change overtook is made
     again (at most _SCAN_TRIES times; then it is returned marked unproven). With
-    ``earlier``, a proven scan of the same filesystem, what did not change since is
-    taken from it instead of being decoded again.
-
-    Still one walk of every item, but an item whose leaf has the generation it had in
-    ``earlier`` and older than the transaction that ran when ``earlier`` began is the
-    same item: its leaf was not copied since, and an item cannot move to another leaf
-    without both being copied. Raises BtrfsdError.
+    ``earlier``, a proven scan of the same filesystem, each block of ids whose search
+    result is byte for byte what it was is taken over with its rows (when the paths they
+    were built from are the same), so only changed blocks are decoded. Raises
+    BtrfsdError.
     """
     if earlier is not None and earlier.generation < 0:
         earlier = None  # unproven: nothing of it is taken over
@@ -239,99 +262,223 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
         start = _start_generation(fd)
         if earlier is not None and start < earlier.generation:
             earlier = None  # another copy of the filesystem (see unchanged)
-        scan = _scan(fd, earlier, start)
+        scan = _Scan(fd, earlier.blocks if earlier is not None else {}, start).run()
         if start >= 0 and unchanged(fd, scan):
             return scan
     return _unproven(scan.items)
 
 
-def _path_of(fd: int, refs: dict[int, Ref], paths: dict[int, str],
-             dirs: dict[tuple[int, int], str], sid: int) -> str:
-    """The path of subvolume ``sid`` from the top level, built from ``refs``, memoized in
-    ``paths`` and ``dirs``. Raises KeyError when a parent on the way has no backref (being
-    deleted), BtrfsdError."""
-    if sid in paths:
-        return paths[sid]
-    parent, dirid, name = refs[sid]
-    if parent != FS_TREE_OBJECTID and parent not in refs:
-        raise KeyError(parent)  # parent being deleted: no path
-    base = _path_of(fd, refs, paths, dirs, parent)
-    where = dirs.get((parent, dirid))
-    if where is None:
-        where = dirs[(parent, dirid)] = _ino_path(fd, parent, dirid)
-    rel = where + name
-    paths[sid] = f"{base}/{rel}" if base else rel
-    return paths[sid]
+def _search_block(fd: int, index: int) -> list[memoryview]:
+    """The raw results (search headers and items, in key order) of block ``index``'s ids,
+    one buffer per search call. Raises BtrfsdError."""
+    lo = FIRST_FREE_OBJECTID + index * BLOCK_IDS
+    min_key = max((lo, 0, 0), _RANGE_MIN)
+    max_key = min((lo + BLOCK_IDS - 1, 255, U64_MAX), _RANGE_MAX)
+    results: list[memoryview] = []
+    while True:
+        buf = _search_call(fd, min_key, max_key, 0, _MAX_ITEMS)
+        nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
+        if nr_items == 0:
+            return results
+        pos, last = _SEARCH_V2_HEAD.size, (0, 0, 0)
+        unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
+        for _ in range(nr_items):
+            _t, oid, off, typ, length = unpack(buf, pos)
+            pos += head + length
+            last = (oid, typ, off)
+        results.append(memoryview(buf)[_SEARCH_V2_HEAD.size:pos])
+        following = _after(last)
+        # room left and no item limit reached: the kernel had no more to give
+        if ((nr_items < _MAX_ITEMS and len(buf) - pos > _ROOM) or following is None
+                or following > max_key):
+            return results
+        min_key = following
 
 
-def _scan(fd: int, earlier: RootScan | None, start: int) -> RootScan:
-    """One walk of the range (see list_subvolumes); ``start``: the running transaction's
-    id when it began (-1: unknown). Raises BtrfsdError."""
-    if earlier is None:
-        earlier = _unproven(())  # nothing to take over
-    old, old_root_leaf = earlier.items, earlier.root_leaf
-    settled = max(earlier.generation, 0)  # leaves older than this: unchanged since
-    j, n = 0, len(old)  # earlier's items by id, walked along: the search is in id order
-    # An int value: the root item earlier's item of that index was made from (its leaf
-    # has not changed since); else (leaf generation, fields) as read.
-    roots: dict[int, int | tuple[int, RootFields]] = {}
-    refs: dict[int, Ref] = {}  # backrefs are decoded each time: they are cheap
-    uuids: dict[bytes, str] = {}  # snapshots of one source share its parent uuid
+def _next_block(fd: int, index: int) -> int | None:
+    """The index of the first block after ``index`` holding any item of the range, or
+    None. Raises BtrfsdError."""
+    lo = FIRST_FREE_OBJECTID + (index + 1) * BLOCK_IDS
+    if (lo, 0, 0) > _RANGE_MAX:
+        return None
+    buf = _search_call(fd, max((lo, 0, 0), _RANGE_MIN), _RANGE_MAX, 0, 1)
+    if struct.unpack_from("=I", buf, _NR_ITEMS)[0] == 0:
+        return None
+    oid = _ITEM_HEADER.unpack_from(buf, _SEARCH_V2_HEAD.size)[1]
+    return int((oid - FIRST_FREE_OBJECTID) // BLOCK_IDS)
 
-    def fmt(raw: bytes) -> str:
-        text = uuids.get(raw)
+
+def _items(results: list[memoryview]) -> Iterator[tuple[int, int, int, int, memoryview]]:
+    """(leaf generation, objectid, type, offset, data) of each item of raw results."""
+    unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
+    for view in results:
+        pos, end = 0, len(view)
+        while pos < end:
+            transid, oid, off, typ, length = unpack(view, pos)
+            pos += head
+            yield transid, oid, typ, off, view[pos:pos + length]
+            pos += length
+
+
+def _block_of(sid: int) -> int:
+    return (sid - FIRST_FREE_OBJECTID) // BLOCK_IDS
+
+
+class _Scan:
+    """One walk of the range, a block at a time (see list_subvolumes); ``start``: the
+    running transaction's id when it began (-1: unknown)."""
+
+    def __init__(self, fd: int, earlier: dict[int, Block], start: int) -> None:
+        self.fd, self.earlier, self.start = fd, earlier, start
+        self.roots: dict[int, RootFields] = {}  # of decoded blocks
+        self.refs: dict[int, Ref] = {}  # of decoded blocks
+        self.decoded: dict[int, tuple[bytes, int, list[int]]] = {}  # digest, newest, ids
+        self.kept: dict[int, Block] = {}  # blocks whose bytes are as in ``earlier``
+        self.rows_of: dict[int, dict[int, SubvolumeInfo]] = {}  # kept block -> rows by id
+        self.paths: dict[int, str] = {FS_TREE_OBJECTID: ""}
+        # Snapshots pile up in a few directories: one INO_LOOKUP per (subvolume,
+        # directory) instead of one per snapshot.
+        self.dirs: dict[tuple[int, int], str] = {}
+        self.uuids: dict[bytes, str] = {}  # snapshots of one source share a parent uuid
+
+    def _fmt(self, raw: bytes) -> str:
+        text = self.uuids.get(raw)
         if text is None:
-            text = uuids[raw] = format_uuid(raw)
+            text = self.uuids[raw] = format_uuid(raw)
         return text
 
-    recent: list[tuple[int, int, int, int, memoryview]] = []  # from leaves >= start
-    ref_head, ref_size = _ROOT_REF.unpack_from, _ROOT_REF.size
-    for item in _search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX):
-        transid, oid, typ, off, data = item
-        if transid >= start >= 0:
-            recent.append(item)
-        if typ == ROOT_ITEM_KEY:
-            while j < n and old[j][0] < oid:
-                j += 1
-            if j < n and old[j][0] == oid and transid < settled and old_root_leaf[j] == transid:
-                roots[oid] = j
-            else:
-                roots[oid] = (transid, _root_fields(data, fmt))
-        elif typ == ROOT_BACKREF_KEY:
-            dirid, _seq, name_len = ref_head(data)
-            refs[oid] = (off, dirid, str(data[ref_size:ref_size + name_len], "utf-8",
-                                         "surrogateescape"))
-    scan_digest = _digest(recent)
-    del recent
+    def run(self) -> RootScan:
+        """Raises BtrfsdError."""
+        recent: list[tuple[int, int, int, int, memoryview]] = []  # from leaves >= start
+        index: int | None = 0
+        while index is not None:
+            results = _search_block(self.fd, index)
+            if results:
+                self._take(index, results, recent, reuse=True)
+                index += 1
+            else:  # an empty block: skip to the next one holding anything
+                index = _next_block(self.fd, index)
+        scan_digest = _digest(recent)
+        del recent
+        # Paths, taking every kept block's rows as they are. The rows were built from
+        # the same items; when every path they were built from (their deps) is what it
+        # is now, they are exact: each row's path is still its parent's path plus its
+        # directory's plus its name, and the tree has only one such assignment. A kept
+        # block whose deps changed (a directory or parent renamed) is decoded after all
+        # and the paths are made again.
+        while True:
+            self.paths, self.dirs = {FS_TREE_OBJECTID: ""}, {}
+            changed = [i for i in self.kept if not self._holds(i)]
+            if not changed:
+                break
+            for i in changed:
+                self._redecode(i)
+        items: list[SubvolumeInfo] = []
+        blocks: dict[int, Block] = {}
+        for index in sorted({*self.kept, *self.decoded}):
+            block = blocks[index] = self._block(index)
+            items.extend(block.rows)
+        return RootScan(tuple(items), self.start, scan_digest, self.dirs, blocks)
 
-    paths: dict[int, str] = {FS_TREE_OBJECTID: ""}
-    # Snapshots pile up in a few directories: one INO_LOOKUP per (subvolume, directory)
-    # instead of one per snapshot (10,000 ioctls saved for 10,000 snapshots in one place).
-    dirs: dict[tuple[int, int], str] = {}
-    # not a closure: one that calls itself is a reference cycle, which kept every
-    # scan's dicts (each backref and path) alive until the collector's next full pass
-    path_of = functools.partial(_path_of, fd, refs, paths, dirs)
+    def _take(self, index: int, results: list[memoryview],
+              recent: list[tuple[int, int, int, int, memoryview]], reuse: bool) -> None:
+        """Keep block ``index`` as it was when its bytes are the same (and ``reuse``),
+        else decode them; items of leaves as new as the scan go to ``recent``."""
+        h = hashlib.blake2b(digest_size=16)
+        for view in results:
+            h.update(view)
+        digest, start = h.digest(), self.start
+        old = self.earlier.get(index)
+        if reuse and old is not None and old.digest == digest:
+            self.kept[index] = old
+            if old.newest >= start >= 0:  # its items still count for the scan's digest
+                recent.extend(i for i in _items(results) if i[0] >= start)
+            return
+        newest, sids = 0, []
+        ref_head, ref_size = _ROOT_REF.unpack_from, _ROOT_REF.size
+        roots, refs, fmt = self.roots, self.refs, self._fmt
+        for item in _items(results):
+            transid, oid, typ, off, data = item
+            if transid > newest:
+                newest = transid
+            if transid >= start >= 0:
+                recent.append(item)
+            if typ == ROOT_ITEM_KEY:
+                roots[oid] = _root_fields(data, fmt)
+                sids.append(oid)
+            elif typ == ROOT_BACKREF_KEY:
+                dirid, _seq, name_len = ref_head(data)
+                refs[oid] = (off, dirid, str(data[ref_size:ref_size + name_len], "utf-8",
+                                             "surrogateescape"))
+        self.decoded[index] = (digest, newest, sids)
 
-    result: list[SubvolumeInfo] = []
-    leaves: list[int] = []
-    for sid in sorted(roots):
-        if sid not in refs:
-            continue  # orphan: deleted, waiting for the cleaner
+    def _redecode(self, index: int) -> None:
+        """Decode a kept block after all: a path its rows were built from changed.
+        (Its items' part in the scan's digest was taken when it was first searched: a
+        change since makes the scan's closing check fail, and the scan is made again.)"""
+        del self.kept[index]
+        self.rows_of.pop(index, None)
+        self._take(index, _search_block(self.fd, index), [], reuse=False)
+
+    def _dir_path(self, parent: int, dirid: int) -> str:
+        where = self.dirs.get((parent, dirid))
+        if where is None:
+            where = self.dirs[(parent, dirid)] = _ino_path(self.fd, parent, dirid)
+        return where
+
+    def _holds(self, index: int) -> bool:
+        """Whether kept block ``index``'s deps are what the paths are now (see run).
+        Raises BtrfsdError."""
         try:
-            path = path_of(sid)
-        except KeyError:
-            continue
-        root, parent = roots[sid], refs[sid][0]
-        if isinstance(root, int):
-            was = old[root]
-            leaves.append(old_root_leaf[root])
-            if was.path == path and was.parent_id == parent:
-                result.append(was)  # the very same row: nothing of it changed
+            return all(self.path_of(parent) == parent_path
+                       and self._dir_path(parent, dirid) == dir_path
+                       for parent, dirid, parent_path, dir_path in self.kept[index].deps)
+        except (KeyError, BtrfsdError):
+            return False  # a parent or a directory on the way went away
+
+    def path_of(self, sid: int) -> str:
+        """The path of subvolume ``sid`` from the top level (a kept block's row has its
+        path). Raises KeyError when it or a parent on the way has no backref (being
+        deleted), BtrfsdError."""
+        # up to the first known path, then down: no recursion (deep nesting) and no
+        # closure calling itself (a reference cycle that kept every scan's dicts alive)
+        chain: list[int] = []
+        while sid not in self.paths:
+            index = _block_of(sid)
+            if index in self.kept:
+                rows = self.rows_of.get(index)
+                if rows is None:
+                    rows = self.rows_of[index] = {r.id: r for r in self.kept[index].rows}
+                self.paths[sid] = rows[sid].path  # KeyError: it had no path then
+                break
+            chain.append(sid)
+            sid = self.refs[sid][0]
+        base = self.paths[sid]
+        for child in reversed(chain):
+            parent, dirid, name = self.refs[child]
+            rel = self._dir_path(parent, dirid) + name
+            base = self.paths[child] = f"{base}/{rel}" if base else rel
+        return base
+
+    def _block(self, index: int) -> Block:
+        """Block ``index`` of the new scan: kept as it was while its paths hold, else
+        built from what was decoded. Raises BtrfsdError."""
+        if index in self.kept:
+            return self.kept[index]  # its deps hold (run)
+        digest, newest, sids = self.decoded[index]
+        rows: list[SubvolumeInfo] = []
+        deps: dict[tuple[int, int], tuple[str, str]] = {}
+        for sid in sids:
+            if sid not in self.refs:
+                continue  # orphan: deleted, waiting for the cleaner
+            try:
+                path = self.path_of(sid)
+            except KeyError:
                 continue
-            u, pu, ru, generation, ctime, otime, ro = was[3:]
-        else:
-            leaves.append(root[0])
-            u, pu, ru, generation, ctime, otime, ro = root[1]
-        result.append(SubvolumeInfo(sid, parent, path, u, pu, ru, generation, ctime, otime,
-                                    ro))
-    return RootScan(tuple(result), start, scan_digest, dirs, array("Q", leaves))
+            parent, dirid, _name = self.refs[sid]
+            deps[(parent, dirid)] = (self.paths[parent], self._dir_path(parent, dirid))
+            u, pu, ru, generation, ctime, otime, ro = self.roots[sid]
+            rows.append(SubvolumeInfo(sid, parent, path, u, pu, ru, generation, ctime,
+                                      otime, ro))
+        return Block(digest, newest, tuple(rows),
+                     tuple((p, d, pp, dp) for (p, d), (pp, dp) in deps.items()))

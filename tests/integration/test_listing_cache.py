@@ -193,3 +193,42 @@ def test_snapshot_listings_follow_their_source(world: World) -> None:
     btrfsutil.create_snapshot(str(d / "a"), str(d / "a-2"), read_only=True)
     assert snapshots_of("a") == {"a-1", "a-2"}
     assert snapshots_of("b") == {"b-1"}
+
+
+def test_kept_blocks_follow_paths_changed_elsewhere(world: World) -> None:
+    """A listing after a change takes over each block of ids whose search result is
+    byte for byte the same (fs/treesearch.py), but a row's path also depends on its
+    parent's path and its directory: renames of those, in other blocks, between blocks in
+    both directions (a subvolume moved under one with a higher id), must show."""
+    fs = world.sb.add_filesystem("1G", "btrfsd-blocks")
+    scans: Scans | None = None
+    try:
+        mnt = fs.mount_point
+        btrfsutil.create_subvolume(str(mnt / "p"))
+        (mnt / "p/d").mkdir()
+        for i in range(3 * treesearch.BLOCK_IDS):  # children in three blocks and more
+            btrfsutil.create_subvolume(str(mnt / f"p/d/c{i:03d}"))
+        btrfsutil.create_subvolume(str(mnt / "q"))  # the highest id
+        btrfsutil.sync(str(mnt))
+        scans = Scans(mnt)
+        steps = [
+            lambda: os.rename(mnt / "p/d", mnt / "p/e"),  # a directory: no block changes
+            lambda: os.rename(mnt / "p", mnt / "p2"),  # the parent: its block only
+            lambda: os.rename(mnt / "p2/e/c001", mnt / "q/c001"),  # under a higher id
+            lambda: os.rename(mnt / "q", mnt / "q2"),  # ...which is renamed
+            lambda: btrfsutil.delete_subvolume(str(mnt / "p2/e/c200")),
+            lambda: btrfsutil.create_subvolume(str(mnt / "p2/e/c150/inner")),
+            lambda: os.rename(mnt / "q2/c001", mnt / "p2/e/c150/inner/c001"),
+        ]
+        for step in steps:
+            step()
+            scans.check()
+        paths = {s.path for s in scans.last.items}
+        assert {"p2/e/c000", "p2/e/c150/inner/c001", "q2", "p2/e/c150/inner"} <= paths
+        assert "p2/e/c200" not in paths and len(paths) == 3 * treesearch.BLOCK_IDS + 2
+        assert paths - {"p2", "q2"} == {r[2] for r in progs(mnt, "p2") | progs(mnt, "q2")}
+    finally:
+        if scans is not None:
+            scans.close()
+        fs.destroy()
+        world.sb.filesystems.remove(fs)
