@@ -83,7 +83,7 @@ MANAGER: dict[str, Doc] = {
                            (("snapshots", "path, uuid, created (µs), important, keep, "
                                           "reasons (comma-separated), description."),)),
     "SetBackup": Doc("Create or change a backup to another btrfs disk (docs/backup.md)."
-                     " Action: backup.",
+                     " Action: backup-manage.",
                      _opt(name="Backup name.",
                           source_subvolume="Absolute path of the subvolume to back up.",
                           target_dir="Absolute path of a directory on another btrfs "
@@ -92,14 +92,15 @@ MANAGER: dict[str, Doc] = {
                                   "retention on the target; schedule s: send that "
                                   "schedule's newest snapshot; rate_limit t: bytes/s; "
                                   "replace b: change an existing backup.")),
-    "RemoveBackup": Doc("Forget a backup (its copies on the target stay). Action: backup.",
+    "RemoveBackup": Doc("Forget a backup (its copies on the target stay). Action: "
+                        "backup-manage.",
                         _opt(name="Backup name.")),
     "ListBackups": Doc("The backups whose source and target the caller may reach, by name."
                        " Action: read.", _opt(),
                        (("backups", "Per name: source, target, retention, schedule, "
                                     "rate_limit."),)),
     "RunBackup": Doc("Send a snapshot of the source to the target now, as a job on the "
-                     "target's filesystem. Action: backup.", _opt(name="Backup name."),
+                     "target's filesystem. Action: backup-run.", _opt(name="Backup name."),
                      (("job", "The org.btrfsd1.Job object."),)),
     "SetSnapshotInfo": Doc("Mark a scheduled snapshot important or describe it."
                            " Action: schedule-manage.",

@@ -168,7 +168,7 @@ class ManagerInterface(ServiceInterface):
 
     # -- backups ----------------------------------------------------------------------------
     @dbus_method(name="SetBackup")
-    @authorized(Action.BACKUP)
+    @authorized(Action.BACKUP_MANAGE)
     async def set_backup(self, name: DBusStr, source_subvolume: DBusStr, target_dir: DBusStr,
                          options: OptionsArg) -> None:
         fields = {k: v.value for k, v in options.items()}
@@ -180,7 +180,7 @@ class ManagerInterface(ServiceInterface):
         await self._service.backups.set(backup, replace=replace)
 
     @dbus_method(name="RemoveBackup")
-    @authorized(Action.BACKUP)
+    @authorized(Action.BACKUP_MANAGE)
     async def remove_backup(self, name: DBusStr, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
         await self._service.backups.remove(name)
@@ -197,7 +197,7 @@ class ManagerInterface(ServiceInterface):
                 if seen[2 * i] and seen[2 * i + 1]}
 
     @dbus_method(name="RunBackup")
-    @authorized(Action.BACKUP)
+    @authorized(Action.BACKUP_RUN)
     async def run_backup(self, name: DBusStr, options: OptionsArg) -> DBusObjectPath:
         parse_options(NoOptions, options)
         job = await self._service.backups.run(name, current_caller().uid)
