@@ -64,7 +64,9 @@ MANAGER: dict[str, Doc] = {
     "SetSchedule": Doc("Create or change a snapshot schedule (docs/schedules.md)."
                        " Action: schedule-manage.",
                        _opt(name="Schedule name.",
-                            spec="subvolume s, every s, hourly/daily/weekly/monthly u, ...",
+                            spec="subvolume s, every s, hourly/daily/weekly/monthly u, ...,"
+                                 " backup s: a backup of the subvolume run after each "
+                                 "snapshot.",
                             options="replace b: change an existing schedule.")),
     "RemoveSchedule": Doc("Remove a schedule (its snapshots stay). Action: schedule-manage.",
                           _opt(name="Schedule name.")),
@@ -72,11 +74,13 @@ MANAGER: dict[str, Doc] = {
                         (("schedules", "Per name: its settings and last run."),)),
     "RunSchedule": Doc("Take a schedule's snapshot now and clean up. Action: schedule-manage.",
                        _opt(name="Schedule name."),
-                       (("result", "snapshot s, deleted as, failed a(ss)."),)),
+                       (("result", "snapshot s, deleted as, failed a(ss), backup_job o (the"
+                                   " backup it started; / for none)."),)),
     "CleanupSchedule": Doc("Apply a schedule's retention now. Action: schedule-manage.",
                            _opt(name="Schedule name.",
                                 options="dry_run b: only say what would go."),
-                           (("result", "snapshot s, deleted as, failed a(ss)."),)),
+                           (("result", "snapshot s, deleted as, failed a(ss), backup_job o (the"
+                                   " backup it started; / for none)."),)),
     "ExplainSchedule": Doc("Each snapshot of a schedule: kept (by which rules) or not."
                            " Action: read (an expensive read).",
                            _opt(name="Schedule name."),

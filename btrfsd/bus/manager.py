@@ -43,7 +43,8 @@ def schedule_dict(s: Schedule) -> dict[str, Variant]:
             "hourly": Variant("u", s.hourly), "daily": Variant("u", s.daily),
             "weekly": Variant("u", s.weekly), "monthly": Variant("u", s.monthly),
             "yearly": Variant("u", s.yearly), "keep_last": Variant("u", s.keep_last),
-            "min_age": Variant("t", s.min_age), "timer": Variant("s", s.timer)}
+            "min_age": Variant("t", s.min_age), "timer": Variant("s", s.timer),
+            "backup": Variant("s", s.backup or "")}
 
 
 def backup_dict(b: Backup) -> dict[str, Variant]:
@@ -57,7 +58,8 @@ def backup_dict(b: Backup) -> dict[str, Variant]:
 def run_result_dict(r: RunResult) -> dict[str, Variant]:
     return {"snapshot": Variant("s", to_bus(r.snapshot)),
             "deleted": Variant("as", [to_bus(p) for p in r.deleted]),
-            "failed": Variant("a(ss)", [[to_bus(p), display(why)] for p, why in r.failed])}
+            "failed": Variant("a(ss)", [[to_bus(p), display(why)] for p, why in r.failed]),
+            "backup_job": Variant("o", job_path(r.backup_job) if r.backup_job else "/")}
 
 
 @documented(MANAGER)

@@ -43,6 +43,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O
 @dataclass(frozen=True)
 class BackupParams:
     backup: Backup
+    snapshot_uuid: str = ""  # send this snapshot of the source (a schedule's new one)
 
 
 def complete(info: SubvolumeInfo) -> bool:
@@ -113,7 +114,7 @@ class BackupKind:
 
     def runner(self, fs: Filesystem, params: object) -> BackupRunner:
         p = expect_params(params, BackupParams, OPERATION)
-        return BackupRunner(self, fs, p.backup)
+        return BackupRunner(self, fs, p.backup, p.snapshot_uuid)
 
     def find(self, fs: Filesystem, fd: int) -> Adoption | None:
         return None
@@ -144,10 +145,12 @@ class _Plan:
 class BackupRunner:
     """Runs one backup; the transfer in a thread of its own."""
 
-    def __init__(self, kind: BackupKind, fs: Filesystem, backup: Backup) -> None:
+    def __init__(self, kind: BackupKind, fs: Filesystem, backup: Backup,
+                 snapshot_uuid: str = "") -> None:
         self.kind = kind
         self.fs = fs  # the target's
         self.backup = backup
+        self.snapshot_uuid = snapshot_uuid
         self._transfer = Transfer(backup.rate_limit)
         self._control = RunnerControl(OPERATION)
         self._target_fd = -1
@@ -207,6 +210,10 @@ class BackupRunner:
 
     async def _pick_snapshot(self, plan: _Plan, snaps: list[SubvolumeInfo]) -> None:
         b = self.backup
+        given = [s for s in snaps if s.uuid == self.snapshot_uuid]
+        if given and (where := plan.source_fs.path_of(given[0].path)) is not None:
+            plan.snapshot, plan.snapshot_info = where, given[0]
+            return
         if b.schedule:
             records = self.kind.schedules.records.snapshots
             mine = [s for s in snaps if (r := records.get(s.uuid)) is not None

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..constants import ROOT_UID
+from ..errors import AlreadyExists, AlreadyRunning, BtrfsdError, InvalidArgument, NotFound
 from ..fs import paths, subvol
 from .filesystems import Filesystem, Registry
 from .jobmanager import JobManager
 from .jobs import Job
-from .schedules import KeptCounts, Schedules
+from .schedules import KeptCounts, Schedule, Schedules
 from .state import load_model, validation_problems, write_atomic
 from .subvolumes import Subvolumes
 
@@ -183,11 +184,46 @@ class Backups:
             await self._save()
         log.info("backup removed name=%s", name)
 
-    async def run(self, name: str, uid: int) -> Job:
-        """Start a run as a job on the target's filesystem. Raises NotFound,
-        InvalidArgument, NotBtrfs, AlreadyRunning (a job holds the target filesystem)."""
+    async def run(self, name: str, uid: int, *, snapshot_uuid: str = "") -> Job:
+        """Start a run as a job on the target's filesystem, sending the source's snapshot
+        ``snapshot_uuid`` when given. Raises NotFound, InvalidArgument, NotBtrfs,
+        AlreadyRunning (a job holds the target filesystem)."""
         from .backup_runner import BackupParams  # the runner needs this module
 
         backup = self.get(name)
         _, tgt_fs = await asyncio.to_thread(self._check_places, backup)
-        return await self.jobs.start(tgt_fs, uid, OPERATION, BackupParams(backup))
+        return await self.jobs.start(tgt_fs, uid, OPERATION,
+                                     BackupParams(backup, snapshot_uuid))
+
+    # -- started by schedules (schedules.py's BackupTrigger) -----------------------------
+    def check_trigger(self, schedule: Schedule) -> None:
+        """Raises InvalidArgument unless the schedule's backup exists and backs up the
+        schedule's subvolume."""
+        try:
+            backup = self.get(schedule.backup or "")
+        except NotFound as e:
+            raise InvalidArgument(e.message) from None
+        if backup.source != schedule.subvolume:
+            raise InvalidArgument(f"The backup {backup.name!r} sends snapshots of "
+                                  f"{backup.source}, not of {schedule.subvolume}.")
+
+    async def trigger(self, schedule: Schedule, snapshot_uuid: str) -> int:
+        """Start the schedule's backup with the snapshot it just took, as btrfsd's own
+        decision (root's job, like the timer's). Returns the job's id, 0 when it was
+        skipped; raises nothing (a backup that cannot start is logged, and is not the
+        schedule's failure)."""
+        try:
+            self.check_trigger(schedule)
+            assert schedule.backup is not None
+            job = await self.run(schedule.backup, ROOT_UID, snapshot_uuid=snapshot_uuid)
+        except AlreadyRunning as e:
+            log.warning("schedule %s: backup %s skipped this time: %s", schedule.name,
+                        schedule.backup, e.message)
+            return 0
+        except BtrfsdError as e:
+            log.error("schedule %s: backup %s could not start: %s", schedule.name,
+                      schedule.backup, e.message)
+            return 0
+        log.info("schedule %s started backup %s as job %d", schedule.name, schedule.backup,
+                 job.id)
+        return job.id

@@ -89,6 +89,7 @@ class Service:
                                       settings.job_poll_interval))
         self.backups = Backups(self.registry, self.subvolumes, self.schedules, self.jobs,
                                settings.config_dir)
+        self.schedules.backups = self.backups  # schedules may start a backup (--backup)
         self.maintenance = Maintenance(self.registry, self.jobs, settings.config_dir,
                                        settings.state_dir)
         self.timer = ScheduleTimer(self.schedules, self.maintenance)

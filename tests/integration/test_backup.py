@@ -300,3 +300,34 @@ def test_btrfsctl_backup_set_list_run_remove(world: World, places: tuple[Path, P
     assert r.returncode != 0 and "no-such" in r.stderr and "Traceback" not in r.stderr
     assert ctl(world, "backup", "remove", "cli").returncode == 0
     assert "cli" not in json.loads(ctl(world, "--json", "backup", "list").stdout)
+
+
+def test_a_schedule_with_backup_starts_one_sending_its_new_snapshot(
+        world: World, places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "sched", 128 * 1024), target(tgt_dir, "sched")
+    assert set_backup(world, "sched", sv, tgt, keep_last=2)["ok"]
+    spec = {"subvolume": V("s", str(sv)), "every": V("t", 3600), "keep_last": V("u", 3),
+            "backup": V("s", "sched")}
+    try:
+        # the backup must back up the schedule's subvolume
+        other = source(src_dir, "sched-other", 0)
+        r = call(world, "SetSchedule", "sa{sv}a{sv}", "bk-sched",
+                 {**spec, "subvolume": V("s", str(other))}, {})
+        assert r["error"] == "org.btrfsd1.Error.InvalidArgument", r
+        r = call(world, "SetSchedule", "sa{sv}a{sv}", "bk-sched",
+                 {**spec, "backup": V("s", "no-such")}, {})
+        assert r["error"] == "org.btrfsd1.Error.InvalidArgument", r
+        assert call(world, "SetSchedule", "sa{sv}a{sv}", "bk-sched", spec, {})["ok"]
+        listed = call(world, "GetSchedules", "a{sv}", {})["body"][0]["bk-sched"]
+        assert listed["backup"] == "sched"
+        r = call(world, "RunSchedule", "sa{sv}", "bk-sched", {})
+        assert r["ok"] and r["body"][0]["backup_job"] != "/", r
+        p = wait_state(world, r["body"][0]["backup_job"], ENDED, timeout=60)
+        assert p["State"] == "completed", p
+        assert p["Details"]["snapshot"] == r["body"][0]["snapshot"], p
+        snap = Path(r["body"][0]["snapshot"])
+        assert show(tgt / snap.name)["Received UUID"] == show(snap)["UUID"]
+    finally:
+        call(world, "RemoveSchedule", "sa{sv}", "bk-sched", {})
+        call(world, "RemoveBackup", "sa{sv}", "sched", {})
