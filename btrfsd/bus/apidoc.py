@@ -103,6 +103,12 @@ MANAGER: dict[str, Doc] = {
                        " Action: read.", _opt(),
                        (("backups", "Per name: source, target, retention, schedule, "
                                     "rate_limit."),)),
+    "ExplainBackup": Doc("Each copy on a backup's target, youngest first: kept (by which "
+                         "rules; parent: the next incremental's) or deleted by the next "
+                         "run. Action: read (an expensive read).",
+                         _opt(name="Backup name."),
+                         (("copies", "path, uuid (of the source snapshot it copies), "
+                                     "created (µs), keep, reasons (comma-separated)."),)),
     "RunBackup": Doc("Send a snapshot of the source to the target now, as a job on the "
                      "target's filesystem. Action: backup-run.", _opt(name="Backup name."),
                      (("job", "The org.btrfsd1.Job object."),)),

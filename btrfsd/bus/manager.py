@@ -36,6 +36,8 @@ ScheduleDicts = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}
 # path, uuid, created (µs), important, keep, reasons (comma-separated; '' = to delete),
 # description
 Explanation = Annotated[list[Any], DBusSignature("a(sstbbss)")]
+# path, uuid of the source snapshot it copies, created (µs), keep, reasons
+CopyExplanation = Annotated[list[Any], DBusSignature("a(sstbs)")]
 
 
 def schedule_dict(s: Schedule) -> dict[str, Variant]:
@@ -197,6 +199,16 @@ class ManagerInterface(ServiceInterface):
             [p for b in every for p in (b.source, b.target)], view)
         return {b.name: backup_dict(b) for i, b in enumerate(every)
                 if seen[2 * i] and seen[2 * i + 1]}
+
+    @dbus_method(name="ExplainBackup")
+    @authorized(Action.READ, expensive=True)
+    async def explain_backup(self, name: DBusStr, options: OptionsArg) -> CopyExplanation:
+        parse_options(NoOptions, options)
+        backup, judged = await self._service.backups.explain(
+            name, visible_to=await read_view(self.authority))
+        return [[to_bus(f"{backup.target}/{j.name}"), j.info.received_uuid,
+                 usec(j.info.otime), j.decision.keep, ",".join(j.decision.reasons)]
+                for j in judged]
 
     @dbus_method(name="RunBackup")
     @authorized(Action.BACKUP_RUN)

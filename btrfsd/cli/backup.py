@@ -53,6 +53,20 @@ async def backup_run(c: Client, a: argparse.Namespace) -> Any:
                          wait=not a.no_wait, as_json=a.json)
 
 
+async def backup_explain(c: Client, a: argparse.Namespace) -> Any:
+    (rows,) = await c.manager("ExplainBackup", "sa{sv}", a.name, {})
+    items = [dict(zip(("path", "uuid", "created", "keep", "reasons"), r, strict=True))
+             for r in rows]
+    if not a.json:
+        output.table(f"Backup {a.name}: copies on the target, youngest first",
+                     ["Copy", "Made", "Decision", "Kept by"], [
+            [i["path"], output.fmt_time(i["created"]), "keep" if i["keep"] else "DELETE",
+             i["reasons"].replace(",", ", ").replace(
+                 "parent", "parent of the next incremental") or "-"]
+            for i in items])
+    return items
+
+
 async def backup_remove(c: Client, a: argparse.Namespace) -> Any:
     await c.manager("RemoveBackup", "sa{sv}", a.name, {})
     if not a.json:
@@ -83,4 +97,6 @@ def add_commands(sub: Any, cmd: Callable[..., argparse.ArgumentParser]) -> None:
     r.add_argument("name")
     r.add_argument("--no-wait", action="store_true",
                    help="start the job and return (default: show progress until it ends)")
+    cmd(bc, "explain", backup_explain, "every copy on the target: kept (by which rule) or "
+        "deleted by the next run").add_argument("name")
     cmd(bc, "remove", backup_remove, "forget a backup (its copies stay)").add_argument("name")

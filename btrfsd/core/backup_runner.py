@@ -26,77 +26,21 @@ from ..fs.info import SubvolumeInfo
 from ..fs.quota import read_qgroup
 from ..fs.receive import Transfer
 from ..units import format_bytes
+from .backup_copies import DIR_FLAGS, complete, judge, remove_partial, target_copies
 from .backups import OPERATION, Backup, check_target_chain
 from .filesystems import Filesystem, Registry
 from .jobkind import Adoption, RunnerControl, expect_params
 from .jobs import Job, JobRecord, JobState, RateMeter
-from .retention import Candidate, decide
 from .schedules import Schedules
 from .subvolumes import Subvolumes
 from .threads import in_own_thread
 
 log = logging.getLogger(__name__)
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
 @dataclass(frozen=True)
 class BackupParams:
     backup: Backup
     snapshot_uuid: str = ""  # send this snapshot of the source (a schedule's new one)
-
-
-def complete(info: SubvolumeInfo) -> bool:
-    """A finished receive: read-only with a received_uuid (set last by btrfs receive)."""
-    return info.read_only and bool(info.received_uuid)
-
-
-def target_copies(dir_fd: int, shown: str) -> dict[str, SubvolumeInfo]:
-    """The subvolumes directly in the target directory open as ``dir_fd``, by name
-    (blocking). Raises OSError, BtrfsdError."""
-    found: dict[str, SubvolumeInfo] = {}
-    # a new open file each time: btrfs lists only the entries a directory file held when
-    # it was opened (its last index), even after a rewind on older kernels
-    listing = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)
-    try:
-        with os.scandir(listing) as entries:
-            names = [e.name for e in entries if e.is_dir(follow_symlinks=False)
-                     and subvol.is_subvolume(e.stat(follow_symlinks=False))]
-    finally:
-        os.close(listing)
-    for name in names:
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            continue  # gone meanwhile
-        try:
-            found[name] = subvol.subvolume_info(fd, f"{shown}/{name}")
-        finally:
-            os.close(fd)
-    return found
-
-
-def remove_partial(dir_fd: int, name: str, shown: str) -> bool:
-    """Delete ``name`` in the target directory if it is an unfinished receive (a
-    subvolume that is not read-only or has no received_uuid); True when it did
-    (blocking). Raises BtrfsdError."""
-    try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(fd)
-        if not subvol.is_subvolume(st):
-            return False
-        info = subvol.subvolume_info(fd, shown)
-        if complete(info):
-            return False
-        nested = list(subvol.iter_subvolumes(fd))
-        subvol.delete_subvolume(fd, shown, info, nested)
-    finally:
-        os.close(fd)
-    log.info("removed the unfinished backup copy %s", shown)
-    return True
 
 
 class BackupKind:
@@ -164,7 +108,7 @@ class BackupRunner:
             if not stat.S_ISDIR(res.st.st_mode):
                 raise InvalidArgument(f"{res.path} is not a directory.")
             check_target_chain(res)
-            fd = os.open(".", _DIR_FLAGS, dir_fd=res.target_fd)
+            fd = os.open(".", DIR_FLAGS, dir_fd=res.target_fd)
         try:
             self.kind.registry.check_member(self.fs, subvol.fsid_of(fd, self.backup.target),
                                             self.backup.target)
@@ -353,21 +297,14 @@ class BackupRunner:
         """Delete the target's copies the rules do not keep; the newest copy (the next
         run's parent) is always kept. Returns how many were deleted; a failed delete is
         logged and tried again next run."""
-        done = {n: c for n, c in copies.items() if complete(c)}
-        done[newest.path.rpartition("/")[2]] = newest
-        by_uuid = {c.uuid: (n, c) for n, c in done.items()}
-        # youngest first by id too: copies received within one second share an otime,
-        # and the one received first must count as the first of its period
-        ordered = sorted(done.values(), key=lambda c: c.id, reverse=True)
-        decisions = decide([Candidate(c.uuid, c.otime) for c in ordered],
-                           self.backup.limits(), self.kind.schedules.clock(),
-                           self.kind.schedules.tz)
+        judged = judge(copies, self.backup.limits(), self.kind.schedules.clock(),
+                       self.kind.schedules.tz, newest)
         deleted = 0
-        for d in decisions:
-            if d.keep or d.candidate.key == newest.uuid:
+        for j in judged:
+            if j.decision.keep:
                 continue
-            n, c = by_uuid[d.candidate.key]
-            shown = f"{self.backup.target}/{n}"
+            c = j.info
+            shown = f"{self.backup.target}/{j.name}"
             try:
                 await self.kind.subvolumes.delete_by_id(self.fs, c.id, c.uuid, shown)
                 deleted += 1

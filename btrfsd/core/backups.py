@@ -20,12 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..constants import ROOT_UID
 from ..errors import AlreadyExists, AlreadyRunning, BtrfsdError, InvalidArgument, NotFound
 from ..fs import paths, subvol
+from ..fs.info import SubvolumeInfo
+from .backup_copies import DIR_FLAGS, Judged, judge, target_copies
 from .filesystems import Filesystem, Registry
 from .jobmanager import JobManager
 from .jobs import Job
 from .schedules import KeptCounts, Schedule, Schedules
 from .state import load_model, validation_problems, write_atomic
-from .subvolumes import Subvolumes
+from .subvolumes import Creds, Subvolumes
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,10 @@ def check_target_chain(res: paths.Resolved) -> None:
         os.close(cur)
 
 
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"There is no backup {name!r} (btrfsctl backup list shows them).")
+
+
 class Backups:
     """Backups: their configuration, and runs started as jobs on the target's
     filesystem (one backup per target filesystem at a time: the JobManager's rule)."""
@@ -126,8 +132,7 @@ class Backups:
         try:
             return self.file.backups[name]
         except KeyError:
-            raise NotFound(f"There is no backup {name!r} (btrfsctl backup list shows "
-                           "them).") from None
+            raise _not_found(name) from None
 
     def _check_places(self, b: Backup) -> tuple[Filesystem, Filesystem]:
         """The source's and the target's filesystems, after checking both (blocking).
@@ -183,6 +188,46 @@ class Backups:
             del self.file.backups[name]
             await self._save()
         log.info("backup removed name=%s", name)
+
+    async def visible(self, name: str, visible_to: Creds | None) -> Backup:
+        """The backup, if ``visible_to`` could reach both its source and its target by
+        path (the read-privacy rule of ListBackups). Raises NotFound."""
+        backup = self.get(name)
+        if not all(await self.subvolumes.reachable([backup.source, backup.target],
+                                                   visible_to)):
+            raise _not_found(name)  # the same answer as for one that does not exist
+        return backup
+
+    def _copies(self, backup: Backup) -> dict[str, SubvolumeInfo]:
+        """The subvolumes in the target directory (blocking). Raises InvalidArgument,
+        NotFound, NotBtrfs, OSError."""
+        with paths.resolve(backup.target) as res:
+            assert res.st is not None
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise InvalidArgument(f"{res.path} is not a directory.")
+            fd = os.open(".", DIR_FLAGS, dir_fd=res.target_fd)
+        try:
+            self.registry.by_fsid(subvol.fsid_of(fd, backup.target), backup.target)
+            return target_copies(fd, backup.target)
+        finally:
+            os.close(fd)
+
+    async def explain(self, name: str, *, visible_to: Creds | None = None
+                      ) -> tuple[Backup, list[Judged]]:
+        """Each complete copy on the target, youngest first, with the retention rules
+        that keep it ("parent" for the newest, which the next incremental needs; none:
+        the next run deletes it). With ``visible_to``, only what that caller could reach
+        by path. Raises NotFound, InvalidArgument, NotBtrfs."""
+        backup = await self.visible(name, visible_to)
+        try:
+            copies = await asyncio.to_thread(self._copies, backup)
+        except OSError as e:
+            raise NotFound(f"The target {backup.target} cannot be read: "
+                           f"{os.strerror(e.errno or 0)}.") from None
+        judged = judge(copies, backup.limits(), self.schedules.clock(), self.schedules.tz)
+        seen = await self.subvolumes.reachable(
+            [f"{backup.target}/{j.name}" for j in judged], visible_to)
+        return backup, [j for j, ok in zip(judged, seen, strict=True) if ok]
 
     async def run(self, name: str, uid: int, *, snapshot_uuid: str = "") -> Job:
         """Start a run as a job on the target's filesystem, sending the source's snapshot

@@ -413,6 +413,14 @@ def _explain_as(w: World, c: Caller) -> dict[str, Any]:
         _drop_schedules(w)
 
 
+def _explain_backup_as(w: World, c: Caller) -> dict[str, Any]:
+    d = w.scratch()
+    try:
+        return w.manager_call(c, "ExplainBackup", "sa{sv}", _backup(w, d), {})
+    finally:
+        _drop_backups(w)
+
+
 READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetFilesystems": lambda w, c: w.manager_call(c, "GetFilesystems", "a{sv}", {}),
     "ResolvePath": lambda w, c: w.manager_call(c, "ResolvePath", "sa{sv}", str(w.mnt), {}),
@@ -426,6 +434,7 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetMaintenance": lambda w, c: w.fs_call(c, "GetMaintenance", "a{sv}", {}),
     "ExplainSchedule": _explain_as,
     "ListBackups": lambda w, c: w.manager_call(c, "ListBackups", "a{sv}", {}),
+    "ExplainBackup": _explain_backup_as,
 }
 
 

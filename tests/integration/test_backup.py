@@ -166,6 +166,14 @@ def test_target_retention_keeps_the_next_parent(world: World,
         (sv / "small").write_text(f"run {i}\n")
         names.append(sent(ran(world, "ret")).name)
     assert subvols_in(tgt) == sorted([names[0], names[2]])
+    r = call(world, "ExplainBackup", "sa{sv}", "ret", {})
+    assert r["ok"], r
+    assert [(row[0], row[3], row[4]) for row in r["body"][0]] == [
+        (str(tgt / names[2]), True, "parent"), (str(tgt / names[0]), True, "daily")]
+    assert r["body"][0][0][1] == show(src_dir / "ret" / ".snapshots" / names[2])["UUID"]
+    out = ctl(world, "--json", "backup", "explain", "ret")
+    assert out.returncode == 0, out.stderr
+    assert [i["reasons"] for i in json.loads(out.stdout)] == ["parent", "daily"]
     p = ran(world, "ret")
     assert p["Details"]["incremental"] is True and p["Details"]["parent"] == names[2], p
 
