@@ -112,6 +112,15 @@ MANAGER: dict[str, Doc] = {
     "RunBackup": Doc("Send a snapshot of the source to the target now, as a job on the "
                      "target's filesystem. Action: backup-run.", _opt(name="Backup name."),
                      (("job", "The org.btrfsd1.Job object."),)),
+    "RestoreBackup": Doc("Send a copy on a backup's target back into a directory on a "
+                         "btrfs filesystem, as a job there (read-only result; incremental "
+                         "when that filesystem holds a copy's original). Action: backup-run.",
+                         _opt(name="Backup name.",
+                              copy="The copy's name in the target directory (ExplainBackup"
+                                   " lists them).",
+                              dest_dir="Absolute path of the directory to receive into, "
+                                       "root's all the way up."),
+                         (("job", "The org.btrfsd1.Job object."),)),
     "SetSnapshotInfo": Doc("Mark a scheduled snapshot important or describe it."
                            " Action: schedule-manage.",
                            _opt(path="The snapshot's absolute path.",

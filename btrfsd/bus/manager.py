@@ -216,3 +216,12 @@ class ManagerInterface(ServiceInterface):
         parse_options(NoOptions, options)
         job = await self._service.backups.run(name, current_caller().uid)
         return job_path(job.id)
+
+    @dbus_method(name="RestoreBackup")
+    @authorized(Action.BACKUP_RUN)
+    async def restore_backup(self, name: DBusStr, copy: DBusStr, dest_dir: DBusStr,
+                             options: OptionsArg) -> DBusObjectPath:
+        parse_options(NoOptions, options)
+        job = await self._service.backups.restore(name, from_bus(copy), from_bus(dest_dir),
+                                                  current_caller().uid)
+        return job_path(job.id)

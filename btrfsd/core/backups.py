@@ -240,6 +240,29 @@ class Backups:
         return await self.jobs.start(tgt_fs, uid, OPERATION,
                                      BackupParams(backup, snapshot_uuid))
 
+    def _dest_fs(self, dest: str) -> Filesystem:
+        """The filesystem of a restore's destination directory (blocking; the job checks
+        it in full). Raises InvalidArgument, NotFound, NotBtrfs."""
+        with paths.resolve(dest) as res:
+            assert res.st is not None
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise InvalidArgument(f"{res.path} is not a directory.")
+            return self.registry.by_fsid(subvol.fsid_of(res.open(), res.path), res.path)
+
+    async def restore(self, name: str, copy: str, dest: str, uid: int) -> Job:
+        """Send the copy ``copy`` (a name in the backup's target directory) back into the
+        directory ``dest``, as a job on its filesystem. Raises NotFound, InvalidArgument,
+        NotBtrfs, AlreadyExists, AlreadyRunning, Failed (``dest`` mounted read-only)."""
+        from .backup_restore import RESTORE_OPERATION, RestoreParams
+
+        backup = self.get(name)
+        if not copy or "/" in copy or "\0" in copy or copy in (".", ".."):
+            raise InvalidArgument(f"{copy!r} is not the name of a copy; btrfsctl backup "
+                                  f"explain {name} lists them.")
+        dest_fs = await asyncio.to_thread(self._dest_fs, dest)
+        return await self.jobs.start(dest_fs, uid, RESTORE_OPERATION,
+                                     RestoreParams(backup, copy, dest))
+
     # -- started by schedules (schedules.py's BackupTrigger) -----------------------------
     def check_trigger(self, schedule: Schedule) -> None:
         """Raises InvalidArgument unless the schedule's backup exists and backs up the
