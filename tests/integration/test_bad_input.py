@@ -94,10 +94,10 @@ CASES: dict[str, tuple[Call, str]] = {
     "explain with an unknown option": (
         lambda w, d: w.manager_call(w.root, "ExplainBackup", "sa{sv}", "no-such",
                                     {"bogus": V("b", True)}), E + "InvalidArgument"),
-    "restore of no backup": (
+    "backup restore of no backup": (
         lambda w, d: w.manager_call(w.root, "RestoreBackup", "sssa{sv}", "no-such", "c",
                                     str(d / "plain"), {}), E + "NotFound"),
-    "restore with an unknown option": (
+    "backup restore with an unknown option": (
         lambda w, d: w.manager_call(w.root, "RestoreBackup", "sssa{sv}", "no-such", "c",
                                     str(d / "plain"), {"bogus": V("b", True)}),
         E + "InvalidArgument"),
