@@ -51,8 +51,10 @@ class Action:
     MANAGE: Final = "org.btrfsd1.manage"
     # what changed between two snapshots: reveals file names anywhere in them
     COMPARE: Final = "org.btrfsd1.compare"
-    # backups to another disk: set, remove and run them (copies every file of a source)
-    BACKUP: Final = "org.btrfsd1.backup"
+    # backups to another disk: set or remove one; run one or send a copy back (either
+    # copies every file of a subvolume somewhere else)
+    BACKUP_MANAGE: Final = "org.btrfsd1.backup-manage"
+    BACKUP_RUN: Final = "org.btrfsd1.backup-run"
 
 
 ALL_ACTIONS: Final = frozenset(

@@ -64,7 +64,9 @@ MANAGER: dict[str, Doc] = {
     "SetSchedule": Doc("Create or change a snapshot schedule (docs/schedules.md)."
                        " Action: schedule-manage.",
                        _opt(name="Schedule name.",
-                            spec="subvolume s, every s, hourly/daily/weekly/monthly u, ...",
+                            spec="subvolume s, every s, hourly/daily/weekly/monthly u, ...,"
+                                 " backup s: a backup of the subvolume run after each "
+                                 "snapshot.",
                             options="replace b: change an existing schedule.")),
     "RemoveSchedule": Doc("Remove a schedule (its snapshots stay). Action: schedule-manage.",
                           _opt(name="Schedule name.")),
@@ -72,18 +74,20 @@ MANAGER: dict[str, Doc] = {
                         (("schedules", "Per name: its settings and last run."),)),
     "RunSchedule": Doc("Take a schedule's snapshot now and clean up. Action: schedule-manage.",
                        _opt(name="Schedule name."),
-                       (("result", "snapshot s, deleted as, failed a(ss)."),)),
+                       (("result", "snapshot s, deleted as, failed a(ss), backup_job o (the"
+                                   " backup it started; / for none)."),)),
     "CleanupSchedule": Doc("Apply a schedule's retention now. Action: schedule-manage.",
                            _opt(name="Schedule name.",
                                 options="dry_run b: only say what would go."),
-                           (("result", "snapshot s, deleted as, failed a(ss)."),)),
+                           (("result", "snapshot s, deleted as, failed a(ss), backup_job o (the"
+                                   " backup it started; / for none)."),)),
     "ExplainSchedule": Doc("Each snapshot of a schedule: kept (by which rules) or not."
                            " Action: read (an expensive read).",
                            _opt(name="Schedule name."),
                            (("snapshots", "path, uuid, created (µs), important, keep, "
                                           "reasons (comma-separated), description."),)),
     "SetBackup": Doc("Create or change a backup to another btrfs disk (docs/backup.md)."
-                     " Action: backup.",
+                     " Action: backup-manage.",
                      _opt(name="Backup name.",
                           source_subvolume="Absolute path of the subvolume to back up.",
                           target_dir="Absolute path of a directory on another btrfs "
@@ -92,15 +96,31 @@ MANAGER: dict[str, Doc] = {
                                   "retention on the target; schedule s: send that "
                                   "schedule's newest snapshot; rate_limit t: bytes/s; "
                                   "replace b: change an existing backup.")),
-    "RemoveBackup": Doc("Forget a backup (its copies on the target stay). Action: backup.",
+    "RemoveBackup": Doc("Forget a backup (its copies on the target stay). Action: "
+                        "backup-manage.",
                         _opt(name="Backup name.")),
     "ListBackups": Doc("The backups whose source and target the caller may reach, by name."
                        " Action: read.", _opt(),
                        (("backups", "Per name: source, target, retention, schedule, "
                                     "rate_limit."),)),
+    "ExplainBackup": Doc("Each copy on a backup's target, youngest first: kept (by which "
+                         "rules; parent: the next incremental's) or deleted by the next "
+                         "run. Action: read (an expensive read).",
+                         _opt(name="Backup name."),
+                         (("copies", "path, uuid (of the source snapshot it copies), "
+                                     "created (µs), keep, reasons (comma-separated)."),)),
     "RunBackup": Doc("Send a snapshot of the source to the target now, as a job on the "
-                     "target's filesystem. Action: backup.", _opt(name="Backup name."),
+                     "target's filesystem. Action: backup-run.", _opt(name="Backup name."),
                      (("job", "The org.btrfsd1.Job object."),)),
+    "RestoreBackup": Doc("Send a copy on a backup's target back into a directory on a "
+                         "btrfs filesystem, as a job there (read-only result; incremental "
+                         "when that filesystem holds a copy's original). Action: backup-run.",
+                         _opt(name="Backup name.",
+                              copy="The copy's name in the target directory (ExplainBackup"
+                                   " lists them).",
+                              dest_dir="Absolute path of the directory to receive into, "
+                                       "root's all the way up."),
+                         (("job", "The org.btrfsd1.Job object."),)),
     "SetSnapshotInfo": Doc("Mark a scheduled snapshot important or describe it."
                            " Action: schedule-manage.",
                            _opt(path="The snapshot's absolute path.",

@@ -36,6 +36,8 @@ ScheduleDicts = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}
 # path, uuid, created (µs), important, keep, reasons (comma-separated; '' = to delete),
 # description
 Explanation = Annotated[list[Any], DBusSignature("a(sstbbss)")]
+# path, uuid of the source snapshot it copies, created (µs), keep, reasons
+CopyExplanation = Annotated[list[Any], DBusSignature("a(sstbs)")]
 
 
 def schedule_dict(s: Schedule) -> dict[str, Variant]:
@@ -43,7 +45,8 @@ def schedule_dict(s: Schedule) -> dict[str, Variant]:
             "hourly": Variant("u", s.hourly), "daily": Variant("u", s.daily),
             "weekly": Variant("u", s.weekly), "monthly": Variant("u", s.monthly),
             "yearly": Variant("u", s.yearly), "keep_last": Variant("u", s.keep_last),
-            "min_age": Variant("t", s.min_age), "timer": Variant("s", s.timer)}
+            "min_age": Variant("t", s.min_age), "timer": Variant("s", s.timer),
+            "backup": Variant("s", s.backup or "")}
 
 
 def backup_dict(b: Backup) -> dict[str, Variant]:
@@ -57,7 +60,8 @@ def backup_dict(b: Backup) -> dict[str, Variant]:
 def run_result_dict(r: RunResult) -> dict[str, Variant]:
     return {"snapshot": Variant("s", to_bus(r.snapshot)),
             "deleted": Variant("as", [to_bus(p) for p in r.deleted]),
-            "failed": Variant("a(ss)", [[to_bus(p), display(why)] for p, why in r.failed])}
+            "failed": Variant("a(ss)", [[to_bus(p), display(why)] for p, why in r.failed]),
+            "backup_job": Variant("o", job_path(r.backup_job) if r.backup_job else "/")}
 
 
 @documented(MANAGER)
@@ -168,7 +172,7 @@ class ManagerInterface(ServiceInterface):
 
     # -- backups ----------------------------------------------------------------------------
     @dbus_method(name="SetBackup")
-    @authorized(Action.BACKUP)
+    @authorized(Action.BACKUP_MANAGE)
     async def set_backup(self, name: DBusStr, source_subvolume: DBusStr, target_dir: DBusStr,
                          options: OptionsArg) -> None:
         fields = {k: v.value for k, v in options.items()}
@@ -180,7 +184,7 @@ class ManagerInterface(ServiceInterface):
         await self._service.backups.set(backup, replace=replace)
 
     @dbus_method(name="RemoveBackup")
-    @authorized(Action.BACKUP)
+    @authorized(Action.BACKUP_MANAGE)
     async def remove_backup(self, name: DBusStr, options: OptionsArg) -> None:
         parse_options(NoOptions, options)
         await self._service.backups.remove(name)
@@ -196,9 +200,28 @@ class ManagerInterface(ServiceInterface):
         return {b.name: backup_dict(b) for i, b in enumerate(every)
                 if seen[2 * i] and seen[2 * i + 1]}
 
+    @dbus_method(name="ExplainBackup")
+    @authorized(Action.READ, expensive=True)
+    async def explain_backup(self, name: DBusStr, options: OptionsArg) -> CopyExplanation:
+        parse_options(NoOptions, options)
+        backup, judged = await self._service.backups.explain(
+            name, visible_to=await read_view(self.authority))
+        return [[to_bus(f"{backup.target}/{j.name}"), j.info.received_uuid,
+                 usec(j.info.otime), j.decision.keep, ",".join(j.decision.reasons)]
+                for j in judged]
+
     @dbus_method(name="RunBackup")
-    @authorized(Action.BACKUP)
+    @authorized(Action.BACKUP_RUN)
     async def run_backup(self, name: DBusStr, options: OptionsArg) -> DBusObjectPath:
         parse_options(NoOptions, options)
         job = await self._service.backups.run(name, current_caller().uid)
+        return job_path(job.id)
+
+    @dbus_method(name="RestoreBackup")
+    @authorized(Action.BACKUP_RUN)
+    async def restore_backup(self, name: DBusStr, copy: DBusStr, dest_dir: DBusStr,
+                             options: OptionsArg) -> DBusObjectPath:
+        parse_options(NoOptions, options)
+        job = await self._service.backups.restore(name, from_bus(copy), from_bus(dest_dir),
+                                                  current_caller().uid)
         return job_path(job.id)

@@ -53,6 +53,29 @@ async def backup_run(c: Client, a: argparse.Namespace) -> Any:
                          wait=not a.no_wait, as_json=a.json)
 
 
+async def backup_explain(c: Client, a: argparse.Namespace) -> Any:
+    (rows,) = await c.manager("ExplainBackup", "sa{sv}", a.name, {})
+    items = [dict(zip(("path", "uuid", "created", "keep", "reasons"), r, strict=True))
+             for r in rows]
+    if not a.json:
+        output.table(f"Backup {a.name}: copies on the target, youngest first",
+                     ["Copy", "Made", "Decision", "Kept by"], [
+            [i["path"], output.fmt_time(i["created"]), "keep" if i["keep"] else "DELETE",
+             i["reasons"].replace(",", ", ").replace(
+                 "parent", "parent of the next incremental") or "-"]
+            for i in items])
+    return items
+
+
+async def backup_restore(c: Client, a: argparse.Namespace) -> Any:
+    # a copy is named as in its target directory; a path to it (as explain shows) works
+    copy = a.copy.rstrip("/").rpartition("/")[2]
+    dest = absolute(a.dest)
+    return await run_job(c, lambda: c.manager("RestoreBackup", "sssa{sv}", a.name, copy,
+                                              dest, {}),
+                         wait=not a.no_wait, as_json=a.json)
+
+
 async def backup_remove(c: Client, a: argparse.Namespace) -> Any:
     await c.manager("RemoveBackup", "sa{sv}", a.name, {})
     if not a.json:
@@ -83,4 +106,14 @@ def add_commands(sub: Any, cmd: Callable[..., argparse.ArgumentParser]) -> None:
     r.add_argument("name")
     r.add_argument("--no-wait", action="store_true",
                    help="start the job and return (default: show progress until it ends)")
+    cmd(bc, "explain", backup_explain, "every copy on the target: kept (by which rule) or "
+        "deleted by the next run").add_argument("name")
+    rs = cmd(bc, "restore", backup_restore, "send a copy on the target back into a "
+             "directory on a btrfs filesystem (a job; the result is read-only)")
+    rs.add_argument("name")
+    rs.add_argument("copy", help="the copy's name (or path) on the target, as explain "
+                    "lists them")
+    rs.add_argument("dest", help="a directory on a btrfs filesystem, root's all the way up")
+    rs.add_argument("--no-wait", action="store_true",
+                    help="start the job and return (default: show progress until it ends)")
     cmd(bc, "remove", backup_remove, "forget a backup (its copies stay)").add_argument("name")

@@ -28,6 +28,8 @@ async def schedule_set(c: Client, a: argparse.Namespace) -> Any:
             "min_age": Variant("t", a.min_age), "timer": Variant("s", a.timer)}
     for p in PERIODS:
         spec[p] = Variant("u", getattr(a, p))
+    if a.backup:
+        spec["backup"] = Variant("s", a.backup)
     await c.manager("SetSchedule", "sa{sv}a{sv}", a.name, spec,
                     {"replace": Variant("b", a.replace)})
     if not a.json:
@@ -78,6 +80,8 @@ async def schedule_remove(c: Client, a: argparse.Namespace) -> Any:
 def _print_result(r: dict[str, Any], dry_run: bool = False) -> None:
     if r.get("snapshot"):
         output.console.print(f"Snapshot {r['snapshot']}")
+    if r.get("backup_job", "/") != "/":
+        output.console.print(f"Backup started: {r['backup_job']}", markup=False)
     verb = "Would delete" if dry_run else "Deleted"
     for p in r["deleted"]:
         output.console.print(f"{verb} {p}")
@@ -191,6 +195,9 @@ def add_commands(sub: Any, cmd: Any) -> None:
     s.add_argument("--replace", action="store_true", help="change an existing schedule")
     s.add_argument("--timer", choices=["btrfsd", "systemd"], default="btrfsd",
                    help="who fires it: btrfsd's own timer, or btrfsd-schedule@NAME.timer")
+    s.add_argument("--backup", default="", metavar="NAME",
+                   help="run this backup of the subvolume after each snapshot (it sends "
+                        "that snapshot)")
     cmd(sc, "list", schedule_list, "list schedules")
     cmd(sc, "show", schedule_show, "show one schedule").add_argument("name")
     cmd(sc, "remove", schedule_remove, "remove a schedule (its snapshots stay)"

@@ -14,88 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import BtrfsdError, Cancelled, Failed, InvalidArgument, NoSpace
+from ..errors import BtrfsdError, Cancelled, Failed, InvalidArgument, NoSpace, NotFound
 from ..fs import paths, subvol
 from ..fs.info import SubvolumeInfo
 from ..fs.quota import read_qgroup
 from ..fs.receive import Transfer
 from ..units import format_bytes
+from .backup_copies import DIR_FLAGS, complete, judge, remove_partial, target_copies
 from .backups import OPERATION, Backup, check_target_chain
 from .filesystems import Filesystem, Registry
 from .jobkind import Adoption, RunnerControl, expect_params
 from .jobs import Job, JobRecord, JobState, RateMeter
-from .retention import Candidate, decide
 from .schedules import Schedules
 from .subvolumes import Subvolumes
 from .threads import in_own_thread
 
 log = logging.getLogger(__name__)
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
 @dataclass(frozen=True)
 class BackupParams:
     backup: Backup
-
-
-def complete(info: SubvolumeInfo) -> bool:
-    """A finished receive: read-only with a received_uuid (set last by btrfs receive)."""
-    return info.read_only and bool(info.received_uuid)
-
-
-def target_copies(dir_fd: int, shown: str) -> dict[str, SubvolumeInfo]:
-    """The subvolumes directly in the target directory open as ``dir_fd``, by name
-    (blocking). Raises OSError, BtrfsdError."""
-    found: dict[str, SubvolumeInfo] = {}
-    # a new open file each time: btrfs lists only the entries a directory file held when
-    # it was opened (its last index), even after a rewind on older kernels
-    listing = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)
-    try:
-        with os.scandir(listing) as entries:
-            names = [e.name for e in entries if e.is_dir(follow_symlinks=False)
-                     and subvol.is_subvolume(e.stat(follow_symlinks=False))]
-    finally:
-        os.close(listing)
-    for name in names:
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            continue  # gone meanwhile
-        try:
-            found[name] = subvol.subvolume_info(fd, f"{shown}/{name}")
-        finally:
-            os.close(fd)
-    return found
-
-
-def remove_partial(dir_fd: int, name: str, shown: str) -> bool:
-    """Delete ``name`` in the target directory if it is an unfinished receive (a
-    subvolume that is not read-only or has no received_uuid); True when it did
-    (blocking). Raises BtrfsdError."""
-    try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(fd)
-        if not subvol.is_subvolume(st):
-            return False
-        info = subvol.subvolume_info(fd, shown)
-        if complete(info):
-            return False
-        nested = list(subvol.iter_subvolumes(fd))
-        subvol.delete_subvolume(fd, shown, info, nested)
-    finally:
-        os.close(fd)
-    log.info("removed the unfinished backup copy %s", shown)
-    return True
+    snapshot_uuid: str = ""  # send this snapshot of the source (a schedule's new one)
 
 
 class BackupKind:
@@ -111,9 +58,9 @@ class BackupKind:
         self.schedules = schedules
         self.poll_interval = poll_interval
 
-    def runner(self, fs: Filesystem, params: object) -> BackupRunner:
+    def runner(self, fs: Filesystem, params: object) -> ReceivingRunner:
         p = expect_params(params, BackupParams, OPERATION)
-        return BackupRunner(self, fs, p.backup)
+        return BackupRunner(self, fs, p.backup, p.snapshot_uuid)
 
     def find(self, fs: Filesystem, fd: int) -> Adoption | None:
         return None
@@ -141,40 +88,201 @@ class _Plan:
     parent_name: str = ""
 
 
-class BackupRunner:
-    """Runs one backup; the transfer in a thread of its own."""
+class ReceivingRunner:
+    """What a backup run and a restore of a copy share: a transfer into a directory
+    (``_dir``, open as ``_dir_fd``) on the job's filesystem, checked, shown as progress
+    in bytes, and on any failure the unfinished subvolume deleted (never a fake copy).
+    Subclasses open ``_dir_fd`` in prepare and implement ``_run``."""
 
-    def __init__(self, kind: BackupKind, fs: Filesystem, backup: Backup) -> None:
+    what = "backup"  # for messages
+
+    def __init__(self, kind: BackupKind, fs: Filesystem, rate_limit: int, where: str) -> None:
         self.kind = kind
-        self.fs = fs  # the target's
-        self.backup = backup
-        self._transfer = Transfer(backup.rate_limit)
-        self._control = RunnerControl(OPERATION)
-        self._target_fd = -1
+        self.fs = fs  # the receiving side's
+        self._dir = where
+        self._transfer = Transfer(rate_limit)
+        self._control = RunnerControl(kind.operation)
+        self._dir_fd = -1
         self._stopping = False
         self._ended = asyncio.Event()
 
     # -- blocking steps ------------------------------------------------------------------
-    def _open_target(self) -> int:
-        with paths.resolve(self.backup.target) as res:
+    def _open_dir(self) -> int:
+        """Open ``_dir`` checked as a receiving directory: a directory on the job's
+        filesystem, writable by root only all the way up, on a writable mount. Raises
+        InvalidArgument, NotFound, Failed (mounted read-only)."""
+        with paths.resolve(self._dir) as res:
             assert res.st is not None
             if not stat.S_ISDIR(res.st.st_mode):
                 raise InvalidArgument(f"{res.path} is not a directory.")
             check_target_chain(res)
-            fd = os.open(".", _DIR_FLAGS, dir_fd=res.target_fd)
+            fd = os.open(".", DIR_FLAGS, dir_fd=res.target_fd)
         try:
-            self.kind.registry.check_member(self.fs, subvol.fsid_of(fd, self.backup.target),
-                                            self.backup.target)
+            self.kind.registry.check_member(self.fs, subvol.fsid_of(fd, self._dir),
+                                            self._dir)
+            if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+                raise Failed(f"{self._dir} is on a filesystem mounted read-only; nothing "
+                             "was sent (remount it read-write, then run again).",
+                             errno=errno.EROFS)
         except BaseException:
             os.close(fd)
             raise
         return fd
 
+    def _still_there(self) -> None:
+        """Raises NotFound when ``_dir``'s path no longer leads to the directory the job
+        received into (its filesystem was unmounted, or the directory moved)."""
+        st = os.fstat(self._dir_fd)
+        try:
+            with paths.resolve(self._dir) as res:
+                assert res.st is not None
+                same = (res.st.st_dev, res.st.st_ino) == (st.st_dev, st.st_ino)
+        except BtrfsdError:
+            same = False
+        if not same:
+            raise self._gone()
+
+    def _gone(self) -> NotFound:
+        return NotFound(f"{self._dir} went away during the {self.what} (its filesystem "
+                        "was unmounted or the directory moved); the unfinished copy was "
+                        "deleted. Mount it again and run again.")
+
+    def _verify(self, name: str, expect_uuid: str) -> SubvolumeInfo:
+        shown = f"{self._dir}/{name}"
+        copy = target_copies(self._dir_fd, self._dir).get(name)
+        if copy is None:
+            raise Failed(f"btrfs receive reported success but {shown} is not there.")
+        if copy.received_uuid != expect_uuid or not copy.read_only:
+            raise Failed(f"{shown} is not a complete copy (received_uuid "
+                         f"{copy.received_uuid or 'none'}, expected {expect_uuid}; "
+                         f"read-only: {copy.read_only}); it was deleted.")
+        self._still_there()
+        return copy
+
+    # -- steps on the event loop ---------------------------------------------------------
+    async def run(self, job: Job) -> None:
+        """Run the job and finish it (see Runner.run)."""
+        try:
+            await self._run(job)
+        finally:
+            self._close()
+            self._ended.set()
+
+    def _close(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+    async def prepare(self, job: Job) -> None:
+        """Open ``_dir_fd`` and check what the job needs (see Runner.prepare)."""
+        raise NotImplementedError
+
+    async def _run(self, job: Job) -> None:
+        raise NotImplementedError
+
+    async def _receive(self, job: Job, name: str, send: Callable[[], None], total: int,
+                       expect_uuid: str) -> SubvolumeInfo | None:
+        """Receive ``name`` into ``_dir`` from what ``send`` streams, verify it and
+        return it; None when the job was finished here (cancelled, out of space, the
+        directory gone). The name is in the job's record (undo) while it is unfinished,
+        so a kill -9 is cleaned up at the next start. Raises BtrfsdError (the job
+        fails, the unfinished copy deleted)."""
+        where = f"{self._dir}/{name}"
+        job.update(bytes_total=total, undo={where: 1})
+        await job.persist()  # a kill -9 from here on is cleaned up at the next start
+        try:
+            await self._transfer_and_show(job, total, send)
+            copy = await asyncio.to_thread(self._verify, name, expect_uuid)
+        except BaseException as e:
+            await self._drop(where, name)
+            if self._stopping and isinstance(e, Cancelled):
+                return None  # daemon stop: reported interrupted at the next start
+            if isinstance(e, Cancelled):
+                job.finish(JobState.CANCELLED, f"Cancelled; the unfinished copy {where} "
+                           "was deleted.")
+                return None
+            if isinstance(e, NoSpace | NotFound):
+                msg = (f"{self._dir} ran out of space; the unfinished copy was deleted. "
+                       f"{e.message}" if isinstance(e, NoSpace) else e.message)
+                job.update(details={**job.details, "error_name": e.name})
+                job.finish(JobState.FAILED, msg, error=msg)
+                return None
+            if isinstance(e, BtrfsdError):
+                job.update(details={**job.details, "error_name": type(e).__name__})
+            raise
+        job.update(undo={})
+        await job.persist()
+        return copy
+
+    async def _drop(self, where: str, name: str) -> None:
+        try:
+            await asyncio.to_thread(remove_partial, self._dir_fd, name, where)
+        except (OSError, BtrfsdError) as e:
+            log.warning("cannot delete the unfinished copy %s: %s", where, e)
+
+    def _unmounted(self) -> bool:
+        return all(f.uuid != self.fs.uuid for f in self.kind.registry.all())
+
+    async def _transfer_and_show(self, job: Job, total: int, send: Callable[[], None]
+                                 ) -> None:
+        meter = RateMeter()
+        work = asyncio.ensure_future(in_own_thread(f"{self.kind.operation}-{job.id}", send))
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=self.kind.poll_interval)
+                if not work.done() and self._unmounted():
+                    # a lazy umount leaves receive writing into a detached mount
+                    raise self._gone()
+                now = time.time()
+                done = self._transfer.bytes_done
+                rate = meter.add(now, done)
+                job.update(bytes_done=done, rate=rate,
+                           progress=min(done / total, 0.99) if total else 0.0,
+                           expected_end_time=RateMeter.expected_end(now, done, total, rate))
+        except BaseException:
+            self._transfer.stop.set()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
+        work.result()
+        job.update(bytes_done=self._transfer.bytes_done)
+
+    async def pause(self, job: Job) -> None:
+        raise InvalidArgument(f"A {self.what} cannot be paused; cancel it (the unfinished "
+                              "copy is deleted) and run it again.")
+
+    async def resume(self, job: Job) -> None:
+        raise InvalidArgument(f"A {self.what} cannot be paused or resumed.")
+
+    async def cancel(self, job: Job) -> None:
+        """Stop the send, kill btrfs receive; run() deletes the unfinished copy."""
+        self._control.request_cancel(job)
+        self._transfer.stop.set()
+
+    async def shutdown(self, job: Job) -> None:
+        """Stop the transfer and let run() delete the unfinished copy, so the next start
+        finds nothing; the job is reported interrupted then."""
+        self._stopping = True
+        self._transfer.stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), 30)
+
+
+class BackupRunner(ReceivingRunner):
+    """Runs one backup into its target directory; the transfer in a thread of its own."""
+
+    def __init__(self, kind: BackupKind, fs: Filesystem, backup: Backup,
+                 snapshot_uuid: str = "") -> None:
+        super().__init__(kind, fs, backup.rate_limit, backup.target)
+        self.backup = backup
+        self.snapshot_uuid = snapshot_uuid
+
+    # -- blocking steps ------------------------------------------------------------------
     def _clean_partials(self, source_names: set[str]) -> int:
         gone = 0
-        for name, info in target_copies(self._target_fd, self.backup.target).items():
+        for name, info in target_copies(self._dir_fd, self._dir).items():
             if (name in source_names and not complete(info)
-                    and remove_partial(self._target_fd, name, f"{self.backup.target}/{name}")):
+                    and remove_partial(self._dir_fd, name, f"{self._dir}/{name}")):
                 gone += 1
         return gone
 
@@ -186,19 +294,8 @@ class BackupRunner:
                 raise Failed(f"{plan.snapshot} changed while the backup was prepared; run "
                              "it again.")
             parent = plan.parent.id if plan.parent is not None else 0
-            self._transfer.run(snap_fd, self._target_fd, parent_root=parent,
+            self._transfer.run(snap_fd, self._dir_fd, parent_root=parent,
                                clone_roots=[parent] if parent else [])
-
-    def _verify(self, name: str, expect_uuid: str) -> SubvolumeInfo:
-        shown = f"{self.backup.target}/{name}"
-        copy = target_copies(self._target_fd, self.backup.target).get(name)
-        if copy is None:
-            raise Failed(f"btrfs receive reported success but {shown} is not there.")
-        if copy.received_uuid != expect_uuid or not copy.read_only:
-            raise Failed(f"{shown} is not a complete copy (received_uuid "
-                         f"{copy.received_uuid or 'none'}, expected {expect_uuid}; "
-                         f"read-only: {copy.read_only}); it was deleted.")
-        return copy
 
     # -- steps on the event loop ---------------------------------------------------------
     async def _source_snapshots(self, plan: _Plan) -> list[SubvolumeInfo]:
@@ -207,6 +304,10 @@ class BackupRunner:
 
     async def _pick_snapshot(self, plan: _Plan, snaps: list[SubvolumeInfo]) -> None:
         b = self.backup
+        given = [s for s in snaps if s.uuid == self.snapshot_uuid]
+        if given and (where := plan.source_fs.path_of(given[0].path)) is not None:
+            plan.snapshot, plan.snapshot_info = where, given[0]
+            return
         if b.schedule:
             records = self.kind.schedules.records.snapshots
             mine = [s for s in snaps if (r := records.get(s.uuid)) is not None
@@ -239,20 +340,10 @@ class BackupRunner:
 
     async def prepare(self, job: Job) -> None:
         """Check the target again (it was checked when set). Raises InvalidArgument,
-        NotFound, NotBtrfs."""
-        self._target_fd = await asyncio.to_thread(self._open_target)
+        NotFound, NotBtrfs, Failed (mounted read-only)."""
+        self._dir_fd = await asyncio.to_thread(self._open_dir)
         job.update(details={"backup": self.backup.name, "incremental": False,
                             "snapshot": "", "parent": "", "deleted": 0})
-
-    async def run(self, job: Job) -> None:
-        """Snapshot, send, verify, apply retention; finish the job (see Runner.run)."""
-        try:
-            await self._run(job)
-        finally:
-            if self._target_fd >= 0:
-                os.close(self._target_fd)
-                self._target_fd = -1
-            self._ended.set()
 
     async def _run(self, job: Job) -> None:
         b = self.backup
@@ -265,7 +356,7 @@ class BackupRunner:
         await self._pick_snapshot(plan, snaps)
         assert plan.snapshot_info is not None
         name = plan.snapshot.rpartition("/")[2]
-        copies = await asyncio.to_thread(target_copies, self._target_fd, b.target)
+        copies = await asyncio.to_thread(target_copies, self._dir_fd, b.target)
         received = {c.received_uuid: c for c in copies.values() if complete(c)}
         if plan.snapshot_info.uuid in received:
             await self._retention(job, plan, copies, received[plan.snapshot_info.uuid])
@@ -280,33 +371,13 @@ class BackupRunner:
             plan.parent = max(common, key=lambda s: (s.otime, s.id))
             plan.parent_name = plan.parent.path.rpartition("/")[2]
         total = await asyncio.to_thread(self._expected, plan)
-        where = f"{b.target}/{name}"
-        job.update(bytes_total=total, undo={where: 1},
-                   details={**job.details, "incremental": plan.parent is not None,
+        job.update(details={**job.details, "incremental": plan.parent is not None,
                             "snapshot": plan.snapshot, "parent": plan.parent_name})
-        await job.persist()  # a kill -9 from here on is cleaned up at the next start
-        try:
-            await self._transfer_and_show(job, total, plan)
-            copy = await asyncio.to_thread(self._verify, name, plan.snapshot_info.uuid)
-        except BaseException as e:
-            await self._drop(where, name)
-            if self._stopping and isinstance(e, Cancelled):
-                return  # daemon stop: reported interrupted at the next start
-            if isinstance(e, Cancelled):
-                job.finish(JobState.CANCELLED, f"Cancelled; the unfinished copy {where} "
-                           "was deleted.")
-                return
-            if isinstance(e, NoSpace):
-                msg = f"The target {b.target} ran out of space; the unfinished copy was " \
-                      f"deleted. {e.message}"
-                job.update(details={**job.details, "error_name": "NoSpace"})
-                job.finish(JobState.FAILED, msg, error=msg)
-                return
-            if isinstance(e, BtrfsdError):
-                job.update(details={**job.details, "error_name": type(e).__name__})
-            raise
-        job.update(undo={})
-        await job.persist()
+        copy = await self._receive(job, name, lambda: self._send(plan), total,
+                                   plan.snapshot_info.uuid)
+        if copy is None:
+            return
+        where = f"{b.target}/{name}"
         deleted = await self._retention(job, plan, copies, copy)
         how = (f"incremental against {plan.parent_name}" if plan.parent is not None
                else "full")
@@ -315,52 +386,19 @@ class BackupRunner:
                    f"{format_bytes(self._transfer.bytes_done)}); {deleted} older copies "
                    "deleted on the target.", success=True)
 
-    async def _drop(self, where: str, name: str) -> None:
-        try:
-            await asyncio.to_thread(remove_partial, self._target_fd, name, where)
-        except (OSError, BtrfsdError) as e:
-            log.warning("cannot delete the unfinished backup copy %s: %s", where, e)
-
-    async def _transfer_and_show(self, job: Job, total: int, plan: _Plan) -> None:
-        meter = RateMeter()
-        work = asyncio.ensure_future(in_own_thread(f"backup-{job.id}", self._send, plan))
-        try:
-            while not work.done():
-                await asyncio.wait({work}, timeout=self.kind.poll_interval)
-                now = time.time()
-                done = self._transfer.bytes_done
-                rate = meter.add(now, done)
-                job.update(bytes_done=done, rate=rate,
-                           progress=min(done / total, 0.99) if total else 0.0,
-                           expected_end_time=RateMeter.expected_end(now, done, total, rate))
-        except BaseException:
-            self._transfer.stop.set()
-            with contextlib.suppress(BaseException):
-                await work
-            raise
-        work.result()
-        job.update(bytes_done=self._transfer.bytes_done)
-
     async def _retention(self, job: Job, plan: _Plan, copies: dict[str, SubvolumeInfo],
                          newest: SubvolumeInfo) -> int:
         """Delete the target's copies the rules do not keep; the newest copy (the next
         run's parent) is always kept. Returns how many were deleted; a failed delete is
         logged and tried again next run."""
-        done = {n: c for n, c in copies.items() if complete(c)}
-        done[newest.path.rpartition("/")[2]] = newest
-        by_uuid = {c.uuid: (n, c) for n, c in done.items()}
-        # youngest first by id too: copies received within one second share an otime,
-        # and the one received first must count as the first of its period
-        ordered = sorted(done.values(), key=lambda c: c.id, reverse=True)
-        decisions = decide([Candidate(c.uuid, c.otime) for c in ordered],
-                           self.backup.limits(), self.kind.schedules.clock(),
-                           self.kind.schedules.tz)
+        judged = judge(copies, self.backup.limits(), self.kind.schedules.clock(),
+                       self.kind.schedules.tz, newest)
         deleted = 0
-        for d in decisions:
-            if d.keep or d.candidate.key == newest.uuid:
+        for j in judged:
+            if j.decision.keep:
                 continue
-            n, c = by_uuid[d.candidate.key]
-            shown = f"{self.backup.target}/{n}"
+            c = j.info
+            shown = f"{self.backup.target}/{j.name}"
             try:
                 await self.kind.subvolumes.delete_by_id(self.fs, c.id, c.uuid, shown)
                 deleted += 1
@@ -369,23 +407,3 @@ class BackupRunner:
                             e.message)
         job.update(details={**job.details, "deleted": deleted})
         return deleted
-
-    async def pause(self, job: Job) -> None:
-        raise InvalidArgument("A backup cannot be paused; cancel it (the unfinished copy "
-                              "is deleted) and run it again.")
-
-    async def resume(self, job: Job) -> None:
-        raise InvalidArgument("A backup cannot be paused or resumed.")
-
-    async def cancel(self, job: Job) -> None:
-        """Stop the send, kill btrfs receive; run() deletes the unfinished copy."""
-        self._control.request_cancel(job)
-        self._transfer.stop.set()
-
-    async def shutdown(self, job: Job) -> None:
-        """Stop the transfer and let run() delete the unfinished copy, so the next start
-        finds nothing; the job is reported interrupted then."""
-        self._stopping = True
-        self._transfer.stop.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), 30)

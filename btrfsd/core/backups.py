@@ -17,14 +17,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..constants import ROOT_UID
+from ..errors import AlreadyExists, AlreadyRunning, BtrfsdError, InvalidArgument, NotFound
 from ..fs import paths, subvol
+from ..fs.info import SubvolumeInfo
+from .backup_copies import DIR_FLAGS, Judged, judge, target_copies
 from .filesystems import Filesystem, Registry
 from .jobmanager import JobManager
 from .jobs import Job
-from .schedules import KeptCounts, Schedules
+from .schedules import KeptCounts, Schedule, Schedules
 from .state import load_model, validation_problems, write_atomic
-from .subvolumes import Subvolumes
+from .subvolumes import Creds, Subvolumes
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,10 @@ def check_target_chain(res: paths.Resolved) -> None:
         os.close(cur)
 
 
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"There is no backup {name!r} (btrfsctl backup list shows them).")
+
+
 class Backups:
     """Backups: their configuration, and runs started as jobs on the target's
     filesystem (one backup per target filesystem at a time: the JobManager's rule)."""
@@ -125,8 +132,7 @@ class Backups:
         try:
             return self.file.backups[name]
         except KeyError:
-            raise NotFound(f"There is no backup {name!r} (btrfsctl backup list shows "
-                           "them).") from None
+            raise _not_found(name) from None
 
     def _check_places(self, b: Backup) -> tuple[Filesystem, Filesystem]:
         """The source's and the target's filesystems, after checking both (blocking).
@@ -183,11 +189,109 @@ class Backups:
             await self._save()
         log.info("backup removed name=%s", name)
 
-    async def run(self, name: str, uid: int) -> Job:
-        """Start a run as a job on the target's filesystem. Raises NotFound,
-        InvalidArgument, NotBtrfs, AlreadyRunning (a job holds the target filesystem)."""
+    async def visible(self, name: str, visible_to: Creds | None) -> Backup:
+        """The backup, if ``visible_to`` could reach both its source and its target by
+        path (the read-privacy rule of ListBackups). Raises NotFound."""
+        backup = self.get(name)
+        if not all(await self.subvolumes.reachable([backup.source, backup.target],
+                                                   visible_to)):
+            raise _not_found(name)  # the same answer as for one that does not exist
+        return backup
+
+    def _copies(self, backup: Backup) -> dict[str, SubvolumeInfo]:
+        """The subvolumes in the target directory (blocking). Raises InvalidArgument,
+        NotFound, NotBtrfs, OSError."""
+        with paths.resolve(backup.target) as res:
+            assert res.st is not None
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise InvalidArgument(f"{res.path} is not a directory.")
+            fd = os.open(".", DIR_FLAGS, dir_fd=res.target_fd)
+        try:
+            self.registry.by_fsid(subvol.fsid_of(fd, backup.target), backup.target)
+            return target_copies(fd, backup.target)
+        finally:
+            os.close(fd)
+
+    async def explain(self, name: str, *, visible_to: Creds | None = None
+                      ) -> tuple[Backup, list[Judged]]:
+        """Each complete copy on the target, youngest first, with the retention rules
+        that keep it ("parent" for the newest, which the next incremental needs; none:
+        the next run deletes it). With ``visible_to``, only what that caller could reach
+        by path. Raises NotFound, InvalidArgument, NotBtrfs."""
+        backup = await self.visible(name, visible_to)
+        try:
+            copies = await asyncio.to_thread(self._copies, backup)
+        except OSError as e:
+            raise NotFound(f"The target {backup.target} cannot be read: "
+                           f"{os.strerror(e.errno or 0)}.") from None
+        judged = judge(copies, backup.limits(), self.schedules.clock(), self.schedules.tz)
+        seen = await self.subvolumes.reachable(
+            [f"{backup.target}/{j.name}" for j in judged], visible_to)
+        return backup, [j for j, ok in zip(judged, seen, strict=True) if ok]
+
+    async def run(self, name: str, uid: int, *, snapshot_uuid: str = "") -> Job:
+        """Start a run as a job on the target's filesystem, sending the source's snapshot
+        ``snapshot_uuid`` when given. Raises NotFound, InvalidArgument, NotBtrfs,
+        AlreadyRunning (a job holds the target filesystem)."""
         from .backup_runner import BackupParams  # the runner needs this module
 
         backup = self.get(name)
         _, tgt_fs = await asyncio.to_thread(self._check_places, backup)
-        return await self.jobs.start(tgt_fs, uid, OPERATION, BackupParams(backup))
+        return await self.jobs.start(tgt_fs, uid, OPERATION,
+                                     BackupParams(backup, snapshot_uuid))
+
+    def _dest_fs(self, dest: str) -> Filesystem:
+        """The filesystem of a restore's destination directory (blocking; the job checks
+        it in full). Raises InvalidArgument, NotFound, NotBtrfs."""
+        with paths.resolve(dest) as res:
+            assert res.st is not None
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise InvalidArgument(f"{res.path} is not a directory.")
+            return self.registry.by_fsid(subvol.fsid_of(res.open(), res.path), res.path)
+
+    async def restore(self, name: str, copy: str, dest: str, uid: int) -> Job:
+        """Send the copy ``copy`` (a name in the backup's target directory) back into the
+        directory ``dest``, as a job on its filesystem. Raises NotFound, InvalidArgument,
+        NotBtrfs, AlreadyExists, AlreadyRunning, Failed (``dest`` mounted read-only)."""
+        from .backup_restore import RESTORE_OPERATION, RestoreParams
+
+        backup = self.get(name)
+        if not copy or "/" in copy or "\0" in copy or copy in (".", ".."):
+            raise InvalidArgument(f"{copy!r} is not the name of a copy; btrfsctl backup "
+                                  f"explain {name} lists them.")
+        dest_fs = await asyncio.to_thread(self._dest_fs, dest)
+        return await self.jobs.start(dest_fs, uid, RESTORE_OPERATION,
+                                     RestoreParams(backup, copy, dest))
+
+    # -- started by schedules (schedules.py's BackupTrigger) -----------------------------
+    def check_trigger(self, schedule: Schedule) -> None:
+        """Raises InvalidArgument unless the schedule's backup exists and backs up the
+        schedule's subvolume."""
+        try:
+            backup = self.get(schedule.backup or "")
+        except NotFound as e:
+            raise InvalidArgument(e.message) from None
+        if backup.source != schedule.subvolume:
+            raise InvalidArgument(f"The backup {backup.name!r} sends snapshots of "
+                                  f"{backup.source}, not of {schedule.subvolume}.")
+
+    async def trigger(self, schedule: Schedule, snapshot_uuid: str) -> int:
+        """Start the schedule's backup with the snapshot it just took, as btrfsd's own
+        decision (root's job, like the timer's). Returns the job's id, 0 when it was
+        skipped; raises nothing (a backup that cannot start is logged, and is not the
+        schedule's failure)."""
+        try:
+            self.check_trigger(schedule)
+            assert schedule.backup is not None
+            job = await self.run(schedule.backup, ROOT_UID, snapshot_uuid=snapshot_uuid)
+        except AlreadyRunning as e:
+            log.warning("schedule %s: backup %s skipped this time: %s", schedule.name,
+                        schedule.backup, e.message)
+            return 0
+        except BtrfsdError as e:
+            log.error("schedule %s: backup %s could not start: %s", schedule.name,
+                      schedule.backup, e.message)
+            return 0
+        log.info("schedule %s started backup %s as job %d", schedule.name, schedule.backup,
+                 job.id)
+        return job.id

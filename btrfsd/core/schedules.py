@@ -17,8 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import AlreadyExists, BtrfsdError, Hint, HintKind, InvalidArgument, NotFound
 from .filesystems import Filesystem
@@ -66,6 +74,13 @@ class Schedule(KeptCounts):
     # "btrfsd": the daemon's timer fires it; "systemd": only btrfsd-schedule@NAME.timer
     # (RunSchedule) does, so the two never both take snapshots
     timer: str = Field(default="btrfsd", pattern="^(btrfsd|systemd)$")
+    # a backup (backups.py) of the same subvolume started after each snapshot, sending it
+    backup: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+    @field_validator("backup", mode="before")
+    @classmethod
+    def _no_backup(cls, value: object) -> object:
+        return None if value == "" else value  # D-Bus has no None: '' says none
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Schedule:
@@ -121,6 +136,20 @@ class RunResult:
     snapshot: str = ""
     deleted: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # path, why
+    backup_job: int = 0  # the backup job the snapshot started (0: none)
+
+
+class BackupTrigger(Protocol):
+    """Backups started by schedules (backups.py; given by the composition root, which
+    keeps this module free of backups)."""
+
+    def check_trigger(self, schedule: Schedule) -> None:
+        """Raises InvalidArgument unless ``schedule.backup`` is a backup of its subvolume."""
+
+    async def trigger(self, schedule: Schedule, snapshot_uuid: str) -> int:
+        """Start the schedule's backup sending that snapshot; the job's id, 0 when it was
+        skipped (logged, never raised: a backup that cannot start is not the schedule's
+        failure)."""
 
 
 def parse_schedule(name: str, spec: dict[str, object]) -> Schedule:
@@ -145,6 +174,7 @@ class Schedules:
         self.records = RecordFile()
         self._lock = asyncio.Lock()  # one run/cleanup/change at a time
         self.on_change: list[Callable[[], None]] = []  # the timer re-reads schedules
+        self.backups: BackupTrigger | None = None
 
     async def load(self) -> None:
         self.file = await asyncio.to_thread(load_model, self.schedules_path, ScheduleFile,
@@ -191,13 +221,18 @@ class Schedules:
     async def set(self, schedule: Schedule, *, replace: bool) -> None:
         """Add (or with ``replace`` change) a schedule after checking its subvolume.
 
-        Raises AlreadyExists, InvalidArgument/NotFound/NotBtrfs for the subvolume.
+        Raises AlreadyExists, InvalidArgument/NotFound/NotBtrfs for the subvolume,
+        InvalidArgument when its backup does not exist or backs up another subvolume.
         """
         async with self._lock:
             if schedule.name in self.file.schedules and not replace:
                 raise AlreadyExists(f"A schedule named {schedule.name!r} exists; remove it "
                                     "or change it (replace).")
             await self._target(schedule)  # the subvolume must exist and be one
+            if schedule.backup is not None:
+                if self.backups is None:
+                    raise InvalidArgument("Backups are not available here.")
+                self.backups.check_trigger(schedule)
             self.file.schedules[schedule.name] = schedule
             await self._save_schedules()
         log.info("schedule set name=%s subvolume=%s every=%ds", schedule.name,
@@ -245,6 +280,9 @@ class Schedules:
             result.snapshot = path
         log.info("schedule ran name=%s snapshot=%s deleted=%d failed=%d", name, path,
                  len(result.deleted), len(result.failed))
+        if schedule.backup is not None and self.backups is not None:
+            # outside the lock: starting the job checks the target in a thread
+            result.backup_job = await self.backups.trigger(schedule, info.uuid)
         return result
 
     async def plan(self, name: str, *, visible_to: Creds | None = None) -> list[Planned]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..errors import AlreadyRunning
+from .backup_restore import BackupRestoreKind
 from .backup_runner import BackupKind
 from .backups import Backups
 from .balance_runner import BalanceKind
@@ -87,8 +88,12 @@ class Service:
         # backups to another disk: jobs on the target's filesystem
         self.jobs.register(BackupKind(self.registry, self.subvolumes, self.schedules,
                                       settings.job_poll_interval))
+        # copies sent back: jobs on the destination's filesystem
+        self.jobs.register(BackupRestoreKind(self.registry, self.subvolumes,
+                                             self.schedules, settings.job_poll_interval))
         self.backups = Backups(self.registry, self.subvolumes, self.schedules, self.jobs,
                                settings.config_dir)
+        self.schedules.backups = self.backups  # schedules may start a backup (--backup)
         self.maintenance = Maintenance(self.registry, self.jobs, settings.config_dir,
                                        settings.state_dir)
         self.timer = ScheduleTimer(self.schedules, self.maintenance)

@@ -278,6 +278,23 @@ def _backed_up(w: World, d: Path) -> None:
         time.sleep(0.05)
 
 
+def _backed_up_once(w: World, d: Path) -> tuple[str, str]:
+    """As root: a backup run once; its name and the copy's name."""
+    name = _backup(w, d)
+    r = w.manager_call(w.root, "RunBackup", "sa{sv}", name, {})
+    assert r["ok"], r
+    _backed_up(w, d)
+    (d / "back").mkdir()
+    return name, next(c.name for c in _backup_target(w, d).iterdir() if _ro(c))
+
+
+def _restored_copy(w: World, d: Path, copy: str) -> None:
+    deadline = time.monotonic() + 30
+    while not (_is_subvol(d / "back" / copy) and _ro(d / "back" / copy)):
+        assert time.monotonic() < deadline, "not restored"
+        time.sleep(0.05)
+
+
 MUTATING.update({
     "SetBackup": Case(
         prepare=lambda w, d: _subvol(d, "sv"),
@@ -297,6 +314,13 @@ MUTATING.update({
         prepare=_backup,
         call=lambda w, c, d, name: w.manager_call(c, "RunBackup", "sa{sv}", name, {}),
         check=lambda w, d, name: _backed_up(w, d),
+        cleanup=_drop_backups,
+    ),
+    "RestoreBackup": Case(
+        prepare=_backed_up_once,
+        call=lambda w, c, d, nc: w.manager_call(c, "RestoreBackup", "sssa{sv}", nc[0], nc[1],
+                                                str(d / "back"), {}),
+        check=lambda w, d, nc: _restored_copy(w, d, nc[1]),
         cleanup=_drop_backups,
     ),
 })
@@ -413,6 +437,14 @@ def _explain_as(w: World, c: Caller) -> dict[str, Any]:
         _drop_schedules(w)
 
 
+def _explain_backup_as(w: World, c: Caller) -> dict[str, Any]:
+    d = w.scratch()
+    try:
+        return w.manager_call(c, "ExplainBackup", "sa{sv}", _backup(w, d), {})
+    finally:
+        _drop_backups(w)
+
+
 READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetFilesystems": lambda w, c: w.manager_call(c, "GetFilesystems", "a{sv}", {}),
     "ResolvePath": lambda w, c: w.manager_call(c, "ResolvePath", "sa{sv}", str(w.mnt), {}),
@@ -426,6 +458,7 @@ READ_METHODS: dict[str, Callable[[World, Caller], dict[str, Any]]] = {
     "GetMaintenance": lambda w, c: w.fs_call(c, "GetMaintenance", "a{sv}", {}),
     "ExplainSchedule": _explain_as,
     "ListBackups": lambda w, c: w.manager_call(c, "ListBackups", "a{sv}", {}),
+    "ExplainBackup": _explain_backup_as,
 }
 
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import DENIED, V, World, btrfs
 from sandbox import LoopFs
 from test_cli import ctl
-from test_jobs import JOB_IFACE, add_fs, props, remove_fs, wait_state
+from test_jobs import JOB_IFACE, add_fs, props, remove_fs, wait_for_fs, wait_state
 
 MiB = 1 << 20
 ENDED = {"completed", "failed", "cancelled", "interrupted"}
@@ -166,6 +166,14 @@ def test_target_retention_keeps_the_next_parent(world: World,
         (sv / "small").write_text(f"run {i}\n")
         names.append(sent(ran(world, "ret")).name)
     assert subvols_in(tgt) == sorted([names[0], names[2]])
+    r = call(world, "ExplainBackup", "sa{sv}", "ret", {})
+    assert r["ok"], r
+    assert [(row[0], row[3], row[4]) for row in r["body"][0]] == [
+        (str(tgt / names[2]), True, "parent"), (str(tgt / names[0]), True, "daily")]
+    assert r["body"][0][0][1] == show(src_dir / "ret" / ".snapshots" / names[2])["UUID"]
+    out = ctl(world, "--json", "backup", "explain", "ret")
+    assert out.returncode == 0, out.stderr
+    assert [i["reasons"] for i in json.loads(out.stdout)] == ["parent", "daily"]
     p = ran(world, "ret")
     assert p["Details"]["incremental"] is True and p["Details"]["parent"] == names[2], p
 
@@ -300,3 +308,130 @@ def test_btrfsctl_backup_set_list_run_remove(world: World, places: tuple[Path, P
     assert r.returncode != 0 and "no-such" in r.stderr and "Traceback" not in r.stderr
     assert ctl(world, "backup", "remove", "cli").returncode == 0
     assert "cli" not in json.loads(ctl(world, "--json", "backup", "list").stdout)
+
+
+def test_a_schedule_with_backup_starts_one_sending_its_new_snapshot(
+        world: World, places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "sched", 128 * 1024), target(tgt_dir, "sched")
+    assert set_backup(world, "sched", sv, tgt, keep_last=2)["ok"]
+    spec = {"subvolume": V("s", str(sv)), "every": V("t", 3600), "keep_last": V("u", 3),
+            "backup": V("s", "sched")}
+    try:
+        # the backup must back up the schedule's subvolume
+        other = source(src_dir, "sched-other", 0)
+        r = call(world, "SetSchedule", "sa{sv}a{sv}", "bk-sched",
+                 {**spec, "subvolume": V("s", str(other))}, {})
+        assert r["error"] == "org.btrfsd1.Error.InvalidArgument", r
+        r = call(world, "SetSchedule", "sa{sv}a{sv}", "bk-sched",
+                 {**spec, "backup": V("s", "no-such")}, {})
+        assert r["error"] == "org.btrfsd1.Error.InvalidArgument", r
+        assert call(world, "SetSchedule", "sa{sv}a{sv}", "bk-sched", spec, {})["ok"]
+        listed = call(world, "GetSchedules", "a{sv}", {})["body"][0]["bk-sched"]
+        assert listed["backup"] == "sched"
+        r = call(world, "RunSchedule", "sa{sv}", "bk-sched", {})
+        assert r["ok"] and r["body"][0]["backup_job"] != "/", r
+        p = wait_state(world, r["body"][0]["backup_job"], ENDED, timeout=60)
+        assert p["State"] == "completed", p
+        assert p["Details"]["snapshot"] == r["body"][0]["snapshot"], p
+        snap = Path(r["body"][0]["snapshot"])
+        assert show(tgt / snap.name)["Received UUID"] == show(snap)["UUID"]
+    finally:
+        call(world, "RemoveSchedule", "sa{sv}", "bk-sched", {})
+        call(world, "RemoveBackup", "sa{sv}", "sched", {})
+
+
+def test_restore_sends_a_copy_back_incrementally_against_the_original(
+        world: World, places: tuple[Path, Path]) -> None:
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "rs", 2 * MiB), target(tgt_dir, "rs")
+    assert set_backup(world, "rs", sv, tgt, keep_last=3)["ok"]
+    first = sent(ran(world, "rs"))
+    write(sv / "dir" / "more", 256 * 1024)
+    second = sent(ran(world, "rs"))
+    dest = src_dir / "rs-back"
+    dest.mkdir()
+    # the source's filesystem holds the first copy's original: only the change travels
+    r = ctl(world, "--json", "backup", "restore", "rs", str(tgt / second.name), str(dest))
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    assert p["State"] == "completed" and p["Operation"] == "backup-restore", p
+    assert p["Details"]["incremental"] is True and p["Details"]["parent"] == first.name, p
+    back = dest / second.name
+    assert digest(back) == digest(second)
+    assert "readonly" in show(back)["Flags"]
+    assert show(back)["Received UUID"] == show(second)["UUID"]
+
+    def restore(copy: str, where: Path | str) -> dict[str, Any]:
+        return call(world, "RestoreBackup", "sssa{sv}", "rs", copy, str(where), {})
+
+    open_dir = target(src_dir, "rs-open")
+    open_dir.chmod(0o777)
+    (src_dir / "rs-file").write_text("x")
+    for copy, where, error in [
+            (second.name, dest, "AlreadyExists"),  # the name is taken there
+            ("../" + second.name, dest, "InvalidArgument"),
+            ("no-such", dest, "NotFound"),
+            (first.name, src_dir / "rs-file", "InvalidArgument"),
+            (first.name, open_dir, "InvalidArgument"),
+            (first.name, "/dev/shm", "NotBtrfs")]:
+        r = restore(copy, where)
+        assert r["error"] == f"org.btrfsd1.Error.{error}", (copy, where, r)
+    assert subvols_in(dest) == [second.name] and subvols_in(open_dir) == []
+
+
+@pytest.fixture(scope="module")
+def spare(world: World) -> Iterator[LoopFs]:
+    """A target filesystem tests may unmount or make read-only."""
+    fs = add_fs(world, "300M", "btrfsd-bk-spare", 0)
+    yield fs
+    remove_fs(world, fs)
+
+
+def mounted(world: World, fs: LoopFs, *opts: str) -> None:
+    subprocess.run(["mount", "-t", "btrfs", *opts, fs.device, str(fs.mount_point)],
+                   check=True)
+    wait_for_fs(world, fs)
+
+
+def test_target_unmounted_mid_send_fails_named_then_a_run_works(
+        world: World, places: tuple[Path, Path], spare: LoopFs) -> None:
+    src_dir, _ = places
+    sv, tgt = source(src_dir, "umount", 4 * MiB), target(spare.mount_point, "umount")
+    assert set_backup(world, "umount", sv, tgt, keep_last=2, rate_limit=MiB)["ok"]
+    job = run_backup(world, "umount")
+    deadline = time.monotonic() + 20
+    while props(world, job)["BytesDone"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    subprocess.run(["umount", "-l", str(spare.mount_point)], check=True)
+    try:
+        p = wait_state(world, job, ENDED, timeout=30)
+        assert p["State"] == "failed" and p["Details"]["error_name"] == "NotFound", p
+        assert str(tgt) in p["Message"] and "unmounted" in p["Message"], p
+        assert call(world, "GetStatus", "a{sv}", {})["ok"]
+    finally:
+        if not spare.mount_point.is_mount():
+            mounted(world, spare)
+    assert subvols_in(tgt) == [], "the unfinished copy is still there"
+    assert set_backup(world, "umount", sv, tgt, keep_last=2, replace=True)["ok"]
+    copy = tgt / sent(ran(world, "umount")).name
+    assert subvols_in(tgt) == [copy.name] and "readonly" in show(copy)["Flags"]
+    call(world, "RemoveBackup", "sa{sv}", "umount", {})
+
+
+def test_read_only_target_is_refused_named_and_nothing_is_made(
+        world: World, places: tuple[Path, Path], spare: LoopFs) -> None:
+    src_dir, _ = places
+    sv, tgt = source(src_dir, "ro", 64 * 1024), target(spare.mount_point, "ro")
+    assert set_backup(world, "ro", sv, tgt, keep_last=2)["ok"]
+    subprocess.run(["mount", "-o", "remount,ro", str(spare.mount_point)], check=True)
+    try:
+        r = call(world, "RunBackup", "sa{sv}", "ro", {})
+        assert r["error"] == "org.btrfsd1.Error.Failed", r
+        assert str(tgt) in r["message"] and "read-only" in r["message"], r
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(spare.mount_point)], check=True)
+    assert subvols_in(tgt) == []
+    assert not (sv / ".snapshots").exists(), "a snapshot was taken for nothing"
+    call(world, "RemoveBackup", "sa{sv}", "ro", {})

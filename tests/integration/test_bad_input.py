@@ -88,6 +88,25 @@ CASES: dict[str, tuple[Call, str]] = {
     "rollback of a plain directory": (rollback("{d}/plain", "{d}/sv"), E + "InvalidArgument"),
     "rollback onto a subvolume that is no snapshot of it": (
         rollback("{d}/mounted", "{d}/sv"), E + "InvalidArgument"),
+    "explain of no backup": (
+        lambda w, d: w.manager_call(w.root, "ExplainBackup", "sa{sv}", "no-such", {}),
+        E + "NotFound"),
+    "explain with an unknown option": (
+        lambda w, d: w.manager_call(w.root, "ExplainBackup", "sa{sv}", "no-such",
+                                    {"bogus": V("b", True)}), E + "InvalidArgument"),
+    "backup restore of no backup": (
+        lambda w, d: w.manager_call(w.root, "RestoreBackup", "sssa{sv}", "no-such", "c",
+                                    str(d / "plain"), {}), E + "NotFound"),
+    "backup restore with an unknown option": (
+        lambda w, d: w.manager_call(w.root, "RestoreBackup", "sssa{sv}", "no-such", "c",
+                                    str(d / "plain"), {"bogus": V("b", True)}),
+        E + "InvalidArgument"),
+    "schedule with no such backup": (
+        lambda w, d: w.manager_call(w.root, "SetSchedule", "sa{sv}a{sv}", "bad-bk",
+                                    {"subvolume": V("s", str(d / "sv")),
+                                     "every": V("t", 3600), "keep_last": V("u", 1),
+                                     "backup": V("s", "no-such")}, {}),
+        E + "InvalidArgument"),
     "unknown filesystem object": (
         lambda w, d: w.root.call("/org/btrfsd1/filesystems/nope", "org.btrfsd1.Filesystem",
                                  "ListSubvolumes", "a{sv}", [{}]),

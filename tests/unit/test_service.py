@@ -20,7 +20,8 @@ def _service(tmp_path: Path) -> Service:
 def test_every_job_kind_is_registered(tmp_path: Path) -> None:
     # a balance is looked for in the kernel before a scrub, as before job kinds
     assert list(_service(tmp_path).jobs._kinds) == ["balance", "scrub", "quota-rescan",
-                                                  "restore", "backup"]
+                                                  "restore", "backup",
+                                                  "backup-restore"]
 
 
 async def test_close_shuts_jobs_down_even_after_a_background_task_died(
