@@ -57,14 +57,18 @@ def stream_config() -> StreamConfig:
         description="btrfsd-fleet: job ends, quota warnings, filesystems added/removed")
 
 
-async def ensure_stream(nc: NATS) -> None:
-    """Create the events stream unless it exists. Raises nats errors (TimeoutError when
-    the NATS user may not create it: the server refuses only asynchronously)."""
+async def ensure_stream(nc: NATS) -> bool:
+    """Create the events stream unless it exists: True if it has this configuration now
+    (made, or there already), False if one of another configuration exists (an
+    administrator's: used as it is). Raises nats errors (TimeoutError when the NATS user
+    may not create it: the server refuses only asynchronously)."""
     try:
         await nc.jetstream(timeout=ACK_TIMEOUT).add_stream(stream_config())
     except APIError as e:
         if e.err_code != STREAM_EXISTS:
             raise
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class DurableQueue:
         # unique per bridge start: ids never repeat across restarts of the bridge
         self._prefix = f"{host}.{secrets.token_hex(6)}."
         self._seq = 0
+        self._failed: Pending | None = None  # the last event whose send failed
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -119,8 +124,11 @@ class DurableQueue:
             try:
                 await self.send(head)
             except (NatsError, TimeoutError, APIError, OSError) as e:
-                log.info("event %s not stored yet (%s): trying again",
-                         head.msg_id, e or type(e).__name__)
+                # once per event at warning level: a long outage would flood the log
+                level = logging.DEBUG if head is self._failed else logging.WARNING
+                self._failed = head
+                log.log(level, "event %s not stored yet (%s): trying again",
+                        head.msg_id, e or type(e).__name__)
                 await asyncio.sleep(RETRY_WAIT)
                 continue
             # the head may have been dropped meanwhile (queue full): remove it only if
@@ -146,9 +154,19 @@ def jetstream_sender(nc: NATS) -> Send:
             await js.publish(p.subject, p.data, timeout=ACK_TIMEOUT,
                              headers={MSG_ID: p.msg_id})
         except NoStreamResponseError:
-            # no stream takes the subject (first bridge, or it was deleted): make it
-            await ensure_stream(nc)
-            raise
+            # No stream takes the subject (deleted, or never made). Live subscribers got
+            # the event all the same: make the stream and send it again (stored once),
+            # or, if it cannot be made, leave it at that rather than repeat it to them.
+            try:
+                made = await ensure_stream(nc)
+            except (NatsError, TimeoutError, APIError) as e:
+                made, why = False, str(e) or type(e).__name__
+            else:
+                why = "the existing stream does not take that subject"
+            if made:
+                raise
+            log.warning("no stream keeps %s (%s): sent to live subscribers only",
+                        p.subject, why)
     return send
 
 

@@ -8,6 +8,7 @@ import contextlib
 
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import APIError, NoStreamResponseError
 
 from btrfsd.fleet import events
 
@@ -86,3 +87,42 @@ def test_the_stream_takes_only_the_durable_kinds() -> None:
     assert cfg.subjects == ["btrfsd.*.events.completed", "btrfsd.*.events.quota-warning",
                             "btrfsd.*.events.filesystem-added",
                             "btrfsd.*.events.filesystem-removed"]
+
+
+class FakeJetStream:
+    """publish finds no stream until add_stream made one (or not, if ``other``)."""
+
+    def __init__(self, other: bool) -> None:
+        self.other = other
+        self.exists = False
+        self.published = 0
+
+    def jetstream(self, timeout: float = 5.0) -> FakeJetStream:
+        return self
+
+    async def publish(self, subject: str, data: bytes, timeout: float,
+                      headers: dict[str, str]) -> None:
+        self.published += 1
+        if not self.exists:
+            raise NoStreamResponseError
+
+    async def add_stream(self, config: object) -> None:
+        if self.other:
+            raise APIError(code=400, err_code=events.STREAM_EXISTS, description="in use")
+        self.exists = True
+
+
+@pytest.mark.parametrize("other", [False, True])
+async def test_a_missing_stream_is_made_or_the_event_goes_live_only(other: bool) -> None:
+    nc = FakeJetStream(other)
+    send = events.jetstream_sender(nc)  # type: ignore[arg-type]
+    p = events.Pending("btrfsd.h1.events.completed", b"{}", "h1.x.1")
+    if other:
+        # another stream is there that does not take the subject: no endless repeats
+        await send(p)
+        assert nc.published == 1
+    else:
+        with pytest.raises(NoStreamResponseError):
+            await send(p)  # made the stream; the queue sends it again
+        await send(p)
+        assert nc.published == 2 and nc.exists
