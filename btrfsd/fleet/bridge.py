@@ -30,7 +30,7 @@ from ..constants import (
     MANAGER_IFACE,
     ROOT_PATH,
 )
-from . import protocol
+from . import events, protocol
 from .connect import Requester
 from .local import DBusCallError, LocalBtrfsd
 from .settings import BridgeSettings
@@ -64,6 +64,10 @@ def event_kind(msg: Message) -> str | None:
     return None
 
 
+def _encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
 class BusUnavailable(Exception):
     """The system bus (or btrfsd's signals on it) cannot be reached at the start."""
 
@@ -83,6 +87,10 @@ class Bridge:
         self._stopping = asyncio.Event()
         self._refresh = asyncio.Event()  # write the status now, not at the next beat
         self.bus_lost = False
+        self._connected = asyncio.Event()  # NATS is there (cleared while reconnecting)
+        self._send: events.Send | None = None  # set once NATS is connected
+        self.durable = events.DurableQueue(self.host, self._send_durable, self._connected,
+                                           settings.event_queue)
 
     # -- life cycle -------------------------------------------------------------------
     async def run(self) -> None:
@@ -107,11 +115,17 @@ class Bridge:
             return
         nc = connecting.result()
         self.nats.on_error = self._nats_error
+        self.nats.on_disconnect = self._nats_lost
+        self.nats.on_reconnect = self._nats_back
+        self._send = events.jetstream_sender(nc)
+        self._connected.set()
         for subject in protocol.request_subjects(self.host):
             await nc.subscribe(subject, cb=self._on_request)
         await nc.flush()
         log.info("serving host %s on %s", self.host, ", ".join(self.settings.nats.servers))
         beat = asyncio.create_task(self._heartbeat())
+        sender = asyncio.create_task(self.durable.run())
+        self._spawn(self._ensure_stream())
         # the system bus going away ends the bridge (systemd starts it again): it could
         # only answer Failed until then
         gone = asyncio.create_task(self.local.wait_for_disconnect())
@@ -122,7 +136,12 @@ class Bridge:
                 self.bus_lost = True
                 log.error("the system bus connection is gone")
         finally:
-            for task in (beat, gone, stopping):
+            # events still queued get a moment to reach the server; past that they are
+            # lost with the bridge (the queue lives in memory)
+            await self.durable.drain(2.0)
+            if len(self.durable):
+                log.warning("stopping with %d events not stored", len(self.durable))
+            for task in (beat, sender, gone, stopping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -139,6 +158,37 @@ class Bridge:
 
     async def _nats_error(self, e: Exception) -> None:
         log.warning("NATS: %s", e)
+
+    async def _nats_lost(self) -> None:
+        self._connected.clear()
+        log.warning("NATS connection lost; reconnecting")
+
+    async def _nats_back(self) -> None:
+        log.info("NATS connection back")
+        self._connected.set()
+        # the bucket's record and the progress watchers saw nothing while NATS was away
+        self._refresh_soon()
+        self._spawn(self._publish_running_jobs())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ensure_stream(self) -> None:
+        nc = self.nats.nc
+        if nc is None:
+            return
+        try:
+            await events.ensure_stream(nc)
+        except (TimeoutError, NatsError) as e:
+            # not permitted, or JetStream off: the queue retries, and says so in the log
+            log.warning("cannot create the events stream %s: %s", events.STREAM,
+                        e or type(e).__name__)
+
+    async def _send_durable(self, p: events.Pending) -> None:
+        assert self._send is not None  # the queue sends only once connected
+        await self._send(p)
 
     # -- requests ---------------------------------------------------------------------
     async def _on_request(self, msg: Msg) -> None:
@@ -213,22 +263,42 @@ class Bridge:
         event = {"host": self.host, "object": body[0] if kind.endswith(("-added", "-removed"))
                  else msg.path, "path": msg.path, "interface": msg.interface,
                  "member": msg.member, "args": body, "time": time.time()}
-        task = asyncio.create_task(self._publish(kind, event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if kind in events.DURABLE_KINDS:
+            self.durable.put(protocol.event_subject(self.host, kind), _encode(event))
+        else:
+            self._spawn(self._publish(kind, event))
         if kind in ("completed", "filesystem-added", "filesystem-removed"):
             self._refresh_soon()
 
     async def _publish(self, kind: str, event: dict[str, Any]) -> None:
         nc = self.nats.nc
-        if nc is None or nc.is_closed:
+        # while NATS is away a progress update is dropped, not buffered: the next one
+        # supersedes it, and the reconnect publishes each running job's state once
+        if nc is None or not nc.is_connected:
             return
         try:
-            # published while NATS is away, it waits in nats-py's buffer for the reconnect
-            await nc.publish(protocol.event_subject(self.host, kind),
-                             json.dumps(event, separators=(",", ":")).encode())
+            await nc.publish(protocol.event_subject(self.host, kind), _encode(event))
         except NatsError as e:
             log.warning("cannot publish a %s event: %s", kind, e)
+
+    async def _publish_running_jobs(self) -> None:
+        """Each running job's current properties once, as a progress event, so a watcher
+        that lost updates while NATS was away catches up."""
+        try:
+            (paths,) = await self.local.raw_call(ROOT_PATH, MANAGER_IFACE, "GetJobs", "a{sv}",
+                                                 [{}])
+            for p in paths:
+                (props,) = await self.local.raw_call(p, PROPS_IFACE, "GetAll", "s",
+                                                     [JOB_IFACE])
+                props = protocol.from_dbus(props)
+                if props.get("State") not in ("running", "paused"):
+                    continue
+                await self._publish("job", {
+                    "host": self.host, "object": p, "path": p, "interface": PROPS_IFACE,
+                    "member": "PropertiesChanged", "args": [JOB_IFACE, props, []],
+                    "time": time.time()})
+        except DBusCallError as e:  # a job gone meanwhile, or btrfsd away: nothing to tell
+            log.debug("running jobs after the reconnect: %s", e)
 
     # -- status -----------------------------------------------------------------------
     def _refresh_soon(self) -> None:

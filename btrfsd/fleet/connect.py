@@ -83,6 +83,9 @@ class Requester:
         self._pending: dict[str, list[asyncio.Future[None]]] = {}
         self._names: dict[str, str] = {}  # lowercased subject -> as sent
         self.on_error: Callable[[Exception], Awaitable[None]] | None = None
+        # called after nats-py lost the server / got one back (subscriptions replayed)
+        self.on_disconnect: Callable[[], Awaitable[None]] | None = None
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
 
     async def connect(self, name: str = "btrfsctl", retry: bool = False) -> NATS:
         """Connect (``retry``: keep trying at first too, as the bridge does). Raises
@@ -92,7 +95,8 @@ class Requester:
         except OSError as e:
             raise FleetCallError(protocol.NO_SERVER, f"cannot read the password file: "
                                  f"{e.strerror}") from None
-        opts.update(name=name, error_cb=self._error)
+        opts.update(name=name, error_cb=self._error, disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected)
         if not retry:
             # A command line gives up soon; the bridge keeps trying. nats-py retries a
             # server forever at max_reconnect_attempts 0 and gives up only past a
@@ -111,6 +115,22 @@ class Requester:
             raise FleetCallError(protocol.NO_SERVER, f"cannot connect to NATS at {servers}: "
                                  f"{e or type(e).__name__}") from None
         return self.nc
+
+    def keep_reconnecting(self) -> None:
+        """From now on, reconnect after losing the server, without end, as the bridge
+        does (a command that watches a job must outlive a server restart; its start
+        still gives up soon). nats-py reads these options at each attempt."""
+        if self.nc is not None:
+            self.nc.options.update(allow_reconnect=True, max_reconnect_attempts=-1,
+                                   reconnect_time_wait=self.settings.reconnect_wait)
+
+    async def _disconnected(self) -> None:
+        if self.on_disconnect is not None:
+            await self.on_disconnect()
+
+    async def _reconnected(self) -> None:
+        if self.on_reconnect is not None:
+            await self.on_reconnect()
 
     async def _error(self, e: Exception) -> None:
         m = PERMISSION_RE.search(str(e))

@@ -75,6 +75,9 @@ class BridgeSettings(BaseModel):
     max_in_flight: int = Field(default=32, ge=1, le=100)
     # how long one D-Bus call to btrfsd may take before the caller gets NoReply
     call_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # events kept for the events stream while NATS is away (job ends, quota warnings,
+    # filesystems added/removed); past this the oldest are dropped
+    event_queue: int = Field(default=10000, ge=10, le=1_000_000)
     nats: NatsSettings = Field(default_factory=NatsSettings)
 
     @field_validator("host")

@@ -26,6 +26,7 @@ import pytest
 from conftest import btrfs
 from sandbox import Sandbox, run, terminate, venv_bin
 
+from btrfsd.fleet import events, protocol
 from btrfsd.fleet.connect import FleetCallError, Requester
 from btrfsd.fleet.settings import NatsSettings
 
@@ -34,6 +35,7 @@ RULE = REPO / "polkit-actions" / "60-btrfsd-fleet.rules.example"
 FLEET_USER = "btrfsd-fleet"
 HOSTS = ("h1", "h2", "h3")
 HEARTBEAT = 0.5  # a killed bridge shows as unreachable after 3 beats
+SLOW_SCRUB = "256K/s"  # a scrub of the nearly empty filesystem then lasts ~1 s
 
 pytestmark = pytest.mark.skipif(shutil.which("nats-server") is None,
                                 reason="nats-server missing (scripts/dev installs it)")
@@ -51,7 +53,8 @@ authorization {{
       publish: {{allow: ["btrfsd.*.Manager.>", "btrfsd.*.Filesystem.>", "btrfsd.*.Job.>",
                         "btrfsd.*.Properties.>", "btrfsd.*.ObjectManager.>",
                         "$JS.API.STREAM.INFO.KV_btrfsd-fleet",
-                        "$JS.API.DIRECT.GET.KV_btrfsd-fleet.>"]}},
+                        "$JS.API.DIRECT.GET.KV_btrfsd-fleet.>",
+                        "$JS.API.DIRECT.GET.BTRFSD_EVENTS", "$JS.API.DIRECT.GET.BTRFSD_EVENTS.>"]}},
       subscribe: {{allow: ["_INBOX.>", "btrfsd.*.events.>"]}}}}}},
     {{user: "viewer", password: "{viewer_pw}", permissions: {{
       publish: {{allow: ["btrfsd.*.Manager.GetFilesystems", "btrfsd.*.Manager.ResolvePath",
@@ -64,7 +67,8 @@ authorization {{
 BRIDGE_USER = """    {{user: "bridge-{host}", password: "{pw}", permissions: {{
       publish: {{allow: ["btrfsd.{host}.events.>", "$KV.btrfsd-fleet.{host}",
                         "$JS.API.STREAM.INFO.KV_btrfsd-fleet",
-                        "$JS.API.STREAM.CREATE.KV_btrfsd-fleet"]}},
+                        "$JS.API.STREAM.CREATE.KV_btrfsd-fleet",
+                        "$JS.API.STREAM.CREATE.BTRFSD_EVENTS"]}},
       subscribe: {{allow: ["btrfsd.{host}.>", "_INBOX.>"]}},
       allow_responses: true}}}},
 """
@@ -395,9 +399,88 @@ def test_unknown_host_answers_at_once(fleet: Fleet) -> None:
     assert code == 14
 
 
-def test_nats_restart_bridges_reconnect_and_status_survives(fleet: Fleet) -> None:
-    fleet.stop_nats()
-    fleet.start_nats()
+def local_scrubs(fleet: Fleet, hosts: tuple[str, ...]) -> dict[str, str]:
+    """A scrub on each host's btrfsd, run there by root over its own bus, all at once;
+    the job's object path per host."""
+    procs = {h: subprocess.Popen(
+        [venv_bin("btrfsctl"), "--json", "scrub", "start",
+         str(fleet.hosts[h].filesystems[0].mount_point), "--wait"],
+        env=fleet.hosts[h].env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for h in hosts}
+    jobs = {}
+    for h, proc in procs.items():
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        jobs[h] = json.loads(out)["object_path"]
+    return jobs
+
+
+def local_running(fleet: Fleet, host: str) -> bool:
+    """Whether a job runs on ``host``, asked over its own bus (NATS may be away)."""
+    r = subprocess.run([venv_bin("btrfsctl"), "--json", "jobs"],
+                       env=fleet.hosts[host].env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return any(j["State"] == "running" for j in json.loads(r.stdout))
+
+
+def stored_completions(fleet: Fleet) -> list[tuple[int, dict[str, Any]]]:
+    """Every job end in the events stream, as a fleet client reads it (direct gets)."""
+    async def go() -> list[tuple[int, bytes]]:
+        req = Requester(fleet.settings("admin"))
+        nc = await req.connect()
+        try:
+            return await events.read_after(nc, protocol.event_subject("*", "completed"), 0)
+        finally:
+            await req.close()
+    return [(seq, json.loads(data)) for seq, data in asyncio.run(go())]
+
+
+def running_jobs(fleet: Fleet, host: str) -> list[str]:
+    jobs = fleet.request(f"btrfsd.{host}.Manager.GetJobs", b"")["result"][0]
+    return [j for j in jobs if fleet.request(
+        f"btrfsd.{host}.Properties.Get",
+        json.dumps({"object": j, "args": ["org.btrfsd1.Job", "State"]}).encode()
+    )["result"][0] == "running"]
+
+
+def test_nats_restart_loses_no_event_and_bridges_reconnect(fleet: Fleet) -> None:
+    before = {seq for seq, _ in stored_completions(fleet)}
+    # a client waiting for a job on h3 over NATS: it must outlive the restart (the scrub
+    # is slowed down to last through it, or nearly)
+    waiting = subprocess.Popen(
+        [venv_bin("btrfsctl"), "--json", "--host", "h3", "scrub", "start", str(fleet.data),
+         "--wait", "--limit", SLOW_SCRUB], env={**os.environ, "BTRFSD_FLEET_CONFIG": str(
+             fleet.workdir / "admin.toml")}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        wait_for(lambda: running_jobs(fleet, "h3"), "the scrub on h3 to run")
+        fleet.stop_nats()
+        # job ends while the server is away: queued by each bridge
+        down = [local_scrubs(fleet, ("h1", "h2")), local_scrubs(fleet, ("h1",))]
+        # the job on h3 ends while the server is away too
+        wait_for(lambda: not local_running(fleet, "h3"), "the scrub on h3 to end")
+        restarted = time.time()
+        fleet.start_nats()
+        # one more each after the restart: once it is stored, everything queued before it
+        # is too (each bridge sends in order), so nothing is left to come after this
+        after = local_scrubs(fleet, ("h1", "h2"))
+        expected = {h: [r[h] for r in (*down, after) if h in r] for h in ("h1", "h2")}
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, out + err
+        job = json.loads(out)
+        assert job["State"] == "completed", job
+        expected["h3"] = [job["object_path"]]
+    finally:
+        if waiting.poll() is None:  # failed before it ended: no client left behind
+            terminate(waiting)
+
+    def got() -> dict[str, list[str]] | None:
+        new = [e for seq, e in stored_completions(fleet) if seq not in before]
+        per_host = {h: [e["object"] for e in new if e["host"] == h] for h in expected}
+        last = {h: expected[h][-1] in per_host[h] for h in per_host}
+        return per_host if all(last.values()) else None
+    # each job end exactly once, in the order the host's jobs ended
+    assert wait_for(got, "the job ends in the events stream") == expected
 
     def answers() -> bool:
         try:
@@ -406,8 +489,10 @@ def test_nats_restart_bridges_reconnect_and_status_survives(fleet: Fleet) -> Non
         except FleetCallError:
             return False
     wait_for(answers, "every bridge to answer after the restart", timeout=30)
-    # the status bucket lives in JetStream's store: nothing lost
-    assert set(fleet.status()) == set(HOSTS)
+    # the status bucket lives in JetStream's store, and every host wrote again since
+    status = fleet.status()
+    assert set(status) == set(HOSTS)
+    assert all(status[h]["last_seen"] >= restarted for h in HOSTS), status
 
 
 def test_killed_bridge_shows_unreachable(fleet: Fleet) -> None:
