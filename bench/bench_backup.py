@@ -3,7 +3,7 @@ receive` in a shell pipe, for a full send of 1 GiB and an incremental after 1% o
 changed; and a small read call's latency idle and while a full backup runs.
 
 Run as root: scripts/dev bench backup [--runs 3] [--mib 1024] [--files 64]
-[--changed-mib 10] [--read-gap-ms 5]
+[--changed-mib 10] [--read-gap-ms 5] [--py-spy FILE]
 Two loop images: the source (a subvolume with --mib MiB of random data in --files
 files) and the target (one directory per way of sending). Each round, the rows run one
 after the other, their order rotated round by round so machine noise hits all alike:
@@ -25,6 +25,8 @@ after the other, their order rotated round by round so machine noise hits all al
   for), so each round starts alike.
 Prints p50/min/max seconds and MB/s (the stream's bytes, the job's BytesDone, over wall
 seconds) per row, p50/p99 of the read calls, and the targets judged on this run's numbers.
+--py-spy FILE records the daemon's Python stacks (every thread, idle ones too) for the
+whole run into FILE, collapsed (py-spy's raw format; py-spy must be in the venv).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -54,6 +57,7 @@ SNAP_PIPE = "snapshot -r; send | receive"
 WAYS = (OURS, PIPE, SNAP_PIPE)
 FULL, INCR = "full", "incremental"
 READS = ("GetFilesystems", "GetSubvolume")
+IDLE, BUSY_OURS, BUSY_PIPE = "idle", "during a btrfsd backup", "during a send | receive"
 TARGET_RATIO = 1.1
 TARGET_LATENCY = 2.0
 
@@ -187,7 +191,8 @@ def unwrap(v: Any) -> Any:
 class Bench:
     def __init__(self, client: Client, places: Places, args: argparse.Namespace) -> None:
         self.client, self.p, self.args = client, places, args
-        self.seconds: dict[tuple[str, str], list[float]] = {}
+        self.seconds: dict[tuple[str, str], list[float]] = {}  # sync included
+        self.synced: dict[tuple[str, str], list[float]] = {}  # of which sync
         self.stream: dict[str, list[int]] = {FULL: [], INCR: []}  # the job's BytesDone
         self.reads: dict[tuple[str, str], list[float]] = {}
         self.n_snap = 0
@@ -207,8 +212,9 @@ class Bench:
             sh("btrfs", "subvolume", "snapshot", "-r", str(p.data), str(snap))
         return ["bash", "-c", script, "bash", *parent, str(snap)], snap
 
-    async def one(self, way: str, kind: str) -> float:
-        """One timed run of ``way`` (sync -f of the target included)."""
+    async def one(self, way: str, kind: str) -> None:
+        """One timed run of ``way``: seconds until it is done, then of ``sync -f`` of
+        the target."""
         p = self.p
         sync(p.source_mnt, p.target_mnt)
         if way == OURS:
@@ -217,16 +223,14 @@ class Bench:
                 raise RuntimeError(f"a {kind} run sent {props['Details']}")
             self.stream[kind].append(props["BytesDone"])
             p.parents[way] = Path(props["Details"]["snapshot"])
-            return seconds + wall(lambda: sync(p.target_mnt))
-        argv, snap = self._pipe(way, kind)
-
-        def pipe() -> None:
-            sh(*argv)
-            sync(p.target_mnt)
-
-        seconds = wall(pipe)
-        p.parents[way] = snap
-        return seconds
+        else:
+            argv, p.parents[way] = self._pipe(way, kind)
+            seconds = wall(lambda: sh(*argv))
+        synced = wall(lambda: sync(p.target_mnt))
+        self.seconds.setdefault((kind, way), []).append(seconds + synced)
+        self.synced.setdefault((kind, way), []).append(synced)
+        print(f"    {kind}: {way}: {seconds:.3f} + sync {synced:.3f} s", file=sys.stderr,
+              flush=True)
 
     # -- read calls ----------------------------------------------------------------------
     async def reads_while(self, done: asyncio.Future[Any], label: str) -> None:
@@ -234,21 +238,20 @@ class Bench:
         ``done``; seconds per call kept under (label, call)."""
         bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
         gap = self.args.read_gap_ms / 1000
-        calls = {
-            "GetFilesystems": Message(destination="org.btrfsd1", path=MANAGER,
-                                      interface="org.btrfsd1.Manager",
-                                      member="GetFilesystems", signature="a{sv}", body=[{}]),
-            "GetSubvolume": Message(destination="org.btrfsd1", path=self.p.source_obj,
-                                    interface="org.btrfsd1.Filesystem",
-                                    member="GetSubvolume", signature="sa{sv}",
-                                    body=[str(self.p.data), {}]),
+        calls: dict[str, dict[str, Any]] = {
+            "GetFilesystems": dict(path=MANAGER, interface="org.btrfsd1.Manager",
+                                   member="GetFilesystems", signature="a{sv}", body=[{}]),
+            "GetSubvolume": dict(path=self.p.source_obj, interface="org.btrfsd1.Filesystem",
+                                 member="GetSubvolume", signature="sa{sv}",
+                                 body=[str(self.p.data), {}]),
         }
         try:
             i = 0
             while not done.done():
                 name = READS[i % 2]
+                msg = Message(destination="org.btrfsd1", **calls[name])  # a serial each
                 t = time.perf_counter()
-                reply = await bus.call(calls[name])
+                reply = await bus.call(msg)
                 took = time.perf_counter() - t
                 assert reply is not None
                 if reply.message_type == MessageType.ERROR:
@@ -259,35 +262,53 @@ class Bench:
         finally:
             bus.disconnect()
 
-    async def latency_round(self, idle_seconds: float) -> None:
+    async def latency_round(self, idle_seconds: float, r: int) -> None:
+        """Read calls idle, during a full btrfsd backup and during a full `send |
+        receive` pipe (the machine's share: the same kernel and disk work without
+        btrfsd's job), the latter two in turns; everything sent is deleted after."""
         loop = asyncio.get_running_loop()
-        sync(self.p.source_mnt, self.p.target_mnt)
+        p = self.p
+        sync(p.source_mnt, p.target_mnt)
         idle: asyncio.Future[None] = loop.create_future()
         loop.call_later(idle_seconds, idle.set_result, None)
-        await self.reads_while(idle, "idle")
-        sync(self.p.source_mnt, self.p.target_mnt)
-        backup = asyncio.ensure_future(self.client.run_backup())
-        await self.reads_while(backup, "during a full backup")
-        await backup
+        await self.reads_while(idle, IDLE)
+        for label in (BUSY_OURS, BUSY_PIPE)[::1 if r % 2 == 0 else -1]:
+            sync(p.source_mnt, p.target_mnt)
+            if label == BUSY_OURS:
+                work: asyncio.Future[Any] = asyncio.ensure_future(self.client.run_backup())
+            else:
+                argv, _ = self._pipe(PIPE, FULL)
+                work = asyncio.ensure_future(asyncio.to_thread(sh, *argv))
+            await self.reads_while(work, label)
+            await work
+            p.cleanup()
 
     # -- a round ---------------------------------------------------------------------------
     async def round(self, r: int) -> None:
         a = self.args
         order = list(WAYS[r % 3:] + WAYS[:r % 3])
         for way in order:
-            self.seconds.setdefault((FULL, way), []).append(await self.one(way, FULL))
+            await self.one(way, FULL)
         change(self.p.data, a.files, a.changed_mib, r)
         for way in order:
-            self.seconds.setdefault((INCR, way), []).append(await self.one(way, INCR))
+            await self.one(way, INCR)
         self.p.cleanup()
-        await self.latency_round(max(self.seconds[(FULL, OURS)][-1], 2.0))
-        self.p.cleanup()
+        last = self.seconds[(FULL, OURS)][-1] - self.synced[(FULL, OURS)][-1]
+        await self.latency_round(max(last, 2.0), r)
 
 
-def row(label: str, seconds: list[float], stream: list[int]) -> str:
-    rate = sorted(stream)[len(stream) // 2] / pct(seconds, 50) * 1000 / 1e6
-    return (f"| {label:<42} | {len(seconds):>2} | {pct(seconds, 50) / 1000:>7.3f} | "
-            f"{min(seconds):>7.3f} | {max(seconds):>7.3f} | {rate:>7.1f} |")
+def cell(text: str) -> str:
+    """A markdown table cell's text (a bar inside a cell must be escaped)."""
+    return text.replace("|", "\\|")
+
+
+def row(label: str, seconds: list[float], synced: list[float], stream: list[int]) -> str:
+    p50 = pct(seconds, 50) / 1000
+    before = pct([t - s for t, s in zip(seconds, synced, strict=True)], 50) / 1000
+    rate = sorted(stream)[len(stream) // 2] / p50 / 1e6
+    return (f"| {label:<42} | {len(seconds):>2} | {p50:>7.3f} | {min(seconds):>7.3f} | "
+            f"{max(seconds):>7.3f} | {before:>17.3f} | {pct(synced, 50) / 1000:>13.3f} | "
+            f"{rate:>6.1f} |")
 
 
 def report(b: Bench) -> None:
@@ -298,16 +319,20 @@ def report(b: Bench) -> None:
           f"median: full {sorted(b.stream[FULL])[a.runs // 2] / 1e6:.1f} MB, incremental "
           f"{sorted(b.stream[INCR])[a.runs // 2] / 1e6:.1f} MB) over p50 seconds.\n")
     print(f"| {'row':<42} | {'n':>2} | {'p50 s':>7} | {'min s':>7} | {'max s':>7} | "
-          f"{'MB/s':>7} |")
-    print(f"|{'-' * 44}|{'-' * 3}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
-    for (kind, way), seconds in b.seconds.items():
-        # a bar inside a markdown cell must be escaped
-        print(row(f"{kind}: {way}".replace("|", "\\|"), seconds, b.stream[kind]))
+          "p50 s before sync | p50 s of sync |   MB/s |")
+    print(f"|{'-' * 44}|{'-' * 3}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|{'-' * 19}:|"
+          f"{'-' * 15}:|{'-' * 7}:|")
+    for (kind, way), seconds in sorted(b.seconds.items(),
+                                       key=lambda kv: (kv[0][0] != FULL, WAYS.index(kv[0][1]))):
+        print(row(cell(f"{kind}: {way}"), seconds, b.synced[(kind, way)],
+                  b.stream[kind]))
     print(f"\nRead calls from a client, one every {a.read_gap_ms} ms\n")
-    print(f"| {'call':<38} | {'n':>5} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} |")
-    print(f"|{'-' * 40}|{'-' * 6}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
-    for (label, name), s in sorted(b.reads.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"| {name + ', ' + label:<38} | {len(s):>5} | {pct(s, 50):>7.2f} | "
+    print(f"| {'call':<42} | {'n':>5} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} |")
+    print(f"|{'-' * 44}|{'-' * 6}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
+    labels = (IDLE, BUSY_OURS, BUSY_PIPE)
+    for (label, name), s in sorted(b.reads.items(),
+                                   key=lambda kv: (kv[0][1], labels.index(kv[0][0]))):
+        print(f"| {cell(name + ', ' + label):<42} | {len(s):>5} | {pct(s, 50):>7.2f} | "
               f"{pct(s, 99):>7.2f} | {max(s) * 1000:>7.2f} |")
     print()
     for kind in (FULL, INCR):
@@ -317,13 +342,22 @@ def report(b: Bench) -> None:
             best = min(b.seconds[(kind, OURS)]) / min(b.seconds[(kind, ref)])
             verdict = "met" if ratio <= TARGET_RATIO else "not met"
             print(f"target: {kind} {OURS} within {TARGET_RATIO}x of `{ref}`: p50 "
-                  f"{ratio:.2f}x (min {best:.2f}x) -> {verdict}")
+                  f"{ratio:.2f}x (min {best:.2f}x; p50 before sync "
+                  f"{before_sync(b, kind, OURS) / before_sync(b, kind, ref):.2f}x) -> {verdict}")
     for name in READS:
-        idle = pct(b.reads[("idle", name)], 99)
-        busy = pct(b.reads[("during a full backup", name)], 99)
+        idle = pct(b.reads[(IDLE, name)], 99)
+        busy = pct(b.reads[(BUSY_OURS, name)], 99)
+        pipe = pct(b.reads[(BUSY_PIPE, name)], 99)
         verdict = "met" if busy <= TARGET_LATENCY * idle else "not met"
         print(f"target: {name} p99 during a backup within {TARGET_LATENCY}x of idle: "
-              f"{busy:.2f} / {idle:.2f} ms = {busy / idle:.2f}x -> {verdict}")
+              f"{busy:.2f} / {idle:.2f} ms = {busy / idle:.2f}x -> {verdict} (during a "
+              f"send | receive pipe: {pipe / idle:.2f}x)")
+
+
+def before_sync(b: Bench, kind: str, way: str) -> float:
+    """p50 seconds of a row without its sync."""
+    pairs = zip(b.seconds[(kind, way)], b.synced[(kind, way)], strict=True)
+    return pct([t - s for t, s in pairs], 50)
 
 
 async def wait_for_filesystems(client: Client, objs: list[str]) -> None:
@@ -351,6 +385,13 @@ async def bench(places: Places, args: argparse.Namespace, target_obj: str) -> Be
         bus.disconnect()
 
 
+def record(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy recording process ``pid`` into ``out`` until SIGINT."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                             str(pid), "-o", out, "--format", "raw", "--threads", "--idle",
+                             "--rate", "250", "--nonblocking"], stdout=subprocess.DEVNULL)
+
+
 def fs_obj(uuid: str) -> str:
     return "/org/btrfsd1/filesystems/" + uuid.replace("-", "_")
 
@@ -363,6 +404,7 @@ def main() -> int:
     ap.add_argument("--changed-mib", type=int, default=10, help="rewritten before the "
                     "incremental")
     ap.add_argument("--read-gap-ms", type=float, default=5.0)
+    ap.add_argument("--py-spy", metavar="FILE", help="record the daemon's stacks")
     args = ap.parse_args()
     if not is_root():
         return 1
@@ -383,11 +425,16 @@ def main() -> int:
             d.mkdir(mode=0o755)
         places = Places(src.mount_point, tgt.mount_point, data, pipe_snaps, targets,
                         fs_obj(src.uuid))
+        spy = record(sb._procs["btrfsd"].pid, args.py_spy) if args.py_spy else None
         try:
             b = asyncio.run(bench(places, args, fs_obj(tgt.uuid)))
         except Exception:
             print(sb.daemon_log()[-4000:], file=sys.stderr)
             raise
+        finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                spy.wait(60)
     report(b)
     return 0
 
