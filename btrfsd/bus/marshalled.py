@@ -11,7 +11,9 @@ header is made per reply (serial, destination) and whose body bytes are the kept
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import re
+import struct
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
@@ -25,6 +27,70 @@ KEEP_FOR = 30.0
 KEEP_AT_MOST = 4  # bodies per interface object (e.g. whole listing + a few snapshots_of)
 
 
+# A struct of arrays of fixed-size numbers and strings ("columns", as ListSubvolumes
+# replies): marshalled here a column at a time, with struct.pack over a whole column of
+# numbers, ~5x faster than dbus-fast's per-element marshaller for 10,000 rows (a unit
+# test checks the bytes are dbus-fast's own).
+_COLUMNS = re.compile(r"\((?:a[tuxbs])+\)")
+_NUMBERS = {"t": ("Q", 8), "x": ("q", 8), "u": ("I", 4), "b": ("I", 4)}
+_U32 = struct.Struct("<I").pack
+_STRING_TAIL = [b"\0" * (1 + (-(n + 1) % 4)) for n in range(4)]  # NUL, then pad to 4
+
+
+def _pad(buf: bytearray, n: int) -> None:
+    buf.extend(bytes(-len(buf) % n))
+
+
+def _strings(column: Sequence[str]) -> bytes:
+    """An array's strings, each its length, UTF-8 and NUL, padded to 4 but the last.
+    Raises ValueError for a string that is not valid D-Bus text."""
+    if not column:
+        return b""
+    if "\0" in "".join(column):
+        raise ValueError("a string holds a NUL character")
+    raws = list(map(str.encode, column))  # UnicodeEncodeError: not UTF-8 text
+    sizes = set(map(len, raws))
+    if len(sizes) == 1:  # uuids, names of one pattern: one pack, no loop in Python
+        size = sizes.pop()
+        tail = -(size + 1) % 4
+        args: list[Any] = [size] * (2 * len(raws))
+        args[1::2] = raws
+        packed = struct.pack("<" + f"I{size}s{1 + tail}x" * len(raws), *args)
+        return packed[:len(packed) - tail]
+    out = bytearray()
+    for raw in raws:
+        size = len(raw)
+        out += _U32(size)
+        out += raw
+        out += _STRING_TAIL[size % 4]
+    del out[len(out) - len(_STRING_TAIL[size % 4]) + 1:]  # the last one's padding
+    return bytes(out)
+
+
+def _columns(types: str, columns: Sequence[Sequence[Any]]) -> bytes:
+    """The body of one struct of arrays (``types``: each array's element type). Raises
+    ValueError for a string that is not valid D-Bus text, struct.error for a number
+    out of range or not a number, AttributeError for a string that is not one."""
+    if len(columns) != len(types):
+        raise ValueError(f"{len(columns)} columns for {len(types)} arrays")
+    buf = bytearray()
+    for kind, column in zip(types, columns, strict=True):
+        _pad(buf, 4)
+        at = len(buf)
+        buf.extend(bytes(4))  # the array's length, known at its end
+        if kind == "s":
+            start = len(buf)
+            buf.extend(_strings(column))
+        else:
+            code, size = _NUMBERS[kind]
+            _pad(buf, size)
+            start = len(buf)
+            values = map(bool, column) if kind == "b" else column  # truth, as dbus-fast
+            buf.extend(struct.pack(f"<{len(column)}{code}", *values))
+        buf[at:at + 4] = _U32(len(buf) - start)
+    return bytes(buf)
+
+
 class Marshalled:
     """One method's out arguments, already marshalled (the body of a reply)."""
 
@@ -32,9 +98,13 @@ class Marshalled:
 
     def __init__(self, signature: str, values: list[Any]) -> None:
         """Marshal ``values`` (the out arguments) as ``signature``.
-        Raises what dbus-fast's Marshaller raises for values that do not match."""
+        Raises what dbus-fast's Marshaller raises for values that do not match (and
+        ValueError, TypeError or struct.error from the columns' own marshaller)."""
         self.signature = signature
-        self.body = bytes(Marshaller(signature, values).marshall())
+        if len(values) == 1 and _COLUMNS.fullmatch(signature):
+            self.body = _columns(signature[2:-1:2], values[0])
+        else:
+            self.body = bytes(Marshaller(signature, values).marshall())
 
 
 class MarshalledReply(Message):

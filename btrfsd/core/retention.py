@@ -72,13 +72,17 @@ def decide(candidates: Sequence[Candidate], limits: Limits, now: float,
     counted = [c for c in ordered if not c.important]
     for c in counted[:limits.keep_last]:
         decisions[c.key].reasons.append("keep-last")
+    stamps: list[datetime] = []  # each candidate's local time, made once for every kind
     for kind, period_of in PERIODS.items():
         limit = getattr(limits, kind)
         if limit <= 0:
             continue
+        if not stamps:
+            stamps = [datetime.fromtimestamp(c.created, tz) for c in counted]
         first: dict[tuple[int, ...], Candidate] = {}
-        for c in counted:  # youngest first: the last one seen in a period is its first
-            first[period_of(datetime.fromtimestamp(c.created, tz))] = c
+        # youngest first: the last one seen in a period is its first
+        for c, stamp in zip(counted, stamps, strict=True):
+            first[period_of(stamp)] = c
         # dicts keep insertion order: periods appear youngest first
         for period in list(first)[:limit]:
             decisions[first[period].key].reasons.append(kind)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbus_fast import BusType, Message, MessageType
@@ -270,3 +271,43 @@ async def test_kept_replies_are_reused_only_with_equal_values() -> None:
     assert kept.get((1, "source 1"), {}) is not None
     kept.clear()  # what the KEEP_FOR timer calls
     assert kept.get((1, "source 1"), {}) is None
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 7, 1000])
+def test_columns_are_marshalled_as_dbus_fast_would(rows: int) -> None:
+    """bus/marshalled.py marshals a struct of arrays itself (a column at a time): the
+    bytes must be dbus-fast's own, for every string length modulo 4, empty columns,
+    non-ASCII text, negative times and the largest numbers."""
+    import random
+
+    rnd = random.Random(rows)
+    names = ["", "a", "ab", "abc", "abcd", "é", "home/é/.snapshots/" + "x" * rows, "\\xff"]
+
+    def column(kind: str) -> list[Any]:
+        if kind == "s":
+            return [rnd.choice(names) + str(i) * (i % 5) for i in range(rows)]
+        if kind == "b":
+            return [rnd.random() < 0.5 for _ in range(rows)]
+        if kind == "x":
+            return [rnd.choice([-(1 << 63), -1, 0, 1 << 40, (1 << 63) - 1]) for _ in range(rows)]
+        return [rnd.choice([0, 1, 1 << 32, (1 << 64) - 1]) for _ in range(rows)]
+
+    types = SUBVOLUME_COLUMNS[2:-1:2]
+    value = [column(t) for t in types]
+    ours = Marshalled(SUBVOLUME_COLUMNS, [value]).body
+    from dbus_fast._private.marshaller import Marshaller
+
+    assert ours == bytes(Marshaller(SUBVOLUME_COLUMNS, [value]).marshall())
+    for other in ("(as)", "(at)", "(asat)", "(atas)", "(abas)", "(asab)"):
+        v = [column(t) for t in other[2:-1:2]]
+        assert Marshalled(other, [v]).body == bytes(Marshaller(other, [v]).marshall()), other
+
+
+def test_columns_that_cannot_be_marshalled_are_refused() -> None:
+    for bad in (["a\0b"], ["\udcff"]):
+        with pytest.raises(ValueError):
+            Marshalled("(as)", [[bad]])
+    with pytest.raises(Exception):  # noqa: B017 (struct.error)
+        Marshalled("(at)", [[[-1]]])
+    with pytest.raises(ValueError):
+        Marshalled("(atat)", [[[1]]])
