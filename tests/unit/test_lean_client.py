@@ -23,9 +23,26 @@ __all__ = ["bus_address"]  # a fixture, used by name
 
 
 def test_names_are_the_constants() -> None:
-    assert (lean.BUS_NAME, lean.ROOT_PATH, lean.MANAGER_IFACE, lean.FILESYSTEM_IFACE) == (
+    from btrfsd.bus.paths import filesystem_path
+    from btrfsd.fs.ioctl import BTRFS_IOC_FS_INFO
+
+    assert (lean.BUS_NAME, lean.ROOT_PATH, lean.MANAGER_IFACE, lean.FILESYSTEM_IFACE,
+            lean.FILESYSTEMS_PATH) == (
         constants.BUS_NAME, constants.ROOT_PATH, constants.MANAGER_IFACE,
-        constants.FILESYSTEM_IFACE)
+        constants.FILESYSTEM_IFACE, constants.FILESYSTEMS_PATH)
+    assert lean._FS_INFO == BTRFS_IOC_FS_INFO
+    # the object path the lean client names from an fsid is the daemon's for that uuid
+    assert filesystem_path("0123abcd-0000-4111-8222-0123456789ab") == (
+        lean.FILESYSTEMS_PATH + "/0123abcd_0000_4111_8222_0123456789ab")
+
+
+def test_the_filesystem_of_a_directory_not_on_btrfs_is_left_to_the_daemon(
+        tmp_path: Path) -> None:
+    assert lean._local_filesystem(str(tmp_path / "missing")) is None
+    kind = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
+                          text=True).stdout.strip()
+    if kind != "btrfs":
+        assert lean._local_filesystem(str(tmp_path)) is None
 
 
 def test_the_lean_path_imports_nothing_heavy() -> None:
@@ -226,3 +243,42 @@ def test_a_bus_that_refuses_us_goes_to_the_full_path(tmp_path: Path,
     finally:
         t.join(5)
         server.close()
+
+
+def test_a_filesystem_object_that_is_not_there_is_found_through_resolve_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean client names the filesystem object from the fsid it reads itself; where
+    btrfsd has no such object (a filesystem it does not serve), it asks ResolvePath,
+    whose error (or object) decides, as before."""
+    calls: list[tuple[str, str]] = []
+
+    class Bus:
+        def call(self, dest: str, path: str, iface: str, member: str, sig: str,
+                 body: list[Any], interactive: bool) -> list[Any]:
+            calls.append((path, member))
+            if path == "/org/btrfsd1/filesystems/guess":
+                raise CallError("org.freedesktop.DBus.Error.UnknownObject", "no object")
+            if member == "ResolvePath":
+                return ["/org/btrfsd1/filesystems/real", "/"]
+            return ["made"]
+
+    monkeypatch.setattr(lean, "_local_filesystem",
+                        lambda path: "/org/btrfsd1/filesystems/guess")
+    bus: Any = Bus()
+    assert lean._call_on_filesystem(bus, "/x", "CreateSnapshot", "ssa{sv}", [], False) == [
+        "made"]
+    assert calls == [("/org/btrfsd1/filesystems/guess", "CreateSnapshot"),
+                     ("/org/btrfsd1", "ResolvePath"),
+                     ("/org/btrfsd1/filesystems/real", "CreateSnapshot")]
+    calls.clear()  # any other error is the answer: no second call
+    monkeypatch.setattr(lean, "_local_filesystem",
+                        lambda path: "/org/btrfsd1/filesystems/real")
+
+    def refused(*args: Any) -> list[Any]:
+        calls.append((args[1], args[3]))
+        raise CallError("org.btrfsd1.Error.AlreadyExists", "exists")
+
+    monkeypatch.setattr(Bus, "call", lambda self, *args: refused(*args))
+    with pytest.raises(CallError, match="AlreadyExists"):
+        lean._call_on_filesystem(bus, "/x", "CreateSnapshot", "ssa{sv}", [], False)
+    assert calls == [("/org/btrfsd1/filesystems/real", "CreateSnapshot")]
