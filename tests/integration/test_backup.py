@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import DENIED, V, World, btrfs
-from sandbox import LoopFs
+from sandbox import TEST_USER, LoopFs
 from test_cli import ctl
 from test_jobs import JOB_IFACE, add_fs, props, remove_fs, wait_for_fs, wait_state
 
@@ -435,3 +436,22 @@ def test_read_only_target_is_refused_named_and_nothing_is_made(
     assert subvols_in(tgt) == []
     assert not (sv / ".snapshots").exists(), "a snapshot was taken for nothing"
     call(world, "RemoveBackup", "sa{sv}", "ro", {})
+
+
+def test_a_users_snapshot_name_cannot_get_a_subvolume_on_the_target_deleted(
+        world: World, places: tuple[Path, Path]) -> None:
+    """The clean-up of unfinished copies before a run must not delete a writable
+    subvolume on the target only because the source's owner named a read-only snapshot
+    of their subvolume like it."""
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "owned", 64 * 1024), target(tgt_dir, "owned")
+    user = pwd.getpwnam(TEST_USER)
+    os.chown(sv, user.pw_uid, user.pw_gid)
+    btrfs("subvolume", "create", str(tgt / "precious"))  # the administrator's, writable
+    (tgt / "precious" / "keep").write_text("mine\n")
+    subprocess.run([*world.sb.as_user(user.pw_name), "btrfs", "subvolume", "snapshot",
+                    "-r", str(sv), str(sv / "precious")], check=True, capture_output=True)
+    assert set_backup(world, "owned", sv, tgt, keep_last=2)["ok"]
+    ran(world, "owned")
+    assert (tgt / "precious" / "keep").read_text() == "mine\n", \
+        "a run deleted a subvolume btrfsd did not make"
