@@ -455,3 +455,53 @@ def test_a_users_snapshot_name_cannot_get_a_subvolume_on_the_target_deleted(
     ran(world, "owned")
     assert (tgt / "precious" / "keep").read_text() == "mine\n", \
         "a run deleted a subvolume btrfsd did not make"
+
+
+GRANT_RUN = """
+polkit.addRule(function(action, subject) {
+    if (subject.user == "USER" && action.id == "org.btrfsd1.backup-run") {
+        return polkit.Result.YES;
+    }
+});
+""".replace("USER", TEST_USER)
+
+
+def test_running_backups_does_not_allow_restoring_into_any_root_directory(
+        world: World, places: tuple[Path, Path]) -> None:
+    """The owner of a source names the copies (btrfsd snapshots into a .snapshots they
+    own, and they rename what is in it); a restore into a root-only directory such as
+    /etc/systemd/system would then place their files under a name of their choice
+    (a unit drop-in). backup-run therefore runs the configured backups only."""
+    src_dir, tgt_dir = places
+    user = pwd.getpwnam(TEST_USER)
+    sv, tgt = source(src_dir, "named", 64 * 1024), target(tgt_dir, "named")
+    os.chown(sv, user.pw_uid, user.pw_gid)
+    as_user = world.sb.as_user(TEST_USER)
+    subprocess.run([*as_user, "mkdir", str(sv / ".snapshots")], check=True)
+    spec = {"subvolume": V("s", str(sv)), "every": V("t", 3600), "keep_last": V("u", 3)}
+    root_only = target(src_dir, "etc-like")
+    remove = world.sb.install_rules("40-btrfsd-test-backup-run.rules", GRANT_RUN)
+    try:
+        assert call(world, "SetSchedule", "sa{sv}a{sv}", "named", spec, {})["ok"]
+        snap = Path(call(world, "RunSchedule", "sa{sv}", "named", {})["body"][0]["snapshot"])
+        subprocess.run([*as_user, "mv", str(snap), str(snap.parent / "evil.service.d")],
+                       check=True)
+        assert set_backup(world, "named", sv, tgt, keep_last=2, schedule="named")["ok"]
+        deadline = time.monotonic() + 10
+        while True:  # polkitd picks the rule up within a moment
+            r = call(world, "RunBackup", "sa{sv}", "named", {}, caller=world.user)
+            if r["ok"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert r["ok"], r  # backup-run runs the configured backup
+        p = wait_state(world, r["body"][0], ENDED, timeout=60)
+        assert p["State"] == "completed", p
+        assert subvols_in(tgt) == ["evil.service.d"]
+        r = call(world, "RestoreBackup", "sssa{sv}", "named", "evil.service.d",
+                 str(root_only), {}, caller=world.user)
+        assert r["error"] in DENIED, r
+        assert subvols_in(root_only) == []
+    finally:
+        remove()
+        call(world, "RemoveSchedule", "sa{sv}", "named", {})
+        call(world, "RemoveBackup", "sa{sv}", "named", {})
