@@ -255,7 +255,12 @@ def test_bad_input_is_refused_and_changes_nothing(world: World,
     (tgt_dir / "link").symlink_to(tgt_dir)
     open_dir = target(tgt_dir, "open")
     open_dir.chmod(0o777)
+    taken = target(tgt_dir, "taken")
+    assert set_backup(world, "taker", sv, taken, keep_last=1)["ok"]
     cases = {
+        # each run's retention would delete the other's copies
+        "another's target": (sv, f"{taken}/", {"keep_last": 1}, "InvalidArgument"),
+        "another's target, .": (sv, f"{taken}/.", {"keep_last": 1}, "InvalidArgument"),
         "not btrfs": (sv, shm, {"keep_last": 1}, "NotBtrfs"),
         "same filesystem": (sv, src_dir, {"keep_last": 1}, "InvalidArgument"),
         "not a directory": (sv, tgt_dir / "file", {"keep_last": 1}, "InvalidArgument"),
@@ -284,6 +289,7 @@ def test_bad_input_is_refused_and_changes_nothing(world: World,
         assert not r["ok"] and r["error"] in DENIED, r
     assert call(world, "ListBackups", "a{sv}", {})["body"][0] == before
     assert call(world, "ListBackups", "a{sv}", {}, caller=world.user)["ok"]
+    assert call(world, "RemoveBackup", "sa{sv}", "taker", {})["ok"]
     shutil.rmtree(shm)
 
 
