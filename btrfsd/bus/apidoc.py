@@ -114,7 +114,7 @@ MANAGER: dict[str, Doc] = {
                      (("job", "The org.btrfsd1.Job object."),)),
     "RestoreBackup": Doc("Send a copy on a backup's target back into a directory on a "
                          "btrfs filesystem, as a job there (read-only result; incremental "
-                         "when that filesystem holds a copy's original). Action: backup-run.",
+                         "when that filesystem holds a copy's original). Action: backup-manage.",
                          _opt(name="Backup name.",
                               copy="The copy's name in the target directory (ExplainBackup"
                                    " lists them).",

@@ -218,7 +218,9 @@ class ManagerInterface(ServiceInterface):
         return job_path(job.id)
 
     @dbus_method(name="RestoreBackup")
-    @authorized(Action.BACKUP_RUN)
+    # not backup-run: the destination is any directory root owns, and the owner of a
+    # backup's source names its copies (docs/backup.md, "Restore")
+    @authorized(Action.BACKUP_MANAGE)
     async def restore_backup(self, name: DBusStr, copy: DBusStr, dest_dir: DBusStr,
                              options: OptionsArg) -> DBusObjectPath:
         parse_options(NoOptions, options)

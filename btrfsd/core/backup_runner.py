@@ -6,8 +6,10 @@ with btrfs-progs (fs/receive.py), verify, apply the target's retention.
 Never a fake backup: a subvolume in the target directory is a backup only when it is
 read-only and carries a received_uuid (``btrfs receive`` sets both last). The name being
 received is written to the job's record (``undo``) before the transfer starts, so a
-kill -9 is cleaned up at the next start; a run also removes unfinished copies named like
-a source snapshot before it sends.
+kill -9 is cleaned up at the next start. A run never deletes an unfinished subvolume it
+did not record itself: a name alone proves nothing (the owner of the source names their
+own snapshots, and an administrator's writable subvolume in the target looks like a
+partial receive).
 """
 
 from __future__ import annotations
@@ -278,14 +280,6 @@ class BackupRunner(ReceivingRunner):
         self.snapshot_uuid = snapshot_uuid
 
     # -- blocking steps ------------------------------------------------------------------
-    def _clean_partials(self, source_names: set[str]) -> int:
-        gone = 0
-        for name, info in target_copies(self._dir_fd, self._dir).items():
-            if (name in source_names and not complete(info)
-                    and remove_partial(self._dir_fd, name, f"{self._dir}/{name}")):
-                gone += 1
-        return gone
-
     def _send(self, plan: _Plan) -> None:
         assert plan.snapshot_info is not None
         with paths.resolve(plan.snapshot) as res:
@@ -351,8 +345,6 @@ class BackupRunner(ReceivingRunner):
         source = await self.kind.subvolumes.info(src_fs, b.source)
         plan = _Plan(src_fs, source.uuid)
         snaps = await self._source_snapshots(plan)
-        await asyncio.to_thread(self._clean_partials,
-                                {s.path.rpartition("/")[2] for s in snaps})
         await self._pick_snapshot(plan, snaps)
         assert plan.snapshot_info is not None
         name = plan.snapshot.rpartition("/")[2]
@@ -364,8 +356,10 @@ class BackupRunner(ReceivingRunner):
                        "nothing was sent.", success=True)
             return
         if name in copies:
+            # left by a run whose clean-up failed (a disk pulled out), or not btrfsd's at
+            # all: only a person can tell, so it is named, never deleted
             raise Failed(f"{b.target}/{name} exists and is not a copy of {plan.snapshot}; "
-                         "move it away.")
+                         "move it away (or delete it if it is an unfinished copy).")
         common = [s for s in snaps if s.uuid in received and s.uuid != plan.snapshot_info.uuid]
         if common:
             plan.parent = max(common, key=lambda s: (s.otime, s.id))

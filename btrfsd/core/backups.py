@@ -98,6 +98,16 @@ def check_target_chain(res: paths.Resolved) -> None:
         os.close(cur)
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """The directory at ``path`` as (device, inode); None when it cannot be reached."""
+    try:
+        with paths.resolve(path) as res:
+            assert res.st is not None
+            return res.st.st_dev, res.st.st_ino
+    except (BtrfsdError, OSError):
+        return None
+
+
 def _not_found(name: str) -> NotFound:
     return NotFound(f"There is no backup {name!r} (btrfsctl backup list shows them).")
 
@@ -156,6 +166,19 @@ class Backups:
                 "another disk (a snapshot is the copy on the same one).")
         return src_fs, tgt_fs
 
+    def _check_shared_target(self, backup: Backup) -> None:
+        """Refuse a target that is another backup's under another name ('/t/', '/t/.',
+        a bind mount): each run's retention judges every copy in its directory and would
+        delete the other's, its next parent included (blocking). Raises
+        InvalidArgument."""
+        mine = _identity(backup.target)
+        for other in self.file.backups.values():
+            if other.name != backup.name and mine is not None \
+                    and _identity(other.target) == mine:
+                raise InvalidArgument(f"{backup.target} is the target directory of the "
+                                      f"backup {other.name!r} ({other.target}); give each "
+                                      "backup a directory of its own.")
+
     async def set(self, backup: Backup, *, replace: bool) -> None:
         """Add (or with ``replace`` change) a backup after checking its places.
 
@@ -176,6 +199,7 @@ class Backups:
                         f"The schedule {backup.schedule!r} snapshots {schedule.subvolume}, "
                         f"not {backup.source}.")
             await asyncio.to_thread(self._check_places, backup)
+            await asyncio.to_thread(self._check_shared_target, backup)
             self.file.backups[backup.name] = backup
             await self._save()
         log.info("backup set name=%s source=%s target=%s", backup.name, backup.source,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
@@ -81,6 +82,12 @@ class Pending:
 Send = Callable[[Pending], Awaitable[None]]
 
 
+def _refused(e: APIError) -> bool:
+    """The server's answer says the event can never be stored (a 4xx: too big for the
+    stream, a bad header); a 5xx (no stream leader yet, no responders) may pass."""
+    return e.code is not None and 400 <= e.code < 500
+
+
 class DurableQueue:
     """Events waiting for the server's ack, oldest first, at most ``limit`` of them
     (past that the oldest is dropped, with a warning: memory stays bounded however long
@@ -92,6 +99,7 @@ class DurableQueue:
         self.connected = connected
         self.limit = limit
         self.dropped = 0
+        self.refused = 0  # events the server refused for good (dropped, logged)
         self._queue: collections.deque[Pending] = collections.deque()
         self._waiting = asyncio.Event()
         # unique per bridge start: ids never repeat across restarts of the bridge
@@ -123,18 +131,34 @@ class DurableQueue:
             head = self._queue[0]
             try:
                 await self.send(head)
-            except (NatsError, TimeoutError, APIError, OSError) as e:
-                # once per event at warning level: a long outage would flood the log
-                level = logging.DEBUG if head is self._failed else logging.WARNING
-                self._failed = head
-                log.log(level, "event %s not stored yet (%s): trying again",
-                        head.msg_id, e or type(e).__name__)
-                await asyncio.sleep(RETRY_WAIT)
+            except (APIError, MaxPayloadError) as e:
+                if isinstance(e, APIError) and not _refused(e):
+                    await self._retry(head, e)
+                    continue
+                # the server answered and will never take this one (too big for the
+                # stream, say): retrying it would hold every later event back for ever
+                log.error("event %s on %s refused by the server, dropped: %s",
+                          head.msg_id, head.subject, e)
+                self.refused += 1
+            except (NatsError, TimeoutError, OSError) as e:
+                await self._retry(head, e)
                 continue
+            except Exception:
+                # a bug must not stop the queue for good: this event is lost, not the rest
+                log.exception("event %s could not be sent, dropped", head.msg_id)
+                self.refused += 1
             # the head may have been dropped meanwhile (queue full): remove it only if
             # it is still there
             if self._queue and self._queue[0] is head:
                 self._queue.popleft()
+
+    async def _retry(self, head: Pending, e: BaseException) -> None:
+        # once per event at warning level: a long outage would flood the log
+        level = logging.DEBUG if head is self._failed else logging.WARNING
+        self._failed = head
+        log.log(level, "event %s not stored yet (%s): trying again", head.msg_id,
+                e or type(e).__name__)
+        await asyncio.sleep(RETRY_WAIT)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the queue to empty (a clean stop)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import DENIED, V, World, btrfs
-from sandbox import LoopFs
+from sandbox import TEST_USER, LoopFs
 from test_cli import ctl
 from test_jobs import JOB_IFACE, add_fs, props, remove_fs, wait_for_fs, wait_state
 
@@ -254,7 +255,12 @@ def test_bad_input_is_refused_and_changes_nothing(world: World,
     (tgt_dir / "link").symlink_to(tgt_dir)
     open_dir = target(tgt_dir, "open")
     open_dir.chmod(0o777)
+    taken = target(tgt_dir, "taken")
+    assert set_backup(world, "taker", sv, taken, keep_last=1)["ok"]
     cases = {
+        # each run's retention would delete the other's copies
+        "another's target": (sv, f"{taken}/", {"keep_last": 1}, "InvalidArgument"),
+        "another's target, .": (sv, f"{taken}/.", {"keep_last": 1}, "InvalidArgument"),
         "not btrfs": (sv, shm, {"keep_last": 1}, "NotBtrfs"),
         "same filesystem": (sv, src_dir, {"keep_last": 1}, "InvalidArgument"),
         "not a directory": (sv, tgt_dir / "file", {"keep_last": 1}, "InvalidArgument"),
@@ -283,6 +289,7 @@ def test_bad_input_is_refused_and_changes_nothing(world: World,
         assert not r["ok"] and r["error"] in DENIED, r
     assert call(world, "ListBackups", "a{sv}", {})["body"][0] == before
     assert call(world, "ListBackups", "a{sv}", {}, caller=world.user)["ok"]
+    assert call(world, "RemoveBackup", "sa{sv}", "taker", {})["ok"]
     shutil.rmtree(shm)
 
 
@@ -435,3 +442,72 @@ def test_read_only_target_is_refused_named_and_nothing_is_made(
     assert subvols_in(tgt) == []
     assert not (sv / ".snapshots").exists(), "a snapshot was taken for nothing"
     call(world, "RemoveBackup", "sa{sv}", "ro", {})
+
+
+def test_a_users_snapshot_name_cannot_get_a_subvolume_on_the_target_deleted(
+        world: World, places: tuple[Path, Path]) -> None:
+    """The clean-up of unfinished copies before a run must not delete a writable
+    subvolume on the target only because the source's owner named a read-only snapshot
+    of their subvolume like it."""
+    src_dir, tgt_dir = places
+    sv, tgt = source(src_dir, "owned", 64 * 1024), target(tgt_dir, "owned")
+    user = pwd.getpwnam(TEST_USER)
+    os.chown(sv, user.pw_uid, user.pw_gid)
+    btrfs("subvolume", "create", str(tgt / "precious"))  # the administrator's, writable
+    (tgt / "precious" / "keep").write_text("mine\n")
+    subprocess.run([*world.sb.as_user(user.pw_name), "btrfs", "subvolume", "snapshot",
+                    "-r", str(sv), str(sv / "precious")], check=True, capture_output=True)
+    assert set_backup(world, "owned", sv, tgt, keep_last=2)["ok"]
+    ran(world, "owned")
+    assert (tgt / "precious" / "keep").read_text() == "mine\n", \
+        "a run deleted a subvolume btrfsd did not make"
+
+
+GRANT_RUN = """
+polkit.addRule(function(action, subject) {
+    if (subject.user == "USER" && action.id == "org.btrfsd1.backup-run") {
+        return polkit.Result.YES;
+    }
+});
+""".replace("USER", TEST_USER)
+
+
+def test_running_backups_does_not_allow_restoring_into_any_root_directory(
+        world: World, places: tuple[Path, Path]) -> None:
+    """The owner of a source names the copies (btrfsd snapshots into a .snapshots they
+    own, and they rename what is in it); a restore into a root-only directory such as
+    /etc/systemd/system would then place their files under a name of their choice
+    (a unit drop-in). backup-run therefore runs the configured backups only."""
+    src_dir, tgt_dir = places
+    user = pwd.getpwnam(TEST_USER)
+    sv, tgt = source(src_dir, "named", 64 * 1024), target(tgt_dir, "named")
+    os.chown(sv, user.pw_uid, user.pw_gid)
+    as_user = world.sb.as_user(TEST_USER)
+    subprocess.run([*as_user, "mkdir", str(sv / ".snapshots")], check=True)
+    spec = {"subvolume": V("s", str(sv)), "every": V("t", 3600), "keep_last": V("u", 3)}
+    root_only = target(src_dir, "etc-like")
+    remove = world.sb.install_rules("40-btrfsd-test-backup-run.rules", GRANT_RUN)
+    try:
+        assert call(world, "SetSchedule", "sa{sv}a{sv}", "named", spec, {})["ok"]
+        snap = Path(call(world, "RunSchedule", "sa{sv}", "named", {})["body"][0]["snapshot"])
+        subprocess.run([*as_user, "mv", str(snap), str(snap.parent / "evil.service.d")],
+                       check=True)
+        assert set_backup(world, "named", sv, tgt, keep_last=2, schedule="named")["ok"]
+        deadline = time.monotonic() + 10
+        while True:  # polkitd picks the rule up within a moment
+            r = call(world, "RunBackup", "sa{sv}", "named", {}, caller=world.user)
+            if r["ok"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert r["ok"], r  # backup-run runs the configured backup
+        p = wait_state(world, r["body"][0], ENDED, timeout=60)
+        assert p["State"] == "completed", p
+        assert subvols_in(tgt) == ["evil.service.d"]
+        r = call(world, "RestoreBackup", "sssa{sv}", "named", "evil.service.d",
+                 str(root_only), {}, caller=world.user)
+        assert r["error"] in DENIED, r
+        assert subvols_in(root_only) == []
+    finally:
+        remove()
+        call(world, "RemoveSchedule", "sa{sv}", "named", {})
+        call(world, "RemoveBackup", "sa{sv}", "named", {})

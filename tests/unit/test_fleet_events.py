@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 
 import pytest
+from nats.errors import MaxPayloadError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError
 
@@ -126,3 +127,58 @@ async def test_a_missing_stream_is_made_or_the_event_goes_live_only(other: bool)
             await send(p)  # made the stream; the queue sends it again
         await send(p)
         assert nc.published == 2 and nc.exists
+
+
+@pytest.mark.parametrize("poison", [
+    APIError(code=400, err_code=10054, description="message size exceeds maximum allowed"),
+    MaxPayloadError(), ValueError("a bug")])
+async def test_an_event_the_server_refuses_for_good_does_not_block_the_rest(
+        poison: Exception) -> None:
+    sent: list[bytes] = []
+    done = asyncio.Event()
+
+    async def send(p: events.Pending) -> None:
+        if p.data == b"poison":
+            raise poison
+        sent.append(p.data)
+        done.set()
+
+    connected = asyncio.Event()
+    connected.set()
+    q = events.DurableQueue("h1", send, connected, limit=10)
+    q.put("s", b"poison")
+    q.put("s", b"after")
+    runner = asyncio.create_task(q.run())
+    try:
+        async with asyncio.timeout(5):
+            await done.wait()
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert sent == [b"after"] and len(q) == 0 and q.refused == 1
+
+
+async def test_a_server_error_that_may_pass_is_retried() -> None:
+    tries = 0
+
+    async def send(p: events.Pending) -> None:
+        nonlocal tries
+        tries += 1
+        if tries < 3:
+            raise APIError(code=503, description="no leader")
+
+    connected = asyncio.Event()
+    connected.set()
+    q = events.DurableQueue("h1", send, connected, limit=10)
+    q.put("s", b"x")
+    runner = asyncio.create_task(q.run())
+    try:
+        async with asyncio.timeout(5):
+            while len(q):
+                await asyncio.sleep(0.001)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert tries == 3 and q.refused == 0
