@@ -316,6 +316,10 @@ class Backups:
             log.error("schedule %s: backup %s could not start: %s", schedule.name,
                       schedule.backup, e.message)
             return 0
+        except OSError as e:  # the target's checks open directories (review: a Low)
+            log.error("schedule %s: backup %s could not start: %s", schedule.name,
+                      schedule.backup, e)
+            return 0
         log.info("schedule %s started backup %s as job %d", schedule.name, schedule.backup,
                  job.id)
         return job.id
