@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,16 +253,24 @@ def main() -> int:
     return 0
 
 
-def report(rows: dict[str, list[float]], snapshots: int, has_snapper: bool) -> None:
+def table(title: str, first: str, rows: dict[str, list[float]],
+          figures: dict[str, Callable[[list[float]], float]]) -> None:
+    """Print a row per name: its count, then each figure (milliseconds) of its samples."""
     width = max(len(name) for name in rows) + 2
-    print(f"\nwhole process, output to a pipe; listings at {snapshots} snapshots")
-    head = f"{'command':<{width}}{'n':>5}{'p50 ms':>10}{'min ms':>10}{'max ms':>10}"
+    print(f"\n{title}")
+    head = f"{first:<{width}}{'n':>5}" + "".join(f"{f:>10}" for f in figures)
     print(head)
     print("-" * len(head))
     for name, samples in rows.items():
-        print(f"{name:<{width}}{len(samples):>5}{pct(samples, 50):>10.2f}"
-              f"{min(samples) * 1000:>10.2f}{max(samples) * 1000:>10.2f}")
+        print(f"{name:<{width}}{len(samples):>5}"
+              + "".join(f"{fn(samples):>10.2f}" for fn in figures.values()))
     print()
+
+
+def report(rows: dict[str, list[float]], snapshots: int, has_snapper: bool) -> None:
+    table(f"whole process, output to a pipe; listings at {snapshots} snapshots", "command",
+          rows, {"p50 ms": lambda s: pct(s, 50), "min ms": lambda s: min(s) * 1000,
+                 "max ms": lambda s: max(s) * 1000})
     if not has_snapper:
         print("snapper: left out")
     for name, target in TARGETS.items():
@@ -280,15 +288,9 @@ def report(rows: dict[str, list[float]], snapshots: int, has_snapper: bool) -> N
 
 
 def report_dbus(rows: dict[str, list[float]], snapshots: int) -> None:
-    width = max(len(name) for name in rows) + 2
-    print(f"\nD-Bus calls from one client in this process; listings at {snapshots} snapshots")
-    head = f"{'call':<{width}}{'n':>5}{'p50 ms':>10}{'p90 ms':>10}{'min ms':>10}"
-    print(head)
-    print("-" * len(head))
-    for name, samples in rows.items():
-        print(f"{name:<{width}}{len(samples):>5}{pct(samples, 50):>10.2f}"
-              f"{pct(samples, 90):>10.2f}{min(samples) * 1000:>10.2f}")
-    print()
+    table(f"D-Bus calls from one client in this process; listings at {snapshots} snapshots",
+          "call", rows, {"p50 ms": lambda s: pct(s, 50), "p90 ms": lambda s: pct(s, 90),
+                         "min ms": lambda s: min(s) * 1000})
     p50 = {name: pct(samples, 50) for name, samples in rows.items()}
     if "snapperd ListSnapshots" not in p50:
         print("snapper: left out, no D-Bus targets judged")
