@@ -99,13 +99,11 @@ def _after(key: tuple[int, int, int]) -> tuple[int, int, int] | None:
     return None
 
 
-def _search(fd: int, tree_id: int, min_key: tuple[int, int, int],
-            max_key: tuple[int, int, int], min_transid: int = 0
-            ) -> Iterator[tuple[int, int, int, int, memoryview]]:
+def _search(fd: int, min_key: tuple[int, int, int], max_key: tuple[int, int, int],
+            min_transid: int = 0) -> Iterator[tuple[int, int, int, int, memoryview]]:
     """Yield (leaf generation, objectid, type, offset, data) of every item of the root
-    tree (``tree_id``) between two keys, in key order; with ``min_transid`` only those
-    of leaves of that generation or newer."""
-    assert tree_id == ROOT_TREE_OBJECTID  # the only tree searched here
+    tree between two keys, in key order; with ``min_transid`` only those of leaves of
+    that generation or newer."""
     key: tuple[int, int, int] | None = min_key
     while key is not None and key <= max_key:
         buf = _search_call(fd, key, max_key, min_transid, 4096)
@@ -215,8 +213,7 @@ def unchanged(fd: int, scan: RootScan) -> bool:
     # a volume snapshot rolled back and mounted in its place), whose numbers repeat
     if scan.generation < 0 or _start_generation(fd) < scan.generation:
         return False
-    if _digest(_search(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX,
-                       scan.generation)) != scan.digest:
+    if _digest(_search(fd, _RANGE_MIN, _RANGE_MAX, scan.generation)) != scan.digest:
         return False
     try:
         return all(_ino_path(fd, parent, dirid) == path
