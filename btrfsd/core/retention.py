@@ -13,7 +13,7 @@ seconds, and snapshots marked important (they do not count toward any limit).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, KeysView, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
@@ -141,8 +141,9 @@ class Timeline:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def keys(self) -> list[str]:
-        return list(self._entries)
+    def keys(self) -> KeysView[str]:
+        """The snapshots here (a set view: ``keys() - present`` is cheap)."""
+        return self._entries.keys()
 
     def add(self, candidate: Candidate) -> None:
         """Add a snapshot; it comes after those added before among equal times (as in
