@@ -129,7 +129,7 @@ def test_wrong_cells_are_left_to_rich() -> None:
 
 
 def test_no_emoji_code_is_two_digits() -> None:
-    # plain._BAD_COLON lets a time's ":MM:" through: rich must leave it alone too
+    # plain._times_only lets a time's ":MM:" through: rich must leave it alone too
     from rich._emoji_codes import EMOJI
 
     assert not [name for name in EMOJI if re.fullmatch(r"\d\d", name)]
@@ -137,6 +137,21 @@ def test_no_emoji_code_is_two_digits() -> None:
     for mm in range(60):
         console.print(f"10:{mm:02d}:20")
     assert out.getvalue() == "".join(f"10:{mm:02d}:20\n" for mm in range(60))
+
+
+def test_times_only_is_the_regular_expression_it_replaced() -> None:
+    # plain.py no longer imports re (~10 ms at start-up); this was its check
+    bad_colon = re.compile(r":(?!\d\d(?::\d\d)?(?:\||\Z))")
+    alphabet = ":01|#"  # "#": plain's own marker
+    texts = [""]
+    for k in range(7):  # every string of up to 7 of these characters
+        texts += [t + c for t in texts[-len(alphabet) ** k:] for c in alphabet]
+    texts += ["10:26:20", "2026-11-28 10:26:20", "a:12:34|b", "1:2:3:4", ":12:34:56",
+              "x:12", "12:34|", "|:00", "x:00:00:00", "a:59:59|b:00|c:1", "a:98:76:54|"]
+    for text in texts:
+        assert plain._times_only(text) == (bad_colon.search(text) is None), text
+    # re's \d takes other scripts' digits too; _plain has refused non-ASCII before
+    assert not plain._plain("x:١٢") and not plain._plain("x:1²")
 
 
 @pytest.mark.parametrize("text", [

@@ -46,12 +46,21 @@ def test_the_filesystem_of_a_directory_not_on_btrfs_is_left_to_the_daemon(
 
 
 def test_the_lean_path_imports_nothing_heavy() -> None:
-    code = ("import sys; from btrfsd.cli import main, lean; "
+    # ...nor does drawing what the lean commands print (a table with times, JSON)
+    code = ("import sys; from btrfsd.cli import main, lean, plain; "
+            "rows = plain.subvolume_cells([{'id': 257, 'parent_id': 5, 'path': 'a:b', "
+            "'read_only': True, 'is_snapshot': True, 'otime': 1764325580000000}]); "
+            "assert plain.table(plain.SUBVOLUME_COLUMNS, rows, 250, False) is None; "
+            "assert plain.table(plain.SUBVOLUME_COLUMNS, rows[:0], 250, False); "
+            "rows[0][2] = 'a'; assert plain.table(plain.SUBVOLUME_COLUMNS, rows, 250, False); "
+            "assert plain.records_json(['path', 'id'], [['a', 'b'], [1, 2]]); "
+            "assert plain.dumps({'path': 'x', 'read_only': True}); "
             "print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.split())
     heavy = {"argparse", "asyncio", "dbus_fast", "rich", "typing", "dataclasses", "json",
-             "socket", "btrfsd.constants", "btrfsd.cli.commands", "btrfsd.cli.output"}
+             "socket", "btrfsd.constants", "btrfsd.cli.commands", "btrfsd.cli.output",
+             "re", "enum"}
     assert not loaded & heavy
 
 
