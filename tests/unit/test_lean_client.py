@@ -291,3 +291,36 @@ def test_a_filesystem_object_that_is_not_there_is_found_through_resolve_path(
     with pytest.raises(CallError, match="AlreadyExists"):
         lean._call_on_filesystem(bus, "/x", "CreateSnapshot", "ssa{sv}", [], False)
     assert calls == [("/org/btrfsd1/filesystems/real", "CreateSnapshot")]
+
+
+def _exit_now(code: str) -> subprocess.CompletedProcess[str]:
+    prelude = ("import sys\nfrom btrfsd.cli.main import exit_now\n"
+               "class Late:\n    def __del__(self): sys.stderr.write('shut down\\n')\n"
+               "late = Late()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, env=env)
+
+
+def test_the_launcher_ends_a_lean_command_without_the_interpreters_shutdown() -> None:
+    r = _exit_now("print('out', end=''); sys.stderr.write('err'); exit_now(4)")
+    assert (r.returncode, r.stdout, r.stderr) == (4, "out", "err")  # flushed, no shutdown
+
+
+@pytest.mark.parametrize("code", [
+    "import atexit; atexit.register(print, 'at exit'); exit_now(3)",
+    "import threading; exit_now(3)",
+    "import btrfsd.cli.commands; exit_now(3)",
+])
+def test_the_launcher_shuts_down_as_usual_after_other_work(code: str) -> None:
+    r = _exit_now(code)
+    assert r.returncode == 3 and r.stderr.endswith("shut down\n"), r
+
+
+def test_the_launcher_reports_output_it_could_not_write_as_usual() -> None:
+    # the output waits in stdout's buffer; its reader is gone by the time it is flushed
+    code = ("import os; print('x' * 100); r, w = os.pipe(); os.dup2(w, 1); os.close(r); "
+            "exit_now(0)")
+    r = _exit_now(code)
+    usual = _exit_now(code.replace("exit_now(0)", "sys.exit(0)"))
+    assert (r.returncode, r.stderr) == (usual.returncode, usual.stderr) != (0, "")
