@@ -153,6 +153,19 @@ def test_replies_read_as_client_unwraps_them() -> None:
                            "m": {"x": False}, "raw": b"\xff\0"}
 
 
+@pytest.mark.parametrize("strings", [
+    [], [""], ["", ""], ["a"], ["abc", "def", "ghi"], ["abcd", "efgh"], ["ab", "abc"],
+    ["abc", "ab"], ["é", "ab"], ["日本", "日本"], [f"{k:036d}" for k in range(1000)],
+    [""] * 1000, ["x" * 5] * 3 + ["y" * 6], ["a", "b\xff"],
+])
+def test_string_arrays_are_read_as_dbus_fast_writes_them(strings: list[str]) -> None:
+    # the same-length read (one unpack) and the loop must agree, around other values too
+    body = [7, strings, "tail", [1, 2], strings]
+    reply = Message(message_type=MessageType.METHOD_RETURN, reply_serial=3, serial=9,
+                    signature="yassatas", body=body)
+    assert wire.parse_message(bytes(reply._marshall(False))).body == body
+
+
 def big_endian(kind: int, serial: int, reply_serial: int, body: bytes, sig: str) -> bytes:
     """A reply as a big-endian peer writes it (dbus-fast writes only little-endian)."""
     import struct
@@ -171,6 +184,12 @@ def test_big_endian_replies_are_read() -> None:
             + struct.pack(">QQ", 5, 2**63))
     got = wire.parse_message(big_endian(wire.METHOD_RETURN, 3, 1, body, "sat"))
     assert got.reply_serial == 1 and got.body == ["ok", [5, 2**63]]
+    # strings of one length, big-endian: the array's length (26), then "ab\0" (7 + 1 to
+    # align), "cd\0" and "ef\0" (the last unpadded)
+    strings = b"".join(struct.pack(">I", 2) + t + b"\0" for t in (b"ab", b"cd", b"ef"))
+    body = struct.pack(">I", 8 + 8 + 7) + strings[:7] + b"\0" + strings[7:14] + b"\0" + strings[14:]
+    got = wire.parse_message(big_endian(wire.METHOD_RETURN, 3, 1, body, "as"))
+    assert got.body == [["ab", "cd", "ef"]]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
