@@ -8,7 +8,8 @@ would read as markup or emoji, non-ASCII or control characters, a table wider th
 console, an environment that changes rich's mind about the terminal), its functions
 return None and the caller uses rich. tests/unit/test_cli_plain.py compares both.
 
-Standard library only: btrfsctl's lean path imports this module.
+Standard library only, and not ``re`` or ``json`` either (~10 ms each to import, a
+quarter of a whole ``btrfsctl snapshot``): btrfsctl's lean path imports this module.
 """
 
 from __future__ import annotations

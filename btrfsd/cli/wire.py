@@ -3,8 +3,8 @@
 A command such as ``btrfsctl snapshot PATH`` makes two calls and exits. Importing
 dbus-fast and asyncio for them cost ~100 ms of a ~150 ms run (python -X importtime), so
 this module speaks the wire protocol itself with the standard library's C parts only
-(``_socket``, ``struct``): connect, authenticate (EXTERNAL), Hello, then method calls,
-each waiting for its reply. The full client (client.py) still serves everything else:
+(``_socket``, ``struct``): connect, authenticate (EXTERNAL) and Hello in one write, then
+method calls, each waiting for its reply. The full client (client.py) still serves everything else:
 signals, progress bars, several calls at once.
 
 Anything this client does not handle before a method call has been sent (an address it
