@@ -48,6 +48,7 @@ def exit_now(code: int) -> NoReturn:
     such a command, with nothing left for it to do. Otherwise, or when flushing fails
     (a closed pipe: the interpreter then says so as it always did), as ``sys.exit``
     does: after the full path (asyncio, threads, rich) or with exit handlers registered.
+    Raises SystemExit then.
     """
     import atexit
 

@@ -4,8 +4,8 @@ A command such as ``btrfsctl snapshot PATH`` makes two calls and exits. Importin
 dbus-fast and asyncio for them cost ~100 ms of a ~150 ms run (python -X importtime), so
 this module speaks the wire protocol itself with the standard library's C parts only
 (``_socket``, ``struct``): connect, authenticate (EXTERNAL) and Hello in one write, then
-method calls, each waiting for its reply. The full client (client.py) still serves everything else:
-signals, progress bars, several calls at once.
+method calls, each waiting for its reply. The full client (client.py) still serves
+everything else: signals, progress bars, several calls at once.
 
 Anything this client does not handle before a method call has been sent (an address it
 does not understand, a refused authentication, an odd Hello) raises ``Unsupported``: the
@@ -241,7 +241,6 @@ class _Reader:
             pos += n + 1
         self.pos = pos
         return items
-
 
     def _same_length_strings(self, end: int) -> list[str] | None:
         """The array of strings up to ``end`` if all are as long as its first (UUIDs, or
