@@ -243,6 +243,9 @@ def main() -> int:
                 "btrfs subvolume snapshot -r": ["btrfs", "subvolume", "snapshot", "-r",
                                                 str(src), str(made / "b{i}")],
                 "snapper create": sn("create") if sn else None,
+                # the floor of any btrfsctl command: the venv's interpreter starting
+                # (with site) and ending, nothing imported
+                "python -c pass": [sys.executable, "-c", "pass"],
             }, args.n, env, envs)
             lists = rounds({
                 "btrfsctl snapshot list": [BTRFSCTL, "snapshot", "list", str(src)],

@@ -180,20 +180,19 @@ def snapshot_list(bus: wire.Connection, cmd: Command, interactive: bool) -> int:
     if cmd.json:
         sys.stdout.write(plain.records_json(plain.SUBVOLUME_FIELDS, columns) + "\n")
     else:
-        subvolume_table(plain.subvolume_rows(columns))
+        subvolume_table(plain.subvolume_columns(columns))
     return 0
 
 
 # -- output, as output.py words it ----------------------------------------------------
-def subvolume_table(items: list[dict[str, Any]]) -> None:
-    """output.subvolume_table."""
-    rows = plain.subvolume_cells(items)
+def subvolume_table(cells: list[list[str]]) -> None:
+    """output.subvolume_table, of plain.subvolume_columns' cells."""
     mode = plain.console_mode(sys.stdout)
-    text = plain.table(plain.SUBVOLUME_COLUMNS, rows, *mode) if mode else None
+    text = plain.table_columns(plain.SUBVOLUME_COLUMNS, cells, *mode) if mode else None
     if text is None:
         from . import output
 
-        output.table(None, plain.SUBVOLUME_COLUMNS, rows)
+        output.table(None, plain.SUBVOLUME_COLUMNS, [list(r) for r in zip(*cells, strict=True)])
         return
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -8,13 +8,13 @@ would read as markup or emoji, non-ASCII or control characters, a table wider th
 console, an environment that changes rich's mind about the terminal), its functions
 return None and the caller uses rich. tests/unit/test_cli_plain.py compares both.
 
-Standard library only: btrfsctl's lean path imports this module.
+Standard library only, and not ``re`` or ``json`` either (~10 ms each to import, a
+quarter of a whole ``btrfsctl snapshot``): btrfsctl's lean path imports this module.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 
 TYPE_CHECKING = False  # typing costs ~5 ms at start-up; mypy still reads the block below
@@ -34,8 +34,7 @@ _HEAD_BAR, _BODY_BAR, _RULE, _RULE_CROSS = "┃", "│", "━", "╇"
 # Environment variables with which rich may decide differently about the terminal than
 # a look at the stream does (rich.console.Console.is_terminal, .size, jupyter).
 _RICH_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "JUPYTER_COLUMNS")
-# A colon that is not one of a time's "HH:MM:SS" at the end of a cell ("|" ends a cell).
-_BAD_COLON = re.compile(r":(?!\d\d(?::\d\d)?(?:\||\Z))")
+_ZEROS = str.maketrans("123456789", "000000000")
 
 
 def subvolume_rows(columns: list[list[Any]]) -> list[dict[str, Any]]:
@@ -53,6 +52,22 @@ def subvolume_cells(items: list[dict[str, Any]]) -> list[list[str]]:
     """The rows of the subvolume table (SUBVOLUME_COLUMNS) for subvolume_rows' dicts."""
     return [[str(s["id"]), str(s["parent_id"]), s["path"], "yes" if s["read_only"] else "no",
              "yes" if s["is_snapshot"] else "no", fmt_time(s["otime"])] for s in items]
+
+
+def subvolume_columns(columns: Sequence[Sequence[Any]]) -> list[list[str]]:
+    """``subvolume_cells(subvolume_rows(columns))`` a column at a time (for table_columns):
+    no dict per subvolume. Raises ValueError where subvolume_rows does (columns of
+    different lengths, or rows that are not SUBVOLUME_FIELDS long)."""
+    count = len(columns[0]) if columns else 0
+    if any(len(c) != count for c in columns) or (count and len(columns) != len(SUBVOLUME_FIELDS)):
+        raise ValueError("ListSubvolumes' columns do not make rows of its fields")
+    if not count:
+        return [[] for _ in SUBVOLUME_COLUMNS]
+    field = dict(zip(SUBVOLUME_FIELDS, columns, strict=True))
+    return [list(map(str, field["id"])), list(map(str, field["parent_id"])),
+            list(field["path"]), ["yes" if v else "no" for v in field["read_only"]],
+            ["yes" if v else "no" for v in field["is_snapshot"]],
+            list(map(fmt_time, field["otime"]))]
 
 
 def console_mode(stream: TextIO) -> tuple[int, bool] | None:
@@ -88,7 +103,18 @@ def _plain(joined: str) -> bool:
     return (joined.isascii() and joined.isprintable() and "[" not in joined
             and joined[:1] != " " and joined[-1:] != " "
             and "| " not in joined and " |" not in joined
-            and (":" not in joined or _BAD_COLON.search(joined) is None))
+            and (":" not in joined or _times_only(joined)))
+
+
+def _times_only(joined: str) -> bool:
+    """Whether every colon in the "|"-joined cells is one of a time's "MM" or "MM:SS"
+    ending its cell. Without ``re`` (importing it cost ~10 ms, a quarter of a whole
+    ``btrfsctl snapshot``: docs/benchmarks.md, "btrfsctl, third step") and without a
+    loop over the cells (~3 ms at 1,000 rows): with every digit made a "0", the endings
+    ":00:00|" and ":00|" are taken away; a colon left over is not a time's. The first
+    leaves a "#" before its "|", so that what is left of ":00:00:00|" is no ":00|"."""
+    rest = (joined + "|").translate(_ZEROS).replace(":00:00|", "#|").replace(":00|", "|")
+    return ":" not in rest
 
 
 def plain_cell(text: str) -> bool:
@@ -104,13 +130,25 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int, bol
     n = len(columns)
     if any(len(row) != n for row in rows):
         return None
+    return table_columns(columns, [[row[j] for row in rows] for j in range(n)], width, bold)
+
+
+def table_columns(columns: Sequence[str], cells: Sequence[Sequence[str]], width: int,
+                  bold: bool) -> str | None:
+    """``table`` of the rows whose cells are given a column at a time (``cells[j][i]``:
+    column j of row i), as ListSubvolumes replies: no list per row is made."""
+    n = len(columns)
+    count = len(cells[0]) if cells else 0
+    if len(cells) != n or any(len(c) != count for c in cells):
+        return None
     try:  # one check of every cell at once: per cell, it cost more than the drawing
-        joined = "|".join(["|".join(columns), *["|".join(row) for row in rows]])
+        joined = "|".join(["|".join(columns), *["|".join(c) for c in cells]])
     except TypeError:  # a cell that is no str
         return None
     if not _plain(joined):
         return None
-    widths = [max(map(len, cells)) for cells in zip(columns, *rows, strict=True)]
+    widths = [max(len(c), max(map(len, column), default=0))
+              for c, column in zip(columns, cells, strict=True)]
     if sum(widths) + 3 * n - 1 > width:
         return None  # rich would shrink and fold columns
     if bold:
@@ -118,12 +156,16 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int, bol
                               for c, w in zip(columns, widths, strict=True))
     else:
         head = _HEAD_BAR.join(f" {c.ljust(w)} " for c, w in zip(columns, widths, strict=True))
-    lines = [head, _RULE_CROSS.join(_RULE * (w + 2) for w in widths)]
-    # one format string for every row: the per-cell work is a single str.format
-    fmt = _BODY_BAR.join(f" {{:<{w}}} " for w in widths)
-    lines += [fmt.format(*row) for row in rows]
-    lines.append("")
-    return "\n".join(lines)
+    rule = _RULE_CROSS.join(_RULE * (w + 2) for w in widths)
+    # Each row is " ", cell, " │ ", cell, ..., cell, " \n": the pieces of every row go in
+    # one list, filled a column at a time by slice assignment and joined once (a format
+    # or a join per row cost twice as much at 1,000 rows).
+    step = 2 * n + 1
+    parts = [" "] * (count * step)
+    for j, (column, w) in enumerate(zip(cells, widths, strict=True)):
+        parts[1 + 2 * j::step] = [cell.ljust(w) for cell in column]
+        parts[2 + 2 * j::step] = [f" {_BODY_BAR} " if j < n - 1 else " \n"] * count
+    return f"{head}\n{rule}\n" + "".join(parts)
 
 
 def line(text: str, width: int, bold: bool) -> str | None:
@@ -140,8 +182,6 @@ def dumps(data: Any) -> str:
     encodes in Python (~40 ms for a 1,000-row listing); records (dicts of str, int and
     bool with the same keys, btrfsctl's usual shape), alone or in a list, are written
     here a column at a time with json's C string encoder instead."""
-    import json
-
     records = data if type(data) is list else [data]
     first = records[0] if records else None
     text = None
@@ -151,6 +191,8 @@ def dumps(data: Any) -> str:
         text = _records(keys, [[r[k] for r in records] for k in keys],
                         "  " if type(data) is list else "")
     if text is None:
+        import json
+
         return json.dumps(data, indent=2, sort_keys=True)
     return f"[\n{text}\n]" if type(data) is list else text
 
@@ -169,26 +211,43 @@ _BOOL = {True: "true", False: "false"}
 
 def _records(keys: Sequence[str], columns: Sequence[Sequence[Any]], indent: str
              ) -> str | None:
-    """The records, each indented by ``indent``, joined by ",\n"; None when a key is no
-    str or a column holds anything but only str, only int or only bool values."""
-    from json.encoder import encode_basestring_ascii as string
+    """The records, each indented by ``indent``, joined by ",\n"; None when there are
+    none, a key is no str, the columns differ in length or one holds anything but only
+    str, only int or only bool values."""
+    try:  # json's own C encoder, without importing json (and with it re: ~10 ms)
+        from _json import encode_basestring_ascii as string
+    except ImportError:  # an interpreter without the C part: json's Python one
+        from json.encoder import encode_basestring_ascii as string
 
-    if not keys or not all(type(k) is str for k in keys):
+    count = len(columns[0]) if columns else 0
+    if (not keys or not count or not all(type(k) is str for k in keys)
+            or any(len(c) != count for c in columns)):
         return None
     encoded: dict[str, list[str]] = {}
     for k, values in zip(keys, columns, strict=True):
         kinds = set(map(type, values))
+        if len(kinds) != 1 or not kinds <= {str, int, bool}:
+            return None  # mixed, None, floats, nested: json's own rules
+        if values.count(values[0]) == count:  # one value (quota columns, often): once
+            values = values[:1]
         if kinds == {str}:
-            encoded[k] = list(map(string, values))
+            texts = list(map(string, values))
         elif kinds == {int}:
-            encoded[k] = list(map(int.__repr__, values))
-        elif kinds == {bool}:
-            encoded[k] = list(map(_BOOL.__getitem__, values))
-        else:  # mixed, None, floats, nested: json's own rules
-            return None
+            texts = list(map(int.__repr__, values))
+        else:
+            texts = list(map(_BOOL.__getitem__, values))
+        encoded[k] = texts * count if len(texts) == 1 else texts
+    # Each record is indent "{\n", then per key: inner "key": value, joined by ",\n",
+    # then "\n" indent "}": one list of every record's pieces, filled a key at a time
+    # by slice assignment and joined once (a format per record cost ~3x as much).
     order = sorted(keys)
     inner = indent + "  "
-    fmt = ("{{\n" + ",\n".join(
-        inner + string(k).replace("{", "{{").replace("}", "}}") + ": {}" for k in order)
-        + "\n" + indent + "}}")
-    return ",\n".join(map((indent + fmt).format, *[encoded[k] for k in order]))
+    step = 2 * len(order) + 1
+    parts: list[str] = [""] * (count * step)
+    for i, k in enumerate(order):
+        lead = f"{indent}{{\n" if i == 0 else ",\n"
+        parts[2 * i::step] = [f"{lead}{inner}{string(k)}: "] * count
+        parts[2 * i + 1::step] = encoded[k]
+    parts[step - 1::step] = [f"\n{indent}}},\n"] * count
+    parts[-1] = f"\n{indent}}}"
+    return "".join(parts)

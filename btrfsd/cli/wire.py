@@ -3,9 +3,9 @@
 A command such as ``btrfsctl snapshot PATH`` makes two calls and exits. Importing
 dbus-fast and asyncio for them cost ~100 ms of a ~150 ms run (python -X importtime), so
 this module speaks the wire protocol itself with the standard library's C parts only
-(``_socket``, ``struct``): connect, authenticate (EXTERNAL), Hello, then method calls,
-each waiting for its reply. The full client (client.py) still serves everything else:
-signals, progress bars, several calls at once.
+(``_socket``, ``struct``): connect, authenticate (EXTERNAL) and Hello in one write, then
+method calls, each waiting for its reply. The full client (client.py) still serves
+everything else: signals, progress bars, several calls at once.
 
 Anything this client does not handle before a method call has been sent (an address it
 does not understand, a refused authentication, an odd Hello) raises ``Unsupported``: the
@@ -228,6 +228,9 @@ class _Reader:
 
     def _strings(self, end: int) -> list[str]:
         """An array of strings up to ``end``: read(t) for each costs ~4x as much."""
+        same = self._same_length_strings(end)
+        if same is not None:
+            return same
         data, pos, items = self.data, self.pos, []
         length = struct.Struct(self.e + "I").unpack_from
         while pos < end:
@@ -238,6 +241,25 @@ class _Reader:
             pos += n + 1
         self.pos = pos
         return items
+
+    def _same_length_strings(self, end: int) -> list[str] | None:
+        """The array of strings up to ``end`` if all are as long as its first (UUIDs, or
+        all empty: a third of a listing's strings), read with one unpack (~3x faster
+        than a loop); None when they are not."""
+        data, pos = self.data, self.pos
+        if end - pos < 5:
+            return None
+        (n,) = struct.unpack_from(self.e + "I", data, pos)
+        stride = (n + 8) & ~3  # length, the string, its NUL, padding to 4
+        count, rest = divmod(end - pos - (n + 5), stride)
+        if rest or not 0 <= count <= 100_000:
+            return None
+        one = f"I{n}s{stride - n - 4}x"
+        values = struct.unpack_from(f"{self.e}{one * count}I{n}s", data, pos)
+        if values[0::2].count(n) != count + 1:
+            return None
+        self.pos = end
+        return [v.decode() for v in values[1::2]]
 
 
 class Reply:
@@ -344,14 +366,18 @@ class Connection:
         self._sock.close()
 
     def _hello(self) -> None:
-        self._sock.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode()
-                           + b"\r\n")
+        # AUTH, BEGIN and Hello in one write, as sd-bus does (the specification allows a
+        # client to pipeline them): one round trip instead of two. Should the bus refuse
+        # the AUTH, it takes the rest for a bad command and the full client takes over.
+        self._serial += 1
+        self._sock.sendall(
+            b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\nBEGIN\r\n"
+            + method_call(self._serial, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                          "org.freedesktop.DBus", "Hello"))
         line = self._line()
         if not line.startswith(b"OK "):
             raise Unsupported(f"authentication refused: {line!r}")
-        self._sock.sendall(b"BEGIN\r\n")
-        reply = self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
-                           "org.freedesktop.DBus", "Hello")
+        reply = self._reply(self._serial)
         if reply.kind != METHOD_RETURN:
             raise Unsupported(f"Hello failed: {reply.error_name}")
 
@@ -362,7 +388,7 @@ class Connection:
         return line
 
     def _recv(self) -> None:
-        chunk = self._sock.recv(1 << 20)
+        chunk = self._sock.recv(1 << 16)
         if not chunk:
             raise ConnectionLost("the bus closed the connection")
         self._buf += chunk
@@ -389,6 +415,9 @@ class Connection:
         serial = self._serial
         self._sock.sendall(method_call(serial, destination, path, interface, member,
                                        signature, body, flags))
+        return self._reply(serial)
+
+    def _reply(self, serial: int) -> Reply:
         while True:  # signals (NameAcquired) and other traffic are not ours
             reply = self._message()
             if reply.kind in (METHOD_RETURN, ERROR) and reply.reply_serial == serial:

@@ -129,7 +129,7 @@ def test_wrong_cells_are_left_to_rich() -> None:
 
 
 def test_no_emoji_code_is_two_digits() -> None:
-    # plain._BAD_COLON lets a time's ":MM:" through: rich must leave it alone too
+    # plain._times_only lets a time's ":MM:" through: rich must leave it alone too
     from rich._emoji_codes import EMOJI
 
     assert not [name for name in EMOJI if re.fullmatch(r"\d\d", name)]
@@ -137,6 +137,21 @@ def test_no_emoji_code_is_two_digits() -> None:
     for mm in range(60):
         console.print(f"10:{mm:02d}:20")
     assert out.getvalue() == "".join(f"10:{mm:02d}:20\n" for mm in range(60))
+
+
+def test_times_only_is_the_regular_expression_it_replaced() -> None:
+    # plain.py no longer imports re (~10 ms at start-up); this was its check
+    bad_colon = re.compile(r":(?!\d\d(?::\d\d)?(?:\||\Z))")
+    alphabet = ":01|#"  # "#": plain's own marker
+    texts = [""]
+    for k in range(7):  # every string of up to 7 of these characters
+        texts += [t + c for t in texts[-len(alphabet) ** k:] for c in alphabet]
+    texts += ["10:26:20", "2026-11-28 10:26:20", "a:12:34|b", "1:2:3:4", ":12:34:56",
+              "x:12", "12:34|", "|:00", "x:00:00:00", "a:59:59|b:00|c:1", "a:98:76:54|"]
+    for text in texts:
+        assert plain._times_only(text) == (bad_colon.search(text) is None), text
+    # re's \d takes other scripts' digits too; _plain has refused non-ASCII before
+    assert not plain._plain("x:١٢") and not plain._plain("x:1²")
 
 
 @pytest.mark.parametrize("text", [
@@ -168,6 +183,9 @@ RECORD = {"ctime": 1795861580127995, "id": 257, "path": "data/.snapshots/s",
     [{"a": 1}, {"b": 2}], [{"a": 1}, {"a": "x"}], {"x": None}, {"f": 1.5}, [1, "x"],
     [{"b": 1, "a": True}, {"a": False, "b": 2}], "text", None, {1: 2}, [{1: 2}],
     {"v": 2**70}, {"e": []},
+    # one value in a column is encoded once; equal values of other types are not one
+    [{"a": 1, "b": "x"}, {"a": 1, "b": "x"}, {"a": 1, "b": "x"}], [{"a": 1}, {"a": True}],
+    [{"a": True}, {"a": 1}], [{"a": 0}, {"a": False}], [{"a": 1}, {"a": 1.0}],
 ])
 def test_dumps_is_json_dumps(data: Any) -> None:
     assert plain.dumps(data) == json.dumps(data, indent=2, sort_keys=True)
@@ -182,6 +200,43 @@ def test_records_json_is_dumps_of_the_rows() -> None:
         rows, indent=2, sort_keys=True)
     empty: list[list[Any]] = [[] for _ in plain.SUBVOLUME_FIELDS]
     assert plain.records_json(plain.SUBVOLUME_FIELDS, empty) == "[]"
+
+
+def listing(n: int) -> list[list[Any]]:
+    """ListSubvolumes' columns of n snapshots (a creation time per hour, quotas off)."""
+    return [list(range(1000, 1000 + n)), [256] * n,
+            [f"data/.snapshots/s{k:05d}" for k in range(n)],
+            [f"0123abcd-0000-4111-8222-{k:012d}" for k in range(n)], ["p-uuid"] * n, [""] * n,
+            list(range(5000, 5000 + n)), [1764325580000000 + k * 3600_000_000 for k in range(n)],
+            [k and 1764325580123456 + k * 3600_000_000 for k in range(n)],  # 0: "-"
+            [k % 3 != 0 for k in range(n)], [True] * n, *([[0] * n] * 4)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000])
+def test_the_lean_listing_is_the_full_paths(n: int) -> None:
+    # lean.py draws ListSubvolumes' columns as they come; the full path made rows first
+    columns = listing(n)
+    rows = plain.subvolume_rows(columns)
+    assert plain.records_json(plain.SUBVOLUME_FIELDS, columns) == json.dumps(
+        rows, indent=2, sort_keys=True)
+    cells = plain.subvolume_cells(rows)
+    assert plain.subvolume_columns(columns) == [list(c) for c in zip(
+        *cells, strict=True)] or (n == 0 and plain.subvolume_columns(columns) == [
+            [] for _ in COLUMNS])
+    for width, terminal in ((250, False), (120, True)):
+        mine = plain.table_columns(COLUMNS, plain.subvolume_columns(columns), width, terminal)
+        assert mine is not None
+        assert mine == rich_table(COLUMNS, cells, width, terminal)
+
+
+def test_columns_that_make_no_rows_are_refused() -> None:
+    columns = listing(2)
+    with pytest.raises(ValueError):
+        plain.subvolume_columns([*columns[:-1], [0]])
+    with pytest.raises(ValueError):
+        plain.subvolume_columns(columns[:-1])
+    assert plain.table_columns(["A", "B"], [["1"], ["2", "3"]], 250, False) is None
+    assert plain.table_columns(["A", "B"], [["1"]], 250, False) is None
 
 
 class FakeStream(io.StringIO):

@@ -46,12 +46,21 @@ def test_the_filesystem_of_a_directory_not_on_btrfs_is_left_to_the_daemon(
 
 
 def test_the_lean_path_imports_nothing_heavy() -> None:
-    code = ("import sys; from btrfsd.cli import main, lean; "
+    # ...nor does drawing what the lean commands print (a table with times, JSON)
+    code = ("import sys; from btrfsd.cli import main, lean, plain; "
+            "rows = plain.subvolume_cells([{'id': 257, 'parent_id': 5, 'path': 'a:b', "
+            "'read_only': True, 'is_snapshot': True, 'otime': 1764325580000000}]); "
+            "assert plain.table(plain.SUBVOLUME_COLUMNS, rows, 250, False) is None; "
+            "assert plain.table(plain.SUBVOLUME_COLUMNS, rows[:0], 250, False); "
+            "rows[0][2] = 'a'; assert plain.table(plain.SUBVOLUME_COLUMNS, rows, 250, False); "
+            "assert plain.records_json(['path', 'id'], [['a', 'b'], [1, 2]]); "
+            "assert plain.dumps({'path': 'x', 'read_only': True}); "
             "print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.split())
     heavy = {"argparse", "asyncio", "dbus_fast", "rich", "typing", "dataclasses", "json",
-             "socket", "btrfsd.constants", "btrfsd.cli.commands", "btrfsd.cli.output"}
+             "socket", "btrfsd.constants", "btrfsd.cli.commands", "btrfsd.cli.output",
+             "re", "enum"}
     assert not loaded & heavy
 
 
@@ -144,6 +153,19 @@ def test_replies_read_as_client_unwraps_them() -> None:
                            "m": {"x": False}, "raw": b"\xff\0"}
 
 
+@pytest.mark.parametrize("strings", [
+    [], [""], ["", ""], ["a"], ["abc", "def", "ghi"], ["abcd", "efgh"], ["ab", "abc"],
+    ["abc", "ab"], ["é", "ab"], ["日本", "日本"], [f"{k:036d}" for k in range(1000)],
+    [""] * 1000, ["x" * 5] * 3 + ["y" * 6], ["a", "b\xff"],
+])
+def test_string_arrays_are_read_as_dbus_fast_writes_them(strings: list[str]) -> None:
+    # the same-length read (one unpack) and the loop must agree, around other values too
+    body = [7, strings, "tail", [1, 2], strings]
+    reply = Message(message_type=MessageType.METHOD_RETURN, reply_serial=3, serial=9,
+                    signature="yassatas", body=body)
+    assert wire.parse_message(bytes(reply._marshall(False))).body == body
+
+
 def big_endian(kind: int, serial: int, reply_serial: int, body: bytes, sig: str) -> bytes:
     """A reply as a big-endian peer writes it (dbus-fast writes only little-endian)."""
     import struct
@@ -162,6 +184,12 @@ def test_big_endian_replies_are_read() -> None:
             + struct.pack(">QQ", 5, 2**63))
     got = wire.parse_message(big_endian(wire.METHOD_RETURN, 3, 1, body, "sat"))
     assert got.reply_serial == 1 and got.body == ["ok", [5, 2**63]]
+    # strings of one length, big-endian: the array's length (26), then "ab\0" (7 + 1 to
+    # align), "cd\0" and "ef\0" (the last unpadded)
+    strings = b"".join(struct.pack(">I", 2) + t + b"\0" for t in (b"ab", b"cd", b"ef"))
+    body = struct.pack(">I", 8 + 8 + 7) + strings[:7] + b"\0" + strings[7:14] + b"\0" + strings[14:]
+    got = wire.parse_message(big_endian(wire.METHOD_RETURN, 3, 1, body, "as"))
+    assert got.body == [["ab", "cd", "ef"]]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -282,3 +310,36 @@ def test_a_filesystem_object_that_is_not_there_is_found_through_resolve_path(
     with pytest.raises(CallError, match="AlreadyExists"):
         lean._call_on_filesystem(bus, "/x", "CreateSnapshot", "ssa{sv}", [], False)
     assert calls == [("/org/btrfsd1/filesystems/real", "CreateSnapshot")]
+
+
+def _exit_now(code: str) -> subprocess.CompletedProcess[str]:
+    prelude = ("import sys\nfrom btrfsd.cli.main import exit_now\n"
+               "class Late:\n    def __del__(self): sys.stderr.write('shut down\\n')\n"
+               "late = Late()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, env=env)
+
+
+def test_the_launcher_ends_a_lean_command_without_the_interpreters_shutdown() -> None:
+    r = _exit_now("print('out', end=''); sys.stderr.write('err'); exit_now(4)")
+    assert (r.returncode, r.stdout, r.stderr) == (4, "out", "err")  # flushed, no shutdown
+
+
+@pytest.mark.parametrize("code", [
+    "import atexit; atexit.register(print, 'at exit'); exit_now(3)",
+    "import threading; exit_now(3)",
+    "import btrfsd.cli.commands; exit_now(3)",
+])
+def test_the_launcher_shuts_down_as_usual_after_other_work(code: str) -> None:
+    r = _exit_now(code)
+    assert r.returncode == 3 and r.stderr.endswith("shut down\n"), r
+
+
+def test_the_launcher_reports_output_it_could_not_write_as_usual() -> None:
+    # the output waits in stdout's buffer; its reader is gone by the time it is flushed
+    code = ("import os; print('x' * 100); r, w = os.pipe(); os.dup2(w, 1); os.close(r); "
+            "exit_now(0)")
+    r = _exit_now(code)
+    usual = _exit_now(code.replace("exit_now(0)", "sys.exit(0)"))
+    assert (r.returncode, r.stderr) == (usual.returncode, usual.stderr) != (0, "")
