@@ -175,8 +175,11 @@ def snapshot(bus: wire.Connection, cmd: Command, interactive: bool) -> int:
 def snapshot_list(bus: wire.Connection, cmd: Command, interactive: bool) -> int:
     """commands.snapshot_list. Raises CallError."""
     source = absolute(cmd.paths[0])
-    (columns,) = _call_on_filesystem(bus, source, "ListSubvolumes", "a{sv}",
-                                     [{"snapshots_of": ("s", source)}], interactive)
+    options: dict[str, tuple[str, Any]] = {"snapshots_of": ("s", source)}
+    if not cmd.json:  # JSON has every field
+        options["columns"] = ("as", list(plain.TABLE_FIELDS))
+    (columns,) = _call_on_filesystem(bus, source, "ListSubvolumes", "a{sv}", [options],
+                                     interactive)
     if cmd.json:
         sys.stdout.write(plain.records_json(plain.SUBVOLUME_FIELDS, columns) + "\n")
     else:

@@ -26,6 +26,9 @@ SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_
                     "generation", "ctime", "otime", "read_only", "is_snapshot",
                     "referenced", "exclusive", "max_referenced", "max_exclusive")
 SUBVOLUME_COLUMNS = ["ID", "Parent", "Path", "Read-only", "Snapshot", "Created"]
+# What the table shows them from: a listing for the table asks for these columns only
+# (ListSubvolumes' `columns`: a third of the bytes to move and read at 1,000 snapshots).
+TABLE_FIELDS = ("id", "parent_id", "path", "read_only", "is_snapshot", "otime")
 # Piped output must not be folded at 80 columns: scripts grep for UUIDs and paths.
 PIPE_WIDTH = 250
 BOLD, RESET = "\x1b[1m", "\x1b[0m"
@@ -56,14 +59,18 @@ def subvolume_cells(items: list[dict[str, Any]]) -> list[list[str]]:
 
 def subvolume_columns(columns: Sequence[Sequence[Any]]) -> list[list[str]]:
     """``subvolume_cells(subvolume_rows(columns))`` a column at a time (for table_columns):
-    no dict per subvolume. Raises ValueError where subvolume_rows does (columns of
-    different lengths, or rows that are not SUBVOLUME_FIELDS long)."""
+    no dict per subvolume. The columns the table does not show may be empty (a listing
+    asked for TABLE_FIELDS only). Raises ValueError where subvolume_rows does (columns
+    of different lengths, or rows that are not SUBVOLUME_FIELDS long)."""
     count = len(columns[0]) if columns else 0
-    if any(len(c) != count for c in columns) or (count and len(columns) != len(SUBVOLUME_FIELDS)):
+    if count and len(columns) != len(SUBVOLUME_FIELDS):
+        raise ValueError("ListSubvolumes' columns do not make rows of its fields")
+    field = dict(zip(SUBVOLUME_FIELDS, columns, strict=False))
+    if any(len(field.get(name, ())) != count for name in TABLE_FIELDS) or any(
+            len(c) not in (0, count) for c in columns):
         raise ValueError("ListSubvolumes' columns do not make rows of its fields")
     if not count:
         return [[] for _ in SUBVOLUME_COLUMNS]
-    field = dict(zip(SUBVOLUME_FIELDS, columns, strict=True))
     return [list(map(str, field["id"])), list(map(str, field["parent_id"])),
             list(field["path"]), ["yes" if v else "no" for v in field["read_only"]],
             ["yes" if v else "no" for v in field["is_snapshot"]],

@@ -229,6 +229,19 @@ def test_the_lean_listing_is_the_full_paths(n: int) -> None:
         assert mine == rich_table(COLUMNS, cells, width, terminal)
 
 
+def test_a_listing_of_the_table_columns_draws_the_same_table() -> None:
+    # lean.py asks ListSubvolumes for plain.TABLE_FIELDS only (`columns`): the others
+    # come empty
+    columns = listing(5)
+    only = [c if name in plain.TABLE_FIELDS else []
+            for name, c in zip(plain.SUBVOLUME_FIELDS, columns, strict=True)]
+    assert plain.subvolume_columns(only) == plain.subvolume_columns(columns)
+    for missing in plain.TABLE_FIELDS:  # a column the table shows cannot be left out
+        with pytest.raises(ValueError):
+            plain.subvolume_columns([[] if name == missing else c for name, c in zip(
+                plain.SUBVOLUME_FIELDS, only, strict=True)])
+
+
 def test_columns_that_make_no_rows_are_refused() -> None:
     columns = listing(2)
     with pytest.raises(ValueError):

@@ -118,14 +118,16 @@ def test_marshalled_calls_are_dbus_fasts() -> None:
     ours = wire.method_call(7, "org.btrfsd1", "/org/btrfsd1/filesystems/x",
                             "org.btrfsd1.Filesystem", "CreateSnapshot", "ssa{sv}",
                             ["/a\\xff", "", {"read_only": ("b", True),
-                                             "snapshots_of": ("s", "/ü")}],
+                                             "snapshots_of": ("s", "/ü"),
+                                             "columns": ("as", ["id", "path"])}],
                             flags=wire.ALLOW_INTERACTIVE_AUTHORIZATION)
     theirs = Message(destination="org.btrfsd1", path="/org/btrfsd1/filesystems/x",
                      interface="org.btrfsd1.Filesystem", member="CreateSnapshot",
                      signature="ssa{sv}", serial=7,
                      flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION,
                      body=["/a\\xff", "", {"read_only": Variant("b", True),
-                                           "snapshots_of": Variant("s", "/ü")}])
+                                           "snapshots_of": Variant("s", "/ü"),
+                                           "columns": Variant("as", ["id", "path"])}])
     assert ours == bytes(theirs._marshall(False))
     assert wire.method_call(1, "a.b", "/", "i.f", "M") == bytes(
         Message(destination="a.b", path="/", interface="i.f", member="M", serial=1
