@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from .. import constants, memory
 from ..errors import AlreadyExists, BtrfsdError, Busy, InvalidArgument, NotFound, NotPermitted
-from ..fs import layouts, paths, subvol
+from ..fs import layouts, paths, subvol, uuidtree
 from ..fs.creds import Creds as Creds  # front ends build it from a caller
 from ..fs.creds import acting_as
 
@@ -238,6 +238,33 @@ class Subvolumes:
         """Return the subvolume at an absolute path (with ``as_caller``: as that caller
         could find it, else NotFound). Raises BtrfsdError."""
         return await self._run(self._info, fs, path, as_caller)
+
+    def _by_id(self, fs: Filesystem, fn: Callable[[int], T]) -> T:
+        fd = open_mount(fs)
+        try:
+            mp = fs.primary_mount.mount_point
+            # the mount point is a name, looked up when opened: make sure it still is fs
+            self._registry.check_member(fs, subvol.fsid_of(fd, mp), mp)
+            return fn(fd)
+        finally:
+            os.close(fd)
+
+    async def ids_by_uuid(self, fs: Filesystem) -> dict[str, int] | None:
+        """UUID -> id of the subvolumes of ``fs`` that its UUID tree names (the top
+        level too): 40 bytes each to read, against a listing's few hundred. A subvolume
+        missing here may still exist (fs/uuidtree.py: a tree still being filled after
+        mounting an old filesystem). None when the filesystem has no UUID tree. Raises
+        BtrfsdError."""
+        try:
+            return await self._run(self._by_id, fs, uuidtree.subvolume_ids)
+        except NotFound:
+            return None
+
+    async def info_by_id(self, fs: Filesystem, subvolume_id: int) -> SubvolumeInfo:
+        """The subvolume ``subvolume_id`` of ``fs`` (path from the top level). Raises
+        NotFound when there is none, BtrfsdError."""
+        return await self._run(self._by_id, fs, lambda fd: subvol.subvolume_info_by_id(
+            fd, subvolume_id))
 
     # -- changing --------------------------------------------------------------------
     def _create(self, fs: Filesystem, path: str, as_caller: Creds | None) -> str:

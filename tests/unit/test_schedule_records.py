@@ -36,6 +36,9 @@ class FakeSubvolumes:
     async def list(self, fs: Filesystem, **_: Any) -> list[SubvolumeInfo]:
         return self.present
 
+    async def ids_by_uuid(self, fs: Filesystem) -> dict[str, int] | None:
+        return {s.uuid: s.id for s in self.present}
+
     async def reachable(self, where: list[str], creds: object) -> list[bool]:
         return [True] * len(where)
 

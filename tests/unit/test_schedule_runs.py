@@ -42,6 +42,19 @@ class FakeSubvolumes:
     async def list(self, fs: Filesystem, **_: Any) -> list[SubvolumeInfo]:
         return [SOURCE, *self.present.values()]
 
+    async def ids_by_uuid(self, fs: Filesystem) -> dict[str, int] | None:
+        # as the UUID tree: now and then none, or one that does not name every
+        # subvolume yet (filled after mounting an old filesystem): the listing decides
+        if self.rng.random() < 0.1:
+            return None
+        ids = {s.uuid: s.id for s in await self.list(fs)}
+        if ids and self.rng.random() < 0.1:
+            del ids[self.rng.choice(sorted(ids))]
+        return ids
+
+    async def info_by_id(self, fs: Filesystem, subvolume_id: int) -> SubvolumeInfo:
+        return next(s for s in self.present.values() if s.id == subvolume_id)
+
     async def reachable(self, where: list[str], creds: object) -> list[bool]:
         return [True] * len(where)
 
