@@ -259,6 +259,25 @@ def test_a_failing_delete_does_not_stop_cleanup_and_is_reported(world: World,
     assert _snaps(home) == [names[2]]
 
 
+def test_a_snapshot_deleted_by_hand_is_forgotten_before_deciding(world: World,
+                                                                  home: Path) -> None:
+    """A run learns which of its snapshots exist from the UUID tree (fs/uuidtree.py); the
+    newest deleted behind btrfsd's back must not count, or keep_last would keep it and
+    delete the oldest instead."""
+    ok(set_schedule(world, "gone", home, keep_last=V("u", 3)))
+    for _ in range(3):
+        ok(mcall(world, "RunSchedule", "sa{sv}", "gone", {}))
+        time.sleep(1.05)
+    names = _snaps(home)
+    subprocess.run(["btrfs", "-q", "subvolume", "delete", str(home / ".snapshots" / names[2])],
+                   check=True)
+    r = ok(mcall(world, "RunSchedule", "sa{sv}", "gone", {}))[0]
+    assert not r["deleted"] and not r["failed"]
+    assert _snaps(home)[:2] == names[:2] and len(_snaps(home)) == 3
+    rows = ok(mcall(world, "ExplainSchedule", "sa{sv}", "gone", {}))[0]
+    assert len(rows) == 3 and all(row[4] for row in rows)  # three kept, none forgotten
+
+
 def test_dry_run_and_explain(world: World, home: Path) -> None:
     ok(set_schedule(world, "d", home, keep_last=V("u", 5)))
     for _ in range(2):
