@@ -74,7 +74,7 @@ def subvolume_columns(listing: Listing) -> list[list[Any]]:
     if not listing.items:
         return [[] for _ in range(15)]
     ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = (
-        list(c) for c in zip(*listing.items, strict=True))
+        listing.items.columns())
     if listing.usage:
         quota = [(q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
                  if (q := listing.usage.get(i)) is not None else _NO_USAGE for i in ids]

@@ -14,7 +14,7 @@ from ..fs.quota import QgroupUsage
 from ..fs.subvol import SubvolumeInfo
 from .filesystems import Filesystem
 from .quotas import Quotas
-from .subvolumes import Subvolumes
+from .subvolumes import SubvolumeRows, Subvolumes
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Listing:
     """Subvolumes (paths relative to the top level) and their usage by subvolume id
     ({} when quotas are off; a subvolume without a qgroup is missing from it)."""
 
-    items: list[SubvolumeInfo]
+    items: SubvolumeRows
     usage: dict[int, QgroupUsage] = field(default_factory=dict)
     # equal keys, equal items (Subvolumes.list_versioned); None: not to be kept
     key: tuple[int, str] | None = None
