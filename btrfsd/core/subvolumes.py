@@ -87,6 +87,12 @@ def _visible(fs: Filesystem, items: Sequence[SubvolumeInfo], creds: Creds
     return [s for s, ok in zip(items, found, strict=True) if ok]
 
 
+def _decoded_rows(listing: RootScan, earlier: RootScan | None) -> int:
+    """How many rows of ``listing`` a scan made anew (not taken over from ``earlier``)."""
+    before = earlier.blocks if earlier is not None else {}
+    return sum(len(b.rows) for i, b in listing.blocks.items() if before.get(i) is not b)
+
+
 class DeleteHook(Protocol):
     """Told around every delete, whoever asks for it (a caller, a schedule's cleanup)."""
 
@@ -163,7 +169,18 @@ class Subvolumes:
         held = self._listings.get(fs.uuid)
         earlier = held[1] if held is not None and held[0] is fs else None
         listing = subvol.list_all(fd, earlier)
-        version = held[2] if held is not None and listing is earlier else next(self._versions)
+        if held is not None and listing is earlier:
+            version = held[2]
+        else:
+            version = next(self._versions)
+            if _decoded_rows(listing, earlier) >= TRIM_AFTER_ROWS:
+                # kept until the next change: made again once the scan's short-lived
+                # objects and the originals are gone, so that it pins no arena they
+                # filled (memory.freeze)
+                frozen = memory.freeze(listing)
+                del listing, earlier, held
+                self._listings.pop(fs.uuid, None)
+                listing = memory.thaw(frozen, RootScan)
         self._listings[fs.uuid] = (fs, listing, version)
         return listing.items, version
 
