@@ -141,7 +141,10 @@ FILESYSTEM: dict[str, Doc] = {
     "DefaultSubvolumeId": Doc("Id of the default subvolume."),
     "ListSubvolumes": Doc("The subvolumes the caller may reach, as columns (docs/api.md)."
                           " Action: read (an expensive read).",
-                          _opt(options="snapshots_of s: only the snapshots of this path."),
+                          _opt(options="snapshots_of s: only the snapshots of this path;"
+                                       " columns as: only these columns are filled, the"
+                                       " others are empty (names as GetSubvolume's keys;"
+                                       " empty: all)."),
                           (("columns", "id, parent id, path, uuid, parent uuid, received "
                                        "uuid, generation, ctime, otime, read-only, "
                                        "is-snapshot, referenced, exclusive, max referenced, "

@@ -2,6 +2,7 @@
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime
 # and a postponed "None" return would become a bogus signature.
+from collections.abc import Callable, Collection
 from typing import Annotated, Any
 
 from dbus_fast import Variant
@@ -32,6 +33,7 @@ from .context import current_message
 from .job import VariantDict
 from .marshalled import KeptReplies, Marshalled
 from .options import (
+    SUBVOLUME_FIELDS,
     BalanceOptions,
     CompareOptions,
     DeleteOptions,
@@ -69,20 +71,31 @@ QuotaUsage = Annotated[tuple[str, bool, list[Any]], DBusSignature("sba(tstttt)")
 _NO_USAGE = (0, 0, 0, 0)
 
 
-def subvolume_columns(listing: Listing) -> list[list[Any]]:
-    """ListSubvolumes' reply: the fields of the listing as columns."""
+def subvolume_columns(listing: Listing, wanted: Collection[str] = ()) -> list[list[Any]]:
+    """ListSubvolumes' reply: the fields of the listing as columns (with ``wanted``, only
+    those named there, SUBVOLUME_FIELDS; the others empty)."""
     if not listing.items:
-        return [[] for _ in range(15)]
-    ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = (
-        listing.items.columns())
-    if listing.usage:
-        quota = [(q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
-                 if (q := listing.usage.get(i)) is not None else _NO_USAGE for i in ids]
-    else:
-        quota = [_NO_USAGE] * len(ids)
-    return [ids, parents, [to_bus(p) for p in paths], uuids, puuids, ruuids, gens,
-            [usec(t) for t in ctimes], [usec(t) for t in otimes],
-            ro, [p != "" for p in puuids], *(list(c) for c in zip(*quota, strict=True))]
+        return [[] for _ in SUBVOLUME_FIELDS]
+    columns: tuple[list[Any], ...] = listing.items.columns()
+    ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = columns
+    want = set(wanted or SUBVOLUME_FIELDS)
+    quota: list[list[int]] = [[], [], [], []]
+    if listing.usage and want & set(SUBVOLUME_FIELDS[11:]):
+        rows = [(q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
+                if (q := listing.usage.get(i)) is not None else _NO_USAGE for i in ids]
+        quota = [list(c) for c in zip(*rows, strict=True)]
+    elif want & set(SUBVOLUME_FIELDS[11:]):
+        quota = [[0] * len(ids) for _ in range(4)]
+    made: dict[str, Callable[[], list[Any]]] = {
+        "path": lambda: [to_bus(p) for p in paths],
+        "ctime": lambda: [usec(t) for t in ctimes],
+        "otime": lambda: [usec(t) for t in otimes],
+        "is_snapshot": lambda: [p != "" for p in puuids],
+    }
+    plain = dict(zip(SUBVOLUME_FIELDS, (ids, parents, paths, uuids, puuids, ruuids, gens,
+                                        ctimes, otimes, ro, puuids, *quota), strict=True))
+    return [(made[name]() if name in made else plain[name]) if name in want else []
+            for name in SUBVOLUME_FIELDS]
 
 
 def change_columns(result: Comparison, offset: int, limit: int) -> tuple[int, list[list[Any]]]:
@@ -195,12 +208,15 @@ class FilesystemInterface(ServiceInterface):
         listing = await self._service.inventory.list(
             self.fs, snapshots_of=from_bus(opts.snapshots_of),
             visible_to=await read_view(self.authority))
+        wanted = frozenset(opts.columns)
         if listing.key is None:  # a caller's own view: made for this call only
-            return subvolume_columns(listing)
-        # the same listing (key) with the same usage: the same bytes as last time
-        return (self._kept_replies.get(listing.key, listing.usage)
-                or self._kept_replies.put(listing.key, listing.usage, Marshalled(
-                    SUBVOLUME_COLUMNS, [subvolume_columns(listing)])))
+            return subvolume_columns(listing, wanted)
+        # the same listing (key) and columns with the same usage: the same bytes as last
+        # time
+        key = (listing.key, wanted)
+        return (self._kept_replies.get(key, listing.usage)
+                or self._kept_replies.put(key, listing.usage, Marshalled(
+                    SUBVOLUME_COLUMNS, [subvolume_columns(listing, wanted)])))
 
     @dbus_method(name="GetSubvolume")
     @authorized(Action.READ)

@@ -6,7 +6,14 @@ from typing import Annotated, TypeVar
 
 from dbus_fast import Variant
 from dbus_fast.annotations import DBusSignature
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import InvalidArgument
 
@@ -33,8 +40,26 @@ class SnapshotOptions(Options):
     recursive: bool = False
 
 
+# The names of ListSubvolumes' columns, in order (GetSubvolume's keys; docs/api.md).
+SUBVOLUME_FIELDS = ("id", "parent_id", "path", "uuid", "parent_uuid", "received_uuid",
+                    "generation", "ctime", "otime", "read_only", "is_snapshot",
+                    "referenced", "exclusive", "max_referenced", "max_exclusive")
+
+
 class ListOptions(Options):
     snapshots_of: str = ""
+    # Only these columns are filled, the others are empty arrays (the reply's type stays
+    # the same): a front end moves only what it shows. Empty: all of them.
+    columns: list[str] = Field(default=[], max_length=len(SUBVOLUME_FIELDS))
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, value: list[str]) -> list[str]:
+        unknown = [c for c in value if c not in SUBVOLUME_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown column {', '.join(map(repr, unknown))}; the columns "
+                             f"are {', '.join(SUBVOLUME_FIELDS)}")
+        return value
 
 
 class ScrubOptions(Options):

@@ -3,7 +3,13 @@ schedule made (by UUID, so renames cannot confuse it), running a schedule, and c
 the retention rules in retention.py.
 
 Schedules live in ``<config_dir>/schedules.json``; snapshot records and last runs in
-``<state_dir>/snapshots.json``. The clock is injectable so tests can live through weeks.
+``<state_dir>/snapshots.json``, with the changes since it was last written in
+``snapshots.journal`` beside it (journal.py: a run appends one line instead of writing
+every record again). The clock is injectable so tests can live through weeks.
+
+A run decides about its schedule's snapshots with a Timeline (retention.py) kept per
+schedule and filesystem, which looks only at the snapshots a change can affect: a run
+costs the same with 10 snapshots as with 1,000. Explaining and dry runs decide over all.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from pydantic import (
 
 from ..errors import AlreadyExists, BtrfsdError, Hint, HintKind, InvalidArgument, NotFound
 from .filesystems import Filesystem
-from .retention import Candidate, Decision, Limits, decide
+from .journal import Entry, Journal
+from .retention import Candidate, Decision, Limits, Timeline, decide
 from .state import load_model, validation_problems, write_atomic
 from .subvolumes import Creds, Subvolumes
 
@@ -38,6 +45,12 @@ log = logging.getLogger(__name__)
 
 SCHEDULES_FILE = "schedules.json"
 RECORDS_FILE = "snapshots.json"
+JOURNAL_FILE = "snapshots.journal"
+# The journal is folded into the records file once it has this many lines, or as many as
+# there are records if more: a fold writes every record, so it comes at most once per
+# that many changes (constant cost per change), and reading it back never takes longer
+# than reading the records file.
+JOURNAL_LINES = 1000
 MAX_COUNT = 10_000  # more periods than this is a typo, not a policy
 YEAR = 366 * 86400
 
@@ -118,6 +131,19 @@ class RecordFile(BaseModel):
     version: int = 1
     snapshots: dict[str, SnapshotRecord] = Field(default_factory=dict)  # uuid -> record
     last_run: dict[str, float] = Field(default_factory=dict)  # schedule -> time
+    # the number of the last journal entry in this file: later ones are not (a crash
+    # between writing this file and emptying the journal leaves older ones there)
+    journal: int = 0
+
+
+class _JournalEntry(BaseModel):
+    """A line of the records' journal: records set (whole) or forgotten, last runs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    set: dict[str, SnapshotRecord] = Field(default_factory=dict)
+    forget: list[str] = Field(default_factory=list)
+    runs: dict[str, float] = Field(default_factory=dict)
 
 
 @dataclass
@@ -172,15 +198,75 @@ class Schedules:
         self.tz = tz  # where hours/days/weeks begin; None: the local time zone
         self.file = ScheduleFile()
         self.records = RecordFile()
+        self._journal = Journal(state_dir / JOURNAL_FILE)
+        self._entry = 0  # the number of the last journal entry
+        # (schedule, filesystem UUID) -> its snapshots' retention, kept up to date by
+        # every change of records once made; made again when the schedule changes
+        self._timelines: dict[tuple[str, str], Timeline] = {}
         self._lock = asyncio.Lock()  # one run/cleanup/change at a time
         self.on_change: list[Callable[[], None]] = []  # the timer re-reads schedules
         self.backups: BackupTrigger | None = None
 
     async def load(self) -> None:
+        """Read schedules, records and the records' journal, and fold the journal into the
+        records file. Raises OSError when that cannot be written (nothing else: files
+        that cannot be used are moved aside, see load_model and journal.py)."""
         self.file = await asyncio.to_thread(load_model, self.schedules_path, ScheduleFile,
                                             "schedules")
         self.records = await asyncio.to_thread(load_model, self.records_path, RecordFile,
                                                "snapshot records")
+        self._timelines.clear()
+        self._entry = self.records.journal
+        entries = await asyncio.to_thread(self._journal.read)
+        for entry in entries:
+            self._replay(entry)
+        if entries:
+            await self.save_records()
+
+    def _replay(self, entry: Entry) -> None:
+        """Apply a journal entry read back (one that is not already in the records)."""
+        number = entry.get("n")
+        if not isinstance(number, int) or number <= self.records.journal:
+            return
+        self._entry = max(self._entry, number)
+        try:
+            changes = _JournalEntry.model_validate(entry)
+        except ValidationError as e:
+            log.error("journal entry %d of %s is not valid (%s); it is left out", number,
+                      self._journal.path, validation_problems(e))
+            return
+        self.records.snapshots.update(changes.set)
+        for uuid in changes.forget:
+            self.records.snapshots.pop(uuid, None)
+        self.records.last_run.update(changes.runs)
+
+    async def _log(self, entry: Entry) -> None:
+        """Make a change of records durable: one journal line, or the whole file now and
+        then. Raises OSError when neither can be written."""
+        self._entry += 1
+        entry["n"] = self._entry
+        limit = max(JOURNAL_LINES, len(self.records.snapshots))
+        if self._journal.lines + 1 < limit:
+            try:
+                await asyncio.to_thread(self._journal.append, entry)
+                return
+            except OSError as e:
+                log.warning("cannot append to %s (%s); writing %s whole",
+                            self._journal.path, e, self.records_path)
+        await self.save_records()
+
+    async def close(self) -> None:
+        """Fold the journal into the records file, so that a stopped btrfsd leaves every
+        record in snapshots.json (where a person may look or edit). Raises nothing:
+        otherwise the next start folds it."""
+        async with self._lock:
+            if not self._journal.lines:
+                return
+            try:
+                await self.save_records()
+            except OSError as e:
+                log.error("cannot write %s at exit (%s); the next start reads the "
+                          "journal %s", self.records_path, e, self._journal.path)
 
     async def _save_schedules(self) -> None:
         # json, not pydantic's serializer: a path may hold any byte (a lone surrogate
@@ -195,10 +281,14 @@ class Schedules:
         for name in [n for n in self.records.last_run if n not in known]:
             del self.records.last_run[name]
         # pydantic's own serializer: 10x faster than json.dumps of model_dump at 1,000
-        # records, and it runs on the event loop, every scheduled run (the records
-        # must not change while they are written out)
+        # records, and it runs on the event loop (the records must not change while
+        # they are written out)
+        self.records.journal = self._entry
         text = self.records.model_dump_json(indent=1)
         await asyncio.to_thread(write_atomic, self.records_path, text)
+        # after the file holds every entry: a crash before this line leaves entries
+        # that the file's "journal" number says to skip
+        await asyncio.to_thread(self._journal.clear)
 
     # -- schedules -------------------------------------------------------------------------
     def all(self) -> list[Schedule]:
@@ -234,6 +324,7 @@ class Schedules:
                     raise InvalidArgument("Backups are not available here.")
                 self.backups.check_trigger(schedule)
             self.file.schedules[schedule.name] = schedule
+            self._forget_timelines(schedule.name)  # its limits may have changed
             await self._save_schedules()
         log.info("schedule set name=%s subvolume=%s every=%ds", schedule.name,
                  schedule.subvolume, schedule.every)
@@ -246,11 +337,16 @@ class Schedules:
         async with self._lock:
             self.get(name)
             del self.file.schedules[name]
+            self._forget_timelines(name)
             await self._save_schedules()
             await self.save_records()
         log.info("schedule removed name=%s", name)
         for listener in self.on_change:
             listener()
+
+    def _forget_timelines(self, name: str) -> None:
+        for key in [k for k in self._timelines if k[0] == name]:
+            del self._timelines[key]
 
     async def _target(self, schedule: Schedule) -> Filesystem:
         fs, _ = await self.subvolumes.resolve(schedule.subvolume)
@@ -272,10 +368,13 @@ class Schedules:
             fs = await self._target(schedule)
             path = await self.subvolumes.snapshot(fs, schedule.subvolume, when=now)
             info = await self.subvolumes.info(fs, path)
-            self.records.snapshots[info.uuid] = SnapshotRecord(
-                schedule=name, filesystem=fs.uuid, created=now)
+            record = SnapshotRecord(schedule=name, filesystem=fs.uuid, created=now)
+            self.records.snapshots[info.uuid] = record
             self.records.last_run[name] = now
-            await self.save_records()
+            timeline = self._timelines.get((name, fs.uuid))
+            if timeline is not None:
+                timeline.add(Candidate(info.uuid, now))
+            await self._log({"set": {info.uuid: record.model_dump()}, "runs": {name: now}})
             result = await self._cleanup(schedule, fs, dry_run=False)
             result.snapshot = path
         log.info("schedule ran name=%s snapshot=%s deleted=%d failed=%d", name, path,
@@ -322,34 +421,52 @@ class Schedules:
             fs = await self._target(schedule)
             return await self._cleanup(schedule, fs, dry_run=dry_run)
 
+    def _timeline(self, schedule: Schedule, fs: Filesystem) -> Timeline:
+        """The schedule's snapshots on ``fs`` as a Timeline (made from the records the
+        first time, in their order: decide's order among equal times)."""
+        timeline = self._timelines.get((schedule.name, fs.uuid))
+        if timeline is None or timeline.limits != schedule.limits():
+            timeline = Timeline(schedule.limits(), self.tz)
+            for uuid, r in self.records.snapshots.items():
+                if r.schedule == schedule.name and r.filesystem == fs.uuid:
+                    timeline.add(Candidate(uuid, r.created, r.important))
+            self._timelines[(schedule.name, fs.uuid)] = timeline
+        return timeline
+
     async def _cleanup(self, schedule: Schedule, fs: Filesystem, *,
                        dry_run: bool) -> RunResult:
         result = RunResult()
-        planned, gone = await self._plan(schedule, fs)
-        if not dry_run:
-            for uuid in gone:  # deleted by hand: nothing left to decide about
+        if dry_run:
+            planned, _ = await self._plan(schedule, fs)
+            result.deleted = [p.path for p in planned if not p.decision.keep]
+            return result
+        present = {s.uuid: s for s in await self.subvolumes.list(fs)}
+        timeline = self._timeline(schedule, fs)
+        forgotten = list(timeline.keys() - present.keys())
+        for uuid in forgotten:  # deleted by hand: nothing left to decide about
+            timeline.remove(uuid)
+            del self.records.snapshots[uuid]
+        mp = fs.primary_mount.mount_point.rstrip("/")
+        try:
+            for uuid in timeline.losers(self.clock()):
+                found = present[uuid]
+                path = f"{mp}/{found.path}"
+                try:
+                    # by id, checked against the recorded UUID: the path is only for
+                    # people (it is wrong where the top level is not mounted, e.g. @/@home)
+                    await self.subvolumes.delete_by_id(fs, found.id, uuid, path)
+                except BtrfsdError as e:
+                    log.warning("cleanup of schedule %s could not delete %s: %s",
+                                schedule.name, path, e.message)
+                    result.failed.append((path, e.message))
+                    continue
+                timeline.remove(uuid)
                 del self.records.snapshots[uuid]
-        forgotten = len(gone)
-        for p in planned:
-            if p.decision.keep:
-                continue
-            if dry_run:
-                result.deleted.append(p.path)
-                continue
-            try:
-                # by id, checked against the recorded UUID: the path above is only for
-                # people (it is wrong where the top level is not mounted, e.g. @/@home)
-                await self.subvolumes.delete_by_id(fs, p.subvolume_id, p.uuid, p.path)
-            except BtrfsdError as e:
-                log.warning("cleanup of schedule %s could not delete %s: %s", schedule.name,
-                            p.path, e.message)
-                result.failed.append((p.path, e.message))
-                continue
-            del self.records.snapshots[p.uuid]
-            forgotten += 1
-            result.deleted.append(p.path)
-        if not dry_run and forgotten:  # unchanged records need no second write
-            await self.save_records()
+                forgotten.append(uuid)
+                result.deleted.append(path)
+        finally:
+            if forgotten:  # unchanged records need no write
+                await self._log({"forget": forgotten})
         return result
 
     async def set_snapshot_info(self, path: str, *, important: bool | None,
@@ -366,6 +483,9 @@ class Schedules:
                                       "snapshots carry these marks.")
             if important is not None:
                 rec.important = important
+                timeline = self._timelines.get((rec.schedule, rec.filesystem))
+                if timeline is not None and info.uuid in timeline:
+                    timeline.set_important(info.uuid, important)
             if description is not None:
                 rec.description = description
-            await self.save_records()
+            await self._log({"set": {info.uuid: rec.model_dump()}})

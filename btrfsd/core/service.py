@@ -189,6 +189,7 @@ class Service:
                 except Exception:  # it died earlier; the jobs must still be left right
                     log.exception("background task %s had failed", task.get_name())
             await self.timer.shutdown()
+            await self.schedules.close()  # the records' journal folded into their file
             if self._open:
                 self.registry.stop_watching(asyncio.get_running_loop())
             await self.fast_delete.shutdown()

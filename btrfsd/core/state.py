@@ -174,6 +174,11 @@ _problems: list[str] = []
 MAX_PROBLEMS = 50
 
 
+def note_problem(text: str) -> None:
+    """Add a sentence about a state file that could not be used (see state_problems)."""
+    _problems.append(text)
+
+
 def state_problems() -> list[str]:
     """Sentences about state files that could not be used since btrfsd started."""
     del _problems[:-MAX_PROBLEMS]

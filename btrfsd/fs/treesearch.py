@@ -13,9 +13,15 @@ hash to the same digest, no leaf of the range changed since the scan began: a ch
 would have copied a leaf into this set, or changed, added or removed items of one in it.
 A scan spans several ioctl calls, so it checks itself that way at its end: a change
 while it ran (a subvolume caught mid-rename, say) makes it scan again, and a scan that
-never settles is not reused. A subvolume's path also depends on the names of the
-directories it sits in (not in the root tree until the next commit), so those are looked
-up again each time (INO_LOOKUP, one per directory that holds subvolumes).
+never settles is not reused. A later check needs no walk of the items: it repeats the
+proven search call by call (``Recent``) and compares item counts and the bytes.
+
+A subvolume's path also depends on the names of the directories it sits in (not in the
+root tree until the next commit). The same reasoning, applied to the tree of each parent
+subvolume holding such directories, tells that none of them was renamed: one search of
+that tree's leaves of generation G or newer, when they fit one search call. Otherwise
+(a parent being written to heavily) each directory is looked up again (INO_LOOKUP, one
+per directory that holds subvolumes: snapper keeps each snapshot in one of its own).
 
 Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError on ioctl failure.
 """
@@ -25,8 +31,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import BtrfsdError, from_errno
@@ -72,17 +79,19 @@ _NR_ITEMS = 7 * 8 + 2 * 4  # offset of nr_items in the search key
 
 
 def _search_call(fd: int, min_key: tuple[int, int, int], max_key: tuple[int, int, int],
-                 min_transid: int, nr_items: int) -> bytearray:
-    """One TREE_SEARCH_V2 call over the root tree; the filled buffer. Raises BtrfsdError."""
+                 min_transid: int, nr_items: int, tree: int = ROOT_TREE_OBJECTID) -> bytearray:
+    """One TREE_SEARCH_V2 call over tree ``tree`` (the root tree by default); the filled
+    buffer. Raises BtrfsdError."""
     buf = bytearray(_SEARCH_V2_HEAD.size + _BUF_SIZE)
     _SEARCH_V2_HEAD.pack_into(
-        buf, 0, ROOT_TREE_OBJECTID, min_key[0], max_key[0], min_key[2], max_key[2],
+        buf, 0, tree, min_key[0], max_key[0], min_key[2], max_key[2],
         min_transid, U64_MAX, min_key[1], max_key[1], nr_items, 0, 0, 0, 0, 0, _BUF_SIZE,
     )
     try:
         fcntl.ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, buf, True)
     except OSError as e:
-        raise from_errno(e.errno or 0, f"Cannot search the root tree: {e.strerror}.") from e
+        what = "the root tree" if tree == ROOT_TREE_OBJECTID else f"subvolume {tree}'s tree"
+        raise from_errno(e.errno or 0, f"Cannot search {what}: {e.strerror}.") from e
     return buf
 
 
@@ -99,27 +108,65 @@ def _after(key: tuple[int, int, int]) -> tuple[int, int, int] | None:
     return None
 
 
-def _search(fd: int, min_key: tuple[int, int, int], max_key: tuple[int, int, int],
-            min_transid: int = 0) -> Iterator[tuple[int, int, int, int, memoryview]]:
-    """Yield (leaf generation, objectid, type, offset, data) of every item of the root
-    tree between two keys, in key order; with ``min_transid`` only those of leaves of
-    that generation or newer."""
-    key: tuple[int, int, int] | None = min_key
+Key = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Recent:
+    """The items of one tree (between two keys) in leaves of generation ``generation`` or
+    newer, as one search found them: each call's first key, item count and bytes used,
+    and the digest of those bytes (search headers and data, as the kernel wrote them, in
+    key order). ``_still`` searches again call by call: the same counts and a digest of
+    the same lengths that matches mean the same items, with no walk of the items."""
+
+    tree: int
+    generation: int
+    max_key: Key
+    calls: tuple[tuple[Key, int, int], ...]
+    digest: bytes
+
+
+def _recent(fd: int, tree: int, min_key: Key, max_key: Key, generation: int, room: int,
+            max_calls: int | None = None) -> Recent | None:
+    """Search ``tree``'s items in leaves of ``generation`` or newer (a walk of the item
+    headers finds each result's end); None when that takes more than ``max_calls`` calls.
+    A result is complete when fewer than _MAX_ITEMS came and more than ``room`` bytes
+    were left (the biggest item the tree can hold). Raises BtrfsdError."""
+    h = hashlib.blake2b(digest_size=16)
+    calls: list[tuple[Key, int, int]] = []
+    key: Key | None = min_key
     while key is not None and key <= max_key:
-        buf = _search_call(fd, key, max_key, min_transid, 4096)
+        if max_calls is not None and len(calls) == max_calls:
+            return None
+        buf = _search_call(fd, key, max_key, generation, _MAX_ITEMS, tree)
         nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
-        if nr_items == 0:
-            return
         pos = _SEARCH_V2_HEAD.size
-        view = memoryview(buf)  # slices without copying; each call gets a fresh buffer
         unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
         oid = typ = off = 0
         for _ in range(nr_items):
-            transid, oid, off, typ, length = unpack(buf, pos)
-            pos += head
-            yield transid, oid, typ, off, view[pos:pos + length]
-            pos += length
+            _t, oid, off, typ, length = unpack(buf, pos)
+            pos += head + length
+        used = pos - _SEARCH_V2_HEAD.size
+        calls.append((key, nr_items, used))
+        h.update(memoryview(buf)[_SEARCH_V2_HEAD.size:pos])
+        if nr_items == 0 or (nr_items < _MAX_ITEMS and len(buf) - pos > room):
+            break  # the kernel had no more to give
         key = _after((oid, typ, off))
+    return Recent(tree, generation, max_key, tuple(calls), h.digest())
+
+
+def _still(fd: int, recent: Recent) -> bool:
+    """Whether a search finds what ``recent`` found. Raises BtrfsdError."""
+    h = hashlib.blake2b(digest_size=16)
+    for key, nr_items, used in recent.calls:
+        buf = _search_call(fd, key, recent.max_key, recent.generation, _MAX_ITEMS,
+                           recent.tree)
+        if struct.unpack_from("=I", buf, _NR_ITEMS)[0] != nr_items:
+            return False
+        # The same count of items and the same bytes up to the old end: the same items
+        # (each header gives its item's length, so a grown item changes the bytes).
+        h.update(memoryview(buf)[_SEARCH_V2_HEAD.size:_SEARCH_V2_HEAD.size + used])
+    return h.digest() == recent.digest
 
 
 def _ino_path(fd: int, tree_id: int, dirid: int) -> str:
@@ -149,7 +196,6 @@ def format_uuid(raw: bytes) -> str:
 # The root tree's part that lists subvolumes: their root items and backrefs.
 _RANGE_MIN = (FIRST_FREE_OBJECTID, ROOT_ITEM_KEY, 0)
 _RANGE_MAX = (LAST_FREE_OBJECTID, ROOT_BACKREF_KEY, U64_MAX)
-_DIGEST_KEY = struct.Struct("=QQQQ")
 # A root item's fields a listing shows: uuid, parent uuid, received uuid, generation,
 # ctime, otime, read-only.
 RootFields = tuple[str, str, str, int, float, float, bool]
@@ -184,24 +230,77 @@ class RootScan:
     cheap: the generation of the transaction that ran when the scan began (-1: the scan
     could not be proved consistent, it is never reused), the digest of the items it read
     from leaves of that generation or newer, the directory paths the subvolume paths were
-    built from ((parent, directory inode) -> path inside the parent), and the scan's
-    blocks (by index; the items are their rows joined, not copies)."""
+    built from ((parent, directory inode) -> path inside the parent), the scan's blocks
+    (by index; the items are their rows joined, not copies); once proven, the root tree's
+    recent items, and for each parent subvolume whose recent items fit one search, those
+    items as found when its directories' paths held: while a search finds them again, no
+    directory in that tree was renamed (the module text)."""
 
     items: SubvolumeRows
     generation: int
     digest: bytes
     dirs: dict[tuple[int, int], str]
     blocks: dict[int, Block]
+    root: Recent | None = None  # the root tree's recent items once proven
+    parents: dict[int, Recent] = field(default_factory=dict)
 
 
 def _unproven(items: SubvolumeRows) -> RootScan:
     return RootScan(items, -1, b"", {}, {})
 
 
+# A whole tree's key space, for the parents' recent items. A search call (up to 128 KiB
+# of items) costs about what 50 INO_LOOKUPs do (0.2-0.3 ms against ~6 us each, measured
+# in-process): a parent's recent items may take one call per this many of its
+# directories, else they are looked up one by one (a parent tree much written to in the
+# last transaction: an idle filesystem keeps that transaction's leaves as its newest).
+_TREE_MIN = (0, 0, 0)
+_TREE_MAX = (U64_MAX, 255, U64_MAX)
+_DIRS_PER_CALL = 50
+# The biggest item a subvolume's tree can hold: a leaf of the biggest node size (an
+# xattr can fill one); the root tree's items are root items and refs (_ROOM).
+_PARENT_ROOM = 64 * 1024
+
+
+def _parent_recent(fd: int, parent: int, generation: int, dirs: int) -> Recent | None:
+    """``parent``'s tree items in leaves of ``generation`` or newer; None when they are
+    dearer to search than its ``dirs`` directories are to look up, or the tree is gone."""
+    try:
+        return _recent(fd, parent, _TREE_MIN, _TREE_MAX, generation, _PARENT_ROOM,
+                       1 + dirs // _DIRS_PER_CALL)
+    except BtrfsdError:
+        return None
+
+
+def _holds(fd: int, recent: Recent) -> bool:
+    try:
+        return _still(fd, recent)
+    except BtrfsdError:  # the tree is gone
+        return False
+
+
+def _held(fd: int, parents: dict[int, Recent]) -> dict[int, Recent]:
+    """The parents (of RootScan.parents) whose trees are as they were."""
+    return {parent: recent for parent, recent in parents.items() if _holds(fd, recent)}
+
+
+def _dirs_hold(fd: int, dirs: dict[tuple[int, int], str], held: Iterable[int]) -> bool:
+    """Whether the directories of parents other than ``held`` are where ``dirs`` says."""
+    skip = set(held)
+    try:
+        return all(_ino_path(fd, parent, dirid) == path
+                   for (parent, dirid), path in dirs.items() if parent not in skip)
+    except BtrfsdError:  # a parent or directory went away since: not the same listing
+        return False
+
+
 def _digest(items: Iterable[tuple[int, int, int, int, memoryview]]) -> bytes:
+    """What _recent_digest makes of the same items: each one's search header, as the
+    kernel writes it, then its data."""
     h = hashlib.blake2b(digest_size=16)
+    pack = _ITEM_HEADER.pack
     for transid, oid, typ, off, data in items:
-        h.update(_DIGEST_KEY.pack(transid, oid, typ, off))
+        h.update(pack(transid, oid, off, typ, len(data)))
         h.update(data)
     return h.digest()
 
@@ -213,13 +312,9 @@ def unchanged(fd: int, scan: RootScan) -> bool:
     # a volume snapshot rolled back and mounted in its place), whose numbers repeat
     if scan.generation < 0 or _start_generation(fd) < scan.generation:
         return False
-    if _digest(_search(fd, _RANGE_MIN, _RANGE_MAX, scan.generation)) != scan.digest:
+    if scan.root is None or not _still(fd, scan.root):
         return False
-    try:
-        return all(_ino_path(fd, parent, dirid) == path
-                   for (parent, dirid), path in scan.dirs.items())
-    except BtrfsdError:  # a parent or directory went away since: not the same listing
-        return False
+    return _dirs_hold(fd, scan.dirs, _held(fd, scan.parents))
 
 
 def _root_fields(data: memoryview, fmt: Callable[[bytes], str]) -> RootFields:
@@ -259,9 +354,27 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
         start = _start_generation(fd)
         if earlier is not None and start < earlier.generation:
             earlier = None  # another copy of the filesystem (see unchanged)
-        scan = _Scan(fd, earlier.blocks if earlier is not None else {}, start).run()
-        if start >= 0 and unchanged(fd, scan):
-            return scan
+        # directories of parents whose trees did not change are not looked up again
+        held = _held(fd, earlier.parents) if earlier is not None else {}
+        known = ({where: path for where, path in earlier.dirs.items() if where[0] in held}
+                 if earlier is not None else {})
+        scan = _Scan(fd, earlier.blocks if earlier is not None else {}, start, known).run()
+        if start < 0:
+            continue
+        parents = Counter(p for p, _dirid in scan.dirs)
+        held = {p: held[p] for p in parents.keys() & held.keys()}
+        # The other parents' recent items stand for the paths looked up now only if
+        # found the same on both sides of the closing look-ups: no change in between.
+        before = {p: _parent_recent(fd, p, start, n) for p, n in parents.items()
+                  if p not in held}
+        # the closing check: what the scan read of recent leaves is what they hold now
+        root = _recent(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX, start, _ROOM)
+        if (root is not None and root.digest == scan.digest
+                and len(_held(fd, held)) == len(held)
+                and _dirs_hold(fd, scan.dirs, held)
+                and all(r is None or _holds(fd, r) for r in before.values())):
+            return replace(scan, root=root, parents={
+                **held, **{p: r for p, r in before.items() if r is not None}})
     return _unproven(scan.items)
 
 
@@ -325,8 +438,10 @@ class _Scan:
     """One walk of the range, a block at a time (see list_subvolumes); ``start``: the
     running transaction's id when it began (-1: unknown)."""
 
-    def __init__(self, fd: int, earlier: dict[int, Block], start: int) -> None:
+    def __init__(self, fd: int, earlier: dict[int, Block], start: int,
+                 known: dict[tuple[int, int], str]) -> None:
         self.fd, self.earlier, self.start = fd, earlier, start
+        self.known = known  # directory paths that need no look-up (list_subvolumes)
         self.roots: dict[int, RootFields] = {}  # of decoded blocks
         self.refs: dict[int, Ref] = {}  # of decoded blocks
         self.decoded: dict[int, tuple[bytes, int, list[int]]] = {}  # digest, newest, ids
@@ -420,7 +535,10 @@ class _Scan:
     def _dir_path(self, parent: int, dirid: int) -> str:
         where = self.dirs.get((parent, dirid))
         if where is None:
-            where = self.dirs[(parent, dirid)] = _ino_path(self.fd, parent, dirid)
+            where = self.known.get((parent, dirid))
+            if where is None:
+                where = _ino_path(self.fd, parent, dirid)
+            self.dirs[(parent, dirid)] = where
         return where
 
     def _holds(self, index: int) -> bool:

@@ -107,6 +107,10 @@ CASES: dict[str, tuple[Call, str]] = {
                                      "every": V("t", 3600), "keep_last": V("u", 1),
                                      "backup": V("s", "no-such")}, {}),
         E + "InvalidArgument"),
+    "listing an unknown column": (
+        lambda w, d: w.fs_call(w.root, "ListSubvolumes", "a{sv}",
+                               {"columns": V("as", ["path", "size"])}),
+        E + "InvalidArgument"),
     "unknown filesystem object": (
         lambda w, d: w.root.call("/org/btrfsd1/filesystems/nope", "org.btrfsd1.Filesystem",
                                  "ListSubvolumes", "a{sv}", [{}]),

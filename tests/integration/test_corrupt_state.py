@@ -1,8 +1,10 @@
 """Corrupt state cannot stop the daemon: with garbage in every state and config-dir file
-the sandbox daemon starts, serves, and has moved each file aside."""
+the sandbox daemon starts, serves, and has moved each file aside; a records journal torn
+by a crash is read up to its torn line."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -64,4 +66,35 @@ def test_garbage_in_every_state_file_does_not_stop_the_daemon(world: World) -> N
                 p.unlink(missing_ok=True)
             else:
                 p.write_bytes(before[p])  # type: ignore[arg-type]
+        sb.start_daemon()
+
+
+def test_a_records_journal_torn_by_a_crash_does_not_stop_the_daemon(world: World) -> None:
+    # as kill -9 in the middle of appending a line: the whole lines count, the torn one
+    # is dropped, and the journal is folded into snapshots.json at the start
+    sb = world.sb
+    records, journal = sb.state_dir / "snapshots.json", sb.state_dir / "snapshots.journal"
+    sb.stop("btrfsd")
+    before = {p: p.read_bytes() if p.exists() else None for p in (records, journal)}
+    uuid = "00000000-0000-0000-0000-00000000abcd"
+    try:
+        n = json.loads(records.read_text()).get("journal", 0) if records.exists() else 0
+        whole = {"n": n + 1, "set": {uuid: {"schedule": "x", "filesystem": "y",
+                                            "created": 5.0}}}
+        journal.write_bytes(json.dumps(whole).encode() + b"\n"
+                            + b'{"n": %d, "forget": ["0000' % (n + 2))
+        sb.start_daemon()
+        r = world.manager_call(world.root, "GetSchedules", "a{sv}", {})
+        assert r["ok"], r
+        saved = json.loads(records.read_text())
+        assert saved["journal"] == n + 1 and uuid in saved["snapshots"]
+        assert journal.read_bytes() == b""
+        assert "torn by a crash" in sb.daemon_log()
+    finally:
+        sb.stop("btrfsd")
+        for p, data in before.items():
+            if data is None:
+                p.unlink(missing_ok=True)
+            else:
+                p.write_bytes(data)
         sb.start_daemon()

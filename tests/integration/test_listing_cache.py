@@ -232,3 +232,72 @@ def test_kept_blocks_follow_paths_changed_elsewhere(world: World) -> None:
             scans.close()
         fs.destroy()
         world.sb.filesystems.remove(fs)
+
+
+def test_one_directory_per_snapshot(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """snapper's layout: each snapshot in a numbered directory of its own. A listing
+    stands for those directories' paths with one search of the parent subvolume's tree
+    (fs/treesearch.py, RootScan.parents) instead of an INO_LOOKUP each; a rename of such
+    a directory or of one above it, in the running transaction or after a commit, and in
+    a parent tree with too many changes for one search, must still show."""
+    fs = world.sb.add_filesystem("1G", "btrfsd-numbered")
+    scans: Scans | None = None
+    try:
+        mnt = fs.mount_point
+        home = mnt / "home"
+        btrfsutil.create_subvolume(str(home))
+        (home / ".snapshots").mkdir()
+        for i in range(1, 41):
+            (home / f".snapshots/{i}").mkdir()
+            btrfsutil.create_snapshot(str(home), str(home / f".snapshots/{i}/snapshot"),
+                                      read_only=True)
+        btrfsutil.sync(str(mnt))
+        scans = Scans(mnt)
+        parent = btrfsutil.subvolume_id(str(home))
+        assert parent in scans.last.parents
+
+        lookups = 0
+        real_ioctl = fcntl.ioctl
+
+        def counting(fd_: int, request: int, arg: Any, mutate: bool = True) -> Any:
+            nonlocal lookups
+            lookups += request == treesearch.BTRFS_IOC_INO_LOOKUP
+            return real_ioctl(fd_, request, arg, mutate)
+
+        monkeypatch.setattr(treesearch.fcntl, "ioctl", counting)
+        assert treesearch.unchanged(scans.fd, scans.last)
+        monkeypatch.undo()
+        assert lookups == 0  # the 40 directories were not looked up one by one
+
+        def many_files() -> None:  # more changed items than one search call returns
+            for i in range(1500):
+                (home / f"f{i:04d}-{'x' * 80}").touch()
+            os.rename(home / ".snaps/5", home / ".snaps/z5")
+
+        steps = [
+            lambda: os.rename(home / ".snapshots/3", home / ".snapshots/x3"),
+            # the leaf the last listing read in this transaction, changed in place
+            lambda: os.rename(home / ".snapshots/x3", home / ".snapshots/y3"),
+            lambda: os.rename(home / ".snapshots", home / ".snaps"),  # above them all
+            lambda: btrfsutil.sync(str(mnt)),  # nothing renamed: still the same paths
+            many_files,
+            lambda: os.rename(home / ".snaps/6", home / ".snaps/z6"),
+            lambda: btrfsutil.sync(str(mnt)),
+            lambda: os.rename(home / ".snaps/7", home / ".snaps/z7"),
+        ]
+        for step in steps:
+            before = scans.last
+            step()
+            paths = {s.path for s in before.items}
+            if paths != {r[2] for r in progs(mnt, "home")}:
+                assert not treesearch.unchanged(scans.fd, before)
+            scans.check()
+            assert {s.path for s in scans.last.items} - {"home"} == {
+                r[2] for r in progs(mnt, "home")}
+        assert {"home/.snaps/y3/snapshot", "home/.snaps/z5/snapshot",
+                "home/.snaps/z7/snapshot"} <= {s.path for s in scans.last.items}
+    finally:
+        if scans is not None:
+            scans.close()
+        fs.destroy()
+        world.sb.filesystems.remove(fs)
