@@ -6,7 +6,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
-from typing import Any, NamedTuple, overload
+from typing import NamedTuple, overload
 
 
 class SubvolumeInfo(NamedTuple):
@@ -43,37 +43,46 @@ Columns = tuple[list[int], list[int], list[str], list[str], list[str], list[str]
 # The number columns, one after the other in one bytes object: id, parent id, generation
 # (u64 each), ctime, otime (double: the very float values), read-only (one byte); in
 # the machine's byte order, as arrays and memoryview casts use it.
-_NUMBERS: tuple[tuple[Any, int], ...] = (("Q", 8), ("Q", 8), ("Q", 8), ("d", 8), ("d", 8), ("?", 1))
+_UUID_LENGTH = 36  # as fs/treesearch.py format_uuid writes one
+_NUMBER_CODES = "QQQdd"  # then the read-only bytes (0 or 1)
 
 
-def _pack(rows: list[Row]) -> tuple[bytes, str]:
+def _pack(rows: list[Row]) -> tuple[bytes, tuple[str, str, str, str]]:
     ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = (
         zip(*rows, strict=True))
     # arrays, not struct.pack: a format per length would stay in struct's cache
     numbers = b"".join([array("Q", ids).tobytes(), array("Q", parents).tobytes(),
                         array("Q", gens).tobytes(), array("d", ctimes).tobytes(),
                         array("d", otimes).tobytes(), bytes(map(bool, ro))])
-    return numbers, _SEP.join((*paths, *uuids, *puuids, *ruuids))
+    return numbers, (_SEP.join(paths), _SEP.join(uuids), _SEP.join(puuids),
+                     _SEP.join(ruuids))
 
 
-def _unpack(numbers: bytes, texts: str, n: int) -> Columns:
-    if not n:
-        return ([], [], [], [], [], [], [], [], [], [])
-    view = memoryview(numbers)
-    at, nums = 0, list[Any]()
-    for code, size in _NUMBERS:
-        nums.append(view[at:at + n * size].cast(code).tolist())
-        at += n * size
-    strs = texts.split(_SEP)
-    ids, parents, gens, ctimes, otimes, ro = nums
-    return (ids, parents, strs[:n], strs[n:2 * n], strs[2 * n:3 * n], strs[3 * n:], gens,
-            ctimes, otimes, ro)
+def _unpack(parts: Iterable[tuple[bytes, tuple[str, ...], int]]) -> Columns:
+    """The columns of rows packed as ``(numbers, texts, count)`` parts, in their order."""
+    # arrays filled a part at a time, then one tolist each: C loops only
+    nums = [array(code) for code in _NUMBER_CODES]
+    ro = bytearray()
+    texts: tuple[list[str], ...] = ([], [], [], [])
+    for numbers, joined_texts, n in parts:
+        if not n:
+            continue
+        view, at = memoryview(numbers), 0
+        for column in nums:
+            column.frombytes(view[at:at + n * column.itemsize])
+            at += n * column.itemsize
+        ro += view[at:at + n]
+        for column_, joined in zip(texts, joined_texts, strict=True):
+            column_ += joined.split(_SEP)
+    ids, parents, gens, ctimes, otimes = (a.tolist() for a in nums)
+    return (ids, parents, *texts, gens, ctimes, otimes,  # type: ignore[return-value]
+            list(map(bool, ro)))
 
 
 class SubvolumeRows(Sequence[SubvolumeInfo]):
     """An immutable listing of subvolumes, kept compactly and read as SubvolumeInfo
-    tuples made on demand. Rows made together are two objects: their numbers packed in
-    one bytes object, their text in one string (~45 bytes a row plus its path, against
+    tuples made on demand. Rows made together are five objects: their numbers packed in
+    one bytes object, each text field in one string (~45 bytes a row plus its path, against
     ~380 as SubvolumeInfo tuples with their own int, float and str objects). Small
     objects that live long, made among a listing's many short-lived ones, pin the
     allocator's pools and arenas (docs/benchmarks.md, issue 11): a few per block of
@@ -81,12 +90,13 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
     listing is its blocks' rows joined."""
 
     __slots__ = ("_numbers", "_parts", "_size", "_texts")
+    _texts: tuple[str, str, str, str]  # paths, uuids, parent uuids, received uuids
 
     def __init__(self, rows: Iterable[Row] = ()) -> None:
         rows = list(rows)
         self._size = len(rows)
         self._parts: tuple[SubvolumeRows, ...] | None = None  # None: rows of their own
-        self._numbers, self._texts = _pack(rows) if rows else (b"", "")
+        self._numbers, self._texts = _pack(rows) if rows else (b"", ("", "", "", ""))
 
     @classmethod
     def join(cls, listings: Iterable[SubvolumeRows]) -> SubvolumeRows:
@@ -103,18 +113,23 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
     def columns(self) -> Columns:
         """The fields of every row as lists (the same values as the rows' fields), in
         SubvolumeInfo's order: built without making a tuple per row."""
-        if self._parts is None:
-            return _unpack(self._numbers, self._texts, self._size)
-        out: Columns = ([], [], [], [], [], [], [], [], [], [])
-        for part in self._parts:
-            for column, values in zip(out, part.columns(), strict=True):
-                column.extend(values)  # type: ignore[attr-defined]  # a list, per Columns
-        return out
+        return _unpack((p._numbers, p._texts, p._size) for p in self._own())
 
     def snapshots_of(self, uuid: str) -> SubvolumeRows:
-        """The rows whose parent UUID is ``uuid`` (only those are made as tuples)."""
-        return SubvolumeRows(row for part in self._own() if uuid in part._texts
-                             for row in part if row.parent_uuid == uuid)
+        """The rows whose parent UUID is ``uuid``: parts where all rows match are shared,
+        only rows of parts where some do are made as tuples."""
+        if len(uuid) != _UUID_LENGTH or _SEP in uuid:  # not a UUID: row by row
+            return SubvolumeRows(row for row in self if row.parent_uuid == uuid)
+        found: list[SubvolumeRows] = []
+        for part in self._own():
+            # each parent UUID is one or none (""): with no NUL in it, a count of this
+            # one is a count of rows
+            matches = part._texts[2].count(uuid)
+            if matches == part._size:
+                found.append(part)
+            elif matches:
+                found.append(SubvolumeRows(row for row in part if row.parent_uuid == uuid))
+        return SubvolumeRows.join(found)
 
     def paths_by_id(self) -> dict[int, str]:
         """Each row's path by its id."""

@@ -41,6 +41,12 @@ def test_selections() -> None:
     joined = SubvolumeRows.join([SubvolumeRows(made[:128]), SubvolumeRows(made[128:])])
     assert list(joined.snapshots_of("p" * 36)) == [r for r in made if r.parent_uuid == "p" * 36]
     assert list(joined.snapshots_of("nobody's")) == []
+    assert list(joined.snapshots_of("p")) == []  # not a whole UUID
+    assert list(joined.snapshots_of("")) == [r for r in made if not r.parent_uuid]
+    some = [r._replace(parent_uuid="q" * 36) if r.id % 4 == 0 else r for r in made]
+    mixed = SubvolumeRows.join([SubvolumeRows(some[:128]), SubvolumeRows(some[128:])])
+    for uuid in ("p" * 36, "q" * 36):
+        assert list(mixed.snapshots_of(uuid)) == [r for r in some if r.parent_uuid == uuid]
     assert joined.paths_by_id() == {r.id: r.path for r in made}
 
 
