@@ -1,9 +1,11 @@
-"""glibc malloc settings for a daemon that makes big replies now and then and then idles.
+"""Memory of a daemon that makes big listings and replies now and then and then idles:
+glibc malloc settings (``tune``, ``trim``), and copies of long-kept data made after the
+short-lived objects it was made among are gone (``freeze``, ``thaw``).
 
-Standard library only (ctypes): the daemon calls ``tune()`` once at start, before any
+Standard library only (ctypes, pickle): the daemon calls ``tune()`` once at start, before any
 thread exists, so the settings hold however it was started (the systemd unit also sets
 MALLOC_ARENA_MAX=2 for the same reason; docs/benchmarks.md, issue 11, has the numbers).
-Without glibc (no ``mallopt``) both functions do nothing.
+Without glibc (no ``mallopt``) ``tune`` and ``trim`` do nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from __future__ import annotations
 import ctypes
 import logging
 
+# At start, with the idle daemon's modules: imported during a listing, its objects were
+# made among the listing's short-lived ones and held an arena of their own (freeze).
+import pickle
+from typing import TypeVar
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # mallopt parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -68,3 +76,26 @@ def trim() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+
+def freeze(value: object) -> bytes:
+    """``value`` (the daemon's own data, never a caller's bytes) as bytes that ``thaw``
+    makes a copy of. Raises what pickle raises for an object it cannot copy.
+
+    For data kept long that was made among many short-lived objects (a listing): CPython
+    gives a 1 MiB arena back only when every object in it is gone, so a few hundred kept
+    objects spread over the arenas a listing filled hold them all. Frozen, the originals
+    dropped, and thawed, the copies are made side by side in the arenas that were there
+    before, and the others are given back (docs/benchmarks.md, issue 11).
+    """
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def thaw(frozen: bytes, kind: type[T]) -> T:
+    """The copy of what ``freeze`` made ``frozen`` of, which was a ``kind``. Raises
+    TypeError when it was not."""
+    value = pickle.loads(frozen)  # only bytes this process made (freeze)
+    if not isinstance(value, kind):
+        raise TypeError(f"thawed a {type(value).__name__}, not a {kind.__name__}")
+    return value

@@ -2,7 +2,7 @@
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime
 # and a postponed "None" return would become a bogus signature.
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Annotated, Any
 
 from dbus_fast import Variant
@@ -25,7 +25,7 @@ from ..core.restore_runner import RestoreParams
 from ..core.scrub_runner import OPERATION as SCRUB
 from ..core.scrub_runner import ScrubParams
 from ..core.service import Service
-from ..core.subvolumes import SubvolumeInfo
+from ..core.subvolumes import SubvolumeInfo, SubvolumeRows
 from ..names import display, from_bus, to_bus
 from .apidoc import FILESYSTEM, documented
 from .auth import authorize, authorized, current_caller
@@ -76,8 +76,11 @@ def subvolume_columns(listing: Listing, wanted: Collection[str] = ()) -> list[li
     those named there, SUBVOLUME_FIELDS; the others empty)."""
     if not listing.items:
         return [[] for _ in SUBVOLUME_FIELDS]
-    ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = (
-        list(c) for c in zip(*listing.items, strict=True))
+    items = listing.items
+    columns: Sequence[list[Any]] = (
+        items.columns() if isinstance(items, SubvolumeRows)  # no tuple per row
+        else [list(c) for c in zip(*items, strict=True)])
+    ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = columns
     want = set(wanted or SUBVOLUME_FIELDS)
     quota: list[list[int]] = [[], [], [], []]
     if listing.usage and want & set(SUBVOLUME_FIELDS[11:]):

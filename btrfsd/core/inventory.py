@@ -7,6 +7,7 @@ listing of 10,000 snapshots costs one walk plus one directory read.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..fs.creds import Creds
@@ -22,7 +23,7 @@ class Listing:
     """Subvolumes (paths relative to the top level) and their usage by subvolume id
     ({} when quotas are off; a subvolume without a qgroup is missing from it)."""
 
-    items: list[SubvolumeInfo]
+    items: Sequence[SubvolumeInfo]  # a SubvolumeRows from Subvolumes
     usage: dict[int, QgroupUsage] = field(default_factory=dict)
     # equal keys, equal items (Subvolumes.list_versioned); None: not to be kept
     key: tuple[int, str] | None = None

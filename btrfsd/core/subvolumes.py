@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
@@ -24,13 +24,13 @@ from ..fs.creds import Creds as Creds  # front ends build it from a caller
 from ..fs.creds import acting_as
 
 # SubvolumeInfo is part of the core's vocabulary: front ends take it from here
+from ..fs.info import SubvolumeRows as SubvolumeRows
 from ..fs.subvol import SubvolumeInfo as SubvolumeInfo
 from ..fs.treesearch import RootScan
 from .filesystems import Filesystem, Registry, open_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Items = list[SubvolumeInfo]  # a name for it inside Subvolumes, whose method ``list`` hides list
 # After a listing this long, the C library is asked to give back the free memory the
 # listing and its reply left behind (memory.trim), TRIM_DELAY s later: once the reply is
 # sent, and once for a burst of listings.
@@ -80,11 +80,17 @@ def reachable_in(fs: Filesystem, rels: list[str], creds: Creds) -> list[bool]:
     return [w is not None and next(shown) for w in where]
 
 
-def _visible(fs: Filesystem, items: list[SubvolumeInfo], creds: Creds
+def _visible(fs: Filesystem, items: Sequence[SubvolumeInfo], creds: Creds
              ) -> list[SubvolumeInfo]:
     """The subvolumes ``creds`` could find by path (blocking)."""
     found = reachable_in(fs, [s.path for s in items], creds)
     return [s for s, ok in zip(items, found, strict=True) if ok]
+
+
+def _decoded_rows(listing: RootScan, earlier: RootScan | None) -> int:
+    """How many rows of ``listing`` a scan made anew (not taken over from ``earlier``)."""
+    before = earlier.blocks if earlier is not None else {}
+    return sum(len(b.rows) for i, b in listing.blocks.items() if before.get(i) is not b)
 
 
 class DeleteHook(Protocol):
@@ -151,23 +157,34 @@ class Subvolumes:
         """
         return await self._run(self.resolve_filesystem, path, as_caller)
 
-    def listed(self, fs: Filesystem, fd: int) -> tuple[SubvolumeInfo, ...]:
+    def listed(self, fs: Filesystem, fd: int) -> SubvolumeRows:
         """Every subvolume of ``fs``, whose mount ``fd`` has open: the last listing again
         while a search of the leaves changed since proves it exact (fs/treesearch.py),
         else a new one that decodes only what changed. Blocking (worker threads).
         Raises BtrfsdError."""
         return self._versioned(fs, fd)[0]
 
-    def _versioned(self, fs: Filesystem, fd: int) -> tuple[tuple[SubvolumeInfo, ...], int]:
+    def _versioned(self, fs: Filesystem, fd: int) -> tuple[SubvolumeRows, int]:
         # Threads may race here; each result is exact when made and the last one stays.
         held = self._listings.get(fs.uuid)
         earlier = held[1] if held is not None and held[0] is fs else None
         listing = subvol.list_all(fd, earlier)
-        version = held[2] if held is not None and listing is earlier else next(self._versions)
+        if held is not None and listing is earlier:
+            version = held[2]
+        else:
+            version = next(self._versions)
+            if _decoded_rows(listing, earlier) >= TRIM_AFTER_ROWS:
+                # kept until the next change: made again once the scan's short-lived
+                # objects and the originals are gone, so that it pins no arena they
+                # filled (memory.freeze)
+                frozen = memory.freeze(listing)
+                del listing, earlier, held
+                self._listings.pop(fs.uuid, None)
+                listing = memory.thaw(frozen, RootScan)
         self._listings[fs.uuid] = (fs, listing, version)
         return listing.items, version
 
-    def _list(self, fs: Filesystem) -> tuple[tuple[SubvolumeInfo, ...], int]:
+    def _list(self, fs: Filesystem) -> tuple[SubvolumeRows, int]:
         fd = open_mount(fs)
         try:
             return self._versioned(fs, fd)
@@ -201,12 +218,12 @@ class Subvolumes:
         ``visible_to`` only what that caller could find by path themselves (fs/creds.py).
         Raises BtrfsdError.
         """
-        return (await self.list_versioned(fs, snapshots_of=snapshots_of,
-                                          visible_to=visible_to))[0]
+        return [*(await self.list_versioned(fs, snapshots_of=snapshots_of,
+                                            visible_to=visible_to))[0]]
 
     async def list_versioned(self, fs: Filesystem, *, snapshots_of: str = "",
                              visible_to: Creds | None = None
-                             ) -> tuple[Items, tuple[int, str] | None]:
+                             ) -> tuple[SubvolumeRows, tuple[int, str] | None]:
         """As ``list``, with a key that names the result: the same key, the same items
         (the listing's version and the uuid of ``snapshots_of``); None for a caller's
         own view (what a caller can reach changes with permissions, not the tree).
@@ -216,10 +233,9 @@ class Subvolumes:
         every, version = await self._run(self._list, fs)
         if len(every) >= TRIM_AFTER_ROWS and self._trim is None:
             self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trimmed)
-        items = (list(every) if source is None
-                 else [s for s in every if s.parent_uuid == source.uuid])
+        items = every if source is None else every.snapshots_of(source.uuid)
         if visible_to is not None and not visible_to.is_root:
-            return await self._run(_visible, fs, items, visible_to), None
+            return SubvolumeRows(await self._run(_visible, fs, items, visible_to)), None
         return items, (version, "" if source is None else source.uuid)
 
     def _trimmed(self) -> None:

@@ -1,8 +1,12 @@
-"""What the kernel says about one subvolume (fs/subvol.py and fs/treesearch.py make it)."""
+"""What the kernel says about subvolumes (fs/subvol.py and fs/treesearch.py make it): one
+subvolume (SubvolumeInfo), and a listing of many kept compactly (SubvolumeRows)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
+from typing import NamedTuple, overload
 
 
 class SubvolumeInfo(NamedTuple):
@@ -26,3 +30,151 @@ class SubvolumeInfo(NamedTuple):
     @property
     def is_snapshot(self) -> bool:
         return bool(self.parent_uuid)
+
+
+# Text columns are kept as one string, the values joined by NUL: a name in the kernel
+# never holds one, nor does a UUID.
+_SEP = "\0"
+# One row's fields in SubvolumeInfo's order (a SubvolumeInfo or a plain tuple).
+Row = tuple[int, int, str, str, str, str, int, float, float, bool]
+# A listing's columns, in SubvolumeInfo's field order.
+Columns = tuple[list[int], list[int], list[str], list[str], list[str], list[str], list[int],
+                list[float], list[float], list[bool]]
+# The number columns, one after the other in one bytes object: id, parent id, generation
+# (u64 each), ctime, otime (double: the very float values), read-only (one byte); in
+# the machine's byte order, as arrays and memoryview casts use it.
+_UUID_LENGTH = 36  # as fs/treesearch.py format_uuid writes one
+_NUMBER_CODES = "QQQdd"  # then the read-only bytes (0 or 1)
+
+
+def _pack(rows: list[Row]) -> tuple[bytes, tuple[str, str, str, str]]:
+    ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = (
+        zip(*rows, strict=True))
+    # arrays, not struct.pack: a format per length would stay in struct's cache
+    numbers = b"".join([array("Q", ids).tobytes(), array("Q", parents).tobytes(),
+                        array("Q", gens).tobytes(), array("d", ctimes).tobytes(),
+                        array("d", otimes).tobytes(), bytes(map(bool, ro))])
+    return numbers, (_SEP.join(paths), _SEP.join(uuids), _SEP.join(puuids),
+                     _SEP.join(ruuids))
+
+
+def _unpack(parts: Iterable[tuple[bytes, tuple[str, ...], int]]) -> Columns:
+    """The columns of rows packed as ``(numbers, texts, count)`` parts, in their order."""
+    # arrays filled a part at a time, then one tolist each: C loops only
+    nums = [array(code) for code in _NUMBER_CODES]
+    ro = bytearray()
+    texts: tuple[list[str], ...] = ([], [], [], [])
+    for numbers, joined_texts, n in parts:
+        if not n:
+            continue
+        view, at = memoryview(numbers), 0
+        for column in nums:
+            column.frombytes(view[at:at + n * column.itemsize])
+            at += n * column.itemsize
+        ro += view[at:at + n]
+        for column_, joined in zip(texts, joined_texts, strict=True):
+            column_ += joined.split(_SEP)
+    ids, parents, gens, ctimes, otimes = (a.tolist() for a in nums)
+    return (ids, parents, *texts, gens, ctimes, otimes,  # type: ignore[return-value]
+            list(map(bool, ro)))
+
+
+class SubvolumeRows(Sequence[SubvolumeInfo]):
+    """An immutable listing of subvolumes, kept compactly and read as SubvolumeInfo
+    tuples made on demand. Rows made together are five objects: their numbers packed in
+    one bytes object, each text field in one string (~45 bytes a row plus its path, against
+    ~380 as SubvolumeInfo tuples with their own int, float and str objects). Small
+    objects that live long, made among a listing's many short-lived ones, pin the
+    allocator's pools and arenas (docs/benchmarks.md, issue 11): a few per block of
+    rows, not ~7 per row. Joining listings shares their storage (no copy): a scan's
+    listing is its blocks' rows joined."""
+
+    __slots__ = ("_numbers", "_parts", "_size", "_texts")
+    _texts: tuple[str, str, str, str]  # paths, uuids, parent uuids, received uuids
+
+    def __init__(self, rows: Iterable[Row] = ()) -> None:
+        rows = list(rows)
+        self._size = len(rows)
+        self._parts: tuple[SubvolumeRows, ...] | None = None  # None: rows of their own
+        self._numbers, self._texts = _pack(rows) if rows else (b"", ("", "", "", ""))
+
+    @classmethod
+    def join(cls, listings: Iterable[SubvolumeRows]) -> SubvolumeRows:
+        """One listing of the rows of ``listings``, in their order (sharing their
+        storage)."""
+        joined = cls()
+        joined._parts = tuple(p for rows in listings for p in rows._own() if p._size)
+        joined._size = sum(p._size for p in joined._parts)
+        return joined
+
+    def _own(self) -> tuple[SubvolumeRows, ...]:
+        return (self,) if self._parts is None else self._parts
+
+    def columns(self) -> Columns:
+        """The fields of every row as lists (the same values as the rows' fields), in
+        SubvolumeInfo's order: built without making a tuple per row."""
+        return _unpack((p._numbers, p._texts, p._size) for p in self._own())
+
+    def snapshots_of(self, uuid: str) -> SubvolumeRows:
+        """The rows whose parent UUID is ``uuid``: parts where all rows match are shared,
+        only rows of parts where some do are made as tuples."""
+        if len(uuid) != _UUID_LENGTH or _SEP in uuid:  # not a UUID: row by row
+            return SubvolumeRows(row for row in self if row.parent_uuid == uuid)
+        found: list[SubvolumeRows] = []
+        for part in self._own():
+            # each parent UUID is one or none (""): with no NUL in it, a count of this
+            # one is a count of rows
+            matches = part._texts[2].count(uuid)
+            if matches == part._size:
+                found.append(part)
+            elif matches:
+                found.append(SubvolumeRows(row for row in part if row.parent_uuid == uuid))
+        return SubvolumeRows.join(found)
+
+    def paths_by_id(self) -> dict[int, str]:
+        """Each row's path by its id."""
+        found: dict[int, str] = {}
+        for part in self._own():
+            columns = part.columns()
+            found.update(zip(columns[0], columns[2], strict=True))
+        return found
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[SubvolumeInfo]:
+        if self._parts is None:
+            return map(SubvolumeInfo._make, zip(*self.columns(), strict=True))
+        return chain.from_iterable(self._parts)
+
+    @overload
+    def __getitem__(self, index: int) -> SubvolumeInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[SubvolumeInfo]: ...
+
+    def __getitem__(self, index: int | slice) -> SubvolumeInfo | list[SubvolumeInfo]:
+        """A row by position (IndexError out of range); a slice as a list."""
+        if isinstance(index, slice):
+            return list(self)[index]
+        at = index + self._size if index < 0 else index
+        if not 0 <= at < self._size:
+            raise IndexError("subvolume row index out of range")
+        for part in self._own():
+            if at < part._size:
+                return SubvolumeInfo._make(column[at] for column in part.columns())
+            at -= part._size
+        raise AssertionError("unreachable: the parts' sizes add up to the length")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SubvolumeRows):
+            return self._size == other._size and self.columns() == other.columns()
+        if isinstance(other, (tuple, list)):
+            return len(other) == self._size and all(
+                a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, like a list
+
+    def __repr__(self) -> str:
+        return f"SubvolumeRows({list(self)!r})"

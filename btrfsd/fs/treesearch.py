@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 
 from ..constants import TOP_LEVEL_SUBVOLUME_ID
 from ..errors import BtrfsdError, from_errno
-from .info import SubvolumeInfo
+from .info import Row, SubvolumeRows
 from .ioctl import fs_generation, iowr
 
 ROOT_TREE_OBJECTID = 1
@@ -213,13 +213,13 @@ _MAX_ITEMS = 4096  # items per search call
 class Block:
     """What a scan made of one block of subvolume ids: the digest of the block's search
     result (leaf generations, keys and items, byte for byte), the newest leaf generation
-    in it, the rows of the subvolumes it holds, and what their paths were built from
-    besides the block: (parent id, directory inode, the parent's path, the directory's
-    path in the parent)."""
+    in it, the rows of the subvolumes it holds (as columns: fs/info.py), and what their
+    paths were built from besides the block: (parent id, directory inode, the parent's
+    path, the directory's path in the parent)."""
 
     digest: bytes
     newest: int
-    rows: tuple[SubvolumeInfo, ...]
+    rows: SubvolumeRows
     deps: tuple[tuple[int, int, str, str], ...]
 
 
@@ -231,12 +231,12 @@ class RootScan:
     could not be proved consistent, it is never reused), the digest of the items it read
     from leaves of that generation or newer, the directory paths the subvolume paths were
     built from ((parent, directory inode) -> path inside the parent), the scan's blocks
-    (by index; their rows are the items', not copies); once proven, the root tree's
+    (by index; the items are their rows joined, not copies); once proven, the root tree's
     recent items, and for each parent subvolume whose recent items fit one search, those
     items as found when its directories' paths held: while a search finds them again, no
     directory in that tree was renamed (the module text)."""
 
-    items: tuple[SubvolumeInfo, ...]
+    items: SubvolumeRows
     generation: int
     digest: bytes
     dirs: dict[tuple[int, int], str]
@@ -245,7 +245,7 @@ class RootScan:
     parents: dict[int, Recent] = field(default_factory=dict)
 
 
-def _unproven(items: tuple[SubvolumeInfo, ...]) -> RootScan:
+def _unproven(items: SubvolumeRows) -> RootScan:
     return RootScan(items, -1, b"", {}, {})
 
 
@@ -446,7 +446,7 @@ class _Scan:
         self.refs: dict[int, Ref] = {}  # of decoded blocks
         self.decoded: dict[int, tuple[bytes, int, list[int]]] = {}  # digest, newest, ids
         self.kept: dict[int, Block] = {}  # blocks whose bytes are as in ``earlier``
-        self.rows_of: dict[int, dict[int, SubvolumeInfo]] = {}  # kept block -> rows by id
+        self.rows_of: dict[int, dict[int, str]] = {}  # kept block -> paths by id
         self.paths: dict[int, str] = {FS_TREE_OBJECTID: ""}
         # Snapshots pile up in a few directories: one INO_LOOKUP per (subvolume,
         # directory) instead of one per snapshot.
@@ -485,12 +485,12 @@ class _Scan:
                 break
             for i in changed:
                 self._redecode(i)
-        items: list[SubvolumeInfo] = []
+        items: list[SubvolumeRows] = []
         blocks: dict[int, Block] = {}
         for index in sorted({*self.kept, *self.decoded}):
             block = blocks[index] = self._block(index)
-            items.extend(block.rows)
-        return RootScan(tuple(items), self.start, scan_digest, self.dirs, blocks)
+            items.append(block.rows)
+        return RootScan(SubvolumeRows.join(items), self.start, scan_digest, self.dirs, blocks)
 
     def _take(self, index: int, results: list[memoryview],
               recent: list[tuple[int, int, int, int, memoryview]], reuse: bool) -> None:
@@ -563,8 +563,8 @@ class _Scan:
             if index in self.kept:
                 rows = self.rows_of.get(index)
                 if rows is None:
-                    rows = self.rows_of[index] = {r.id: r for r in self.kept[index].rows}
-                self.paths[sid] = rows[sid].path  # KeyError: it had no path then
+                    rows = self.rows_of[index] = self.kept[index].rows.paths_by_id()
+                self.paths[sid] = rows[sid]  # KeyError: it had no path then
                 break
             chain.append(sid)
             sid = self.refs[sid][0]
@@ -581,7 +581,7 @@ class _Scan:
         if index in self.kept:
             return self.kept[index]  # its deps hold (run)
         digest, newest, sids = self.decoded[index]
-        rows: list[SubvolumeInfo] = []
+        rows: list[Row] = []
         deps: dict[tuple[int, int], tuple[str, str]] = {}
         for sid in sids:
             if sid not in self.refs:
@@ -593,7 +593,6 @@ class _Scan:
             parent, dirid, _name = self.refs[sid]
             deps[(parent, dirid)] = (self.paths[parent], self._dir_path(parent, dirid))
             u, pu, ru, generation, ctime, otime, ro = self.roots[sid]
-            rows.append(SubvolumeInfo(sid, parent, path, u, pu, ru, generation, ctime,
-                                      otime, ro))
-        return Block(digest, newest, tuple(rows),
+            rows.append((sid, parent, path, u, pu, ru, generation, ctime, otime, ro))
+        return Block(digest, newest, SubvolumeRows(rows),
                      tuple((p, d, pp, dp) for (p, d), (pp, dp) in deps.items()))
