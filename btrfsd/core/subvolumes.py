@@ -228,15 +228,20 @@ class Subvolumes:
         (the listing's version and the uuid of ``snapshots_of``); None for a caller's
         own view (what a caller can reach changes with permissions, not the tree).
         Raises BtrfsdError."""
-        source = (await self.info(fs, snapshots_of, as_caller=visible_to) if snapshots_of
-                  else None)
-        every, version = await self._run(self._list, fs)
+        source, every, version = await self._run(self._source_and_list, fs, snapshots_of,
+                                                 visible_to)
         if len(every) >= TRIM_AFTER_ROWS and self._trim is None:
             self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trimmed)
         items = every if source is None else every.snapshots_of(source.uuid)
         if visible_to is not None and not visible_to.is_root:
             return SubvolumeRows(await self._run(_visible, fs, items, visible_to)), None
         return items, (version, "" if source is None else source.uuid)
+
+    def _source_and_list(self, fs: Filesystem, snapshots_of: str, as_caller: Creds | None
+                         ) -> tuple[SubvolumeInfo | None, SubvolumeRows, int]:
+        # one trip to a worker thread for both (a listing of snapshots: ~0.1-0.2 ms less)
+        source = self._info(fs, snapshots_of, as_caller) if snapshots_of else None
+        return (source, *self._list(fs))
 
     def _trimmed(self) -> None:
         self._trim = None
