@@ -476,7 +476,7 @@ class Schedules:
         costs about the same with 1,000 snapshots as with 10), or, when it does not name
         them all (deleted by hand, or a tree still being filled after mounting an old
         filesystem), from the listing of every subvolume. Raises BtrfsdError."""
-        ids = await self.subvolumes.ids_by_uuid(fs)
+        ids = await self.subvolumes.ids_by_uuid(fs, wanted)
         if ids is not None and wanted <= ids.keys():
             return ids
         return {s.uuid: s.id for s in await self.subvolumes.list(fs)}

@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
@@ -270,14 +270,16 @@ class Subvolumes:
         finally:
             os.close(fd)
 
-    async def ids_by_uuid(self, fs: Filesystem) -> dict[str, int] | None:
+    async def ids_by_uuid(self, fs: Filesystem, wanted: Collection[str] | None = None
+                          ) -> dict[str, int] | None:
         """UUID -> id of the subvolumes of ``fs`` that its UUID tree names (the top
-        level too): 40 bytes each to read, against a listing's few hundred. A subvolume
-        missing here may still exist (fs/uuidtree.py: a tree still being filled after
-        mounting an old filesystem). None when the filesystem has no UUID tree. Raises
-        BtrfsdError."""
+        level too; with ``wanted``, of those UUIDs only): 40 bytes each to read, against
+        a listing's few hundred. A subvolume missing here may still exist
+        (fs/uuidtree.py: a tree still being filled after mounting an old filesystem).
+        None when the filesystem has no UUID tree. Raises BtrfsdError."""
         try:
-            return await self._run(self._by_id, fs, uuidtree.subvolume_ids)
+            return await self._run(self._by_id, fs,
+                                   lambda fd: uuidtree.subvolume_ids(fd, wanted))
         except NotFound:
             return None
 

@@ -14,6 +14,7 @@ Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError on ioctl failure.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from .treesearch import (
     _ITEM_HEADER,
@@ -29,29 +30,61 @@ UUID_TREE_OBJECTID = 9
 UUID_KEY_SUBVOL = 251  # (first 8 bytes of the UUID, 251, last 8) -> subvolume ids
 _MAX_ITEMS = 4096
 _ROOM = 4096  # an item is a key and one u64 (more only for a UUID shared by mistake)
-_IDS = struct.Struct("<QQ")
+_HALVES = struct.Struct("<QQ")
+# A search header followed by one u64: what nearly every item of the tree is, so a whole
+# result reads in one iter_unpack instead of a Python step per item.
+_RECORD = struct.Struct("=QQQIIQ")
 
 
-def subvolume_ids(fd: int) -> dict[str, int]:
+def _key(uuid: str) -> tuple[int, int]:
+    """The (objectid, offset) of a dashed UUID's item (btrfs_uuid_to_key: little-endian
+    halves)."""
+    high, low = _HALVES.unpack(bytes.fromhex(uuid.replace("-", "")))
+    return high, low
+
+
+def _items(buf: bytearray, nr_items: int) -> tuple[list[tuple[int, int, int, int]], int]:
+    """(objectid, type, offset, first id) of each item of a search result, and where the
+    result ends."""
+    head = _SEARCH_V2_HEAD.size
+    end = head + nr_items * _RECORD.size
+    if end <= len(buf):
+        records = list(_RECORD.iter_unpack(memoryview(buf)[head:end]))
+        # each record is right only if every one before it was one u64 long
+        if all(r[4] == 8 for r in records):
+            return [(oid, typ, off, sid) for _t, oid, off, typ, _n, sid in records], end
+    items: list[tuple[int, int, int, int]] = []
+    unpack, size, pos = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size, head
+    for _ in range(nr_items):
+        _t, oid, off, typ, length = unpack(buf, pos)
+        pos += size
+        sid = struct.unpack_from("<Q", buf, pos)[0] if length >= 8 else 0
+        items.append((oid, typ, off, sid))
+        pos += length
+    return items, pos
+
+
+def subvolume_ids(fd: int, wanted: Iterable[str] | None = None) -> dict[str, int]:
     """UUID (dashed) -> subvolume id of every subvolume the UUID tree of the filesystem
-    holding ``fd`` names. Raises BtrfsdError (NotFound: no UUID tree)."""
+    holding ``fd`` names (with ``wanted``, of those of the UUIDs in it). Raises
+    BtrfsdError (NotFound: no UUID tree)."""
+    keys = None if wanted is None else {_key(u): u for u in wanted}
     found: dict[str, int] = {}
     key: tuple[int, int, int] | None = (0, UUID_KEY_SUBVOL, 0)
     max_key = (U64_MAX, UUID_KEY_SUBVOL, U64_MAX)
-    unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
     while key is not None and key <= max_key:
         buf = _search_call(fd, key, max_key, 0, _MAX_ITEMS, UUID_TREE_OBJECTID)
         nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
-        pos = _SEARCH_V2_HEAD.size
-        oid = typ = off = 0
-        for _ in range(nr_items):
-            _t, oid, off, typ, length = unpack(buf, pos)
-            pos += head
+        items, end = _items(buf, nr_items)
+        for oid, typ, off, sid in items:
             # the range holds other types between two UUIDs' keys (received UUIDs)
-            if typ == UUID_KEY_SUBVOL and length >= 8:
-                found[format_uuid(_IDS.pack(oid, off))] = struct.unpack_from("<Q", buf, pos)[0]
-            pos += length
-        if nr_items == 0 or (nr_items < _MAX_ITEMS and len(buf) - pos > _ROOM):
+            if typ != UUID_KEY_SUBVOL or not sid:
+                continue
+            if keys is None:
+                found[format_uuid(_HALVES.pack(oid, off))] = sid
+            elif (uuid := keys.get((oid, off))) is not None:
+                found[uuid] = sid
+        if nr_items == 0 or (nr_items < _MAX_ITEMS and len(buf) - end > _ROOM):
             break
-        key = _after((oid, typ, off))
+        key = _after((items[-1][0], items[-1][1], items[-1][2]))
     return found

@@ -17,7 +17,7 @@ import btrfsutil
 import pytest
 from conftest import V, World, btrfs, subvolume_rows
 
-from btrfsd.fs import treesearch
+from btrfsd.fs import treesearch, uuidtree
 
 Row = tuple[int, int, str, str, str, str, int, bool]
 # "ID 256 gen 7 parent 5 top level 5 parent_uuid - received_uuid - uuid 1f4e...": names
@@ -301,3 +301,24 @@ def test_one_directory_per_snapshot(world: World, monkeypatch: pytest.MonkeyPatc
             scans.close()
         fs.destroy()
         world.sb.filesystems.remove(fs)
+
+
+def test_the_uuid_tree_names_every_subvolume(world: World) -> None:
+    """fs/uuidtree.py (RunSchedule's "which of my snapshots exist"): every subvolume
+    `btrfs subvolume list -u` shows, with its id; with ``wanted``, those of them only."""
+    d = world.scratch()
+    btrfsutil.create_subvolume(str(d / "u"))
+    btrfsutil.create_snapshot(str(d / "u"), str(d / "u-ro"), read_only=True)
+    truth = {}
+    for line in btrfs("subvolume", "list", "-u", str(world.mnt)).splitlines():
+        head = line.split()
+        truth[head[head.index("uuid") + 1]] = int(head[1])
+    fd = os.open(world.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ids = uuidtree.subvolume_ids(fd)
+        some = [*sorted(truth)[:2], "00000000-1111-2222-3333-444444444444"]
+        picked = uuidtree.subvolume_ids(fd, some)
+    finally:
+        os.close(fd)
+    assert {u: i for u, i in ids.items() if i != 5} == truth
+    assert picked == {u: truth[u] for u in some[:2]}

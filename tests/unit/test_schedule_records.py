@@ -36,7 +36,8 @@ class FakeSubvolumes:
     async def list(self, fs: Filesystem, **_: Any) -> list[SubvolumeInfo]:
         return self.present
 
-    async def ids_by_uuid(self, fs: Filesystem) -> dict[str, int] | None:
+    async def ids_by_uuid(self, fs: Filesystem, wanted: Any = None
+                          ) -> dict[str, int] | None:
         return {s.uuid: s.id for s in self.present}
 
     async def reachable(self, where: list[str], creds: object) -> list[bool]:

@@ -42,7 +42,8 @@ class FakeSubvolumes:
     async def list(self, fs: Filesystem, **_: Any) -> list[SubvolumeInfo]:
         return [SOURCE, *self.present.values()]
 
-    async def ids_by_uuid(self, fs: Filesystem) -> dict[str, int] | None:
+    async def ids_by_uuid(self, fs: Filesystem, wanted: Any = None
+                          ) -> dict[str, int] | None:
         # as the UUID tree: now and then none, or one that does not name every
         # subvolume yet (filled after mounting an old filesystem): the listing decides
         if self.rng.random() < 0.1:
