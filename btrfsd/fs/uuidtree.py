@@ -13,8 +13,11 @@ Blocking; needs CAP_SYS_ADMIN. Raises BtrfsdError on ioctl failure.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
+from itertools import compress
+from operator import itemgetter
 
 from .treesearch import (
     _ITEM_HEADER,
@@ -34,57 +37,60 @@ _HALVES = struct.Struct("<QQ")
 # A search header followed by one u64: what nearly every item of the tree is, so a whole
 # result reads in one iter_unpack instead of a Python step per item.
 _RECORD = struct.Struct("=QQQIIQ")
+_OID_OFF, _TYPE, _LENGTH, _ID = itemgetter(1, 2), itemgetter(3), itemgetter(4), itemgetter(5)
+Key = tuple[int, int, int]
 
 
+@functools.lru_cache(maxsize=65536)
 def _key(uuid: str) -> tuple[int, int]:
     """The (objectid, offset) of a dashed UUID's item (btrfs_uuid_to_key: little-endian
-    halves)."""
+    halves). Kept: a schedule asks about the same UUIDs on every run."""
     high, low = _HALVES.unpack(bytes.fromhex(uuid.replace("-", "")))
     return high, low
 
 
-def _items(buf: bytearray, nr_items: int) -> tuple[list[tuple[int, int, int, int]], int]:
-    """(objectid, type, offset, first id) of each item of a search result, and where the
-    result ends."""
+def _ids(buf: bytearray, nr_items: int) -> tuple[dict[tuple[int, int], int], Key, int]:
+    """(objectid, offset) -> first id of each UUID_KEY_SUBVOL item of a search result,
+    the result's last key, and where it ends."""
     head = _SEARCH_V2_HEAD.size
     end = head + nr_items * _RECORD.size
-    if end <= len(buf):
+    if nr_items and end <= len(buf):
         records = list(_RECORD.iter_unpack(memoryview(buf)[head:end]))
-        # each record is right only if every one before it was one u64 long
-        if all(r[4] == 8 for r in records):
-            return [(oid, typ, off, sid) for _t, oid, off, typ, _n, sid in records], end
-    items: list[tuple[int, int, int, int]] = []
+        # each record is right only if every one before it was one u64 long; the loops
+        # are map and compress over the records (no Python step per item)
+        if set(map(_LENGTH, records)) == {8}:
+            mine = list(compress(records, map(UUID_KEY_SUBVOL.__eq__, map(_TYPE, records))))
+            last = records[-1]
+            return (dict(zip(map(_OID_OFF, mine), map(_ID, mine), strict=True)),
+                    (last[1], last[3], last[2]), end)
+    found: dict[tuple[int, int], int] = {}
     unpack, size, pos = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size, head
+    oid = typ = off = 0
     for _ in range(nr_items):
         _t, oid, off, typ, length = unpack(buf, pos)
         pos += size
-        sid = struct.unpack_from("<Q", buf, pos)[0] if length >= 8 else 0
-        items.append((oid, typ, off, sid))
+        if typ == UUID_KEY_SUBVOL and length >= 8:
+            found[(oid, off)] = struct.unpack_from("<Q", buf, pos)[0]
         pos += length
-    return items, pos
+    return found, (oid, typ, off), pos
 
 
 def subvolume_ids(fd: int, wanted: Iterable[str] | None = None) -> dict[str, int]:
     """UUID (dashed) -> subvolume id of every subvolume the UUID tree of the filesystem
     holding ``fd`` names (with ``wanted``, of those of the UUIDs in it). Raises
     BtrfsdError (NotFound: no UUID tree)."""
-    keys = None if wanted is None else {_key(u): u for u in wanted}
     found: dict[str, int] = {}
-    key: tuple[int, int, int] | None = (0, UUID_KEY_SUBVOL, 0)
+    key: Key | None = (0, UUID_KEY_SUBVOL, 0)
     max_key = (U64_MAX, UUID_KEY_SUBVOL, U64_MAX)
     while key is not None and key <= max_key:
         buf = _search_call(fd, key, max_key, 0, _MAX_ITEMS, UUID_TREE_OBJECTID)
         nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
-        items, end = _items(buf, nr_items)
-        for oid, typ, off, sid in items:
-            # the range holds other types between two UUIDs' keys (received UUIDs)
-            if typ != UUID_KEY_SUBVOL or not sid:
-                continue
-            if keys is None:
-                found[format_uuid(_HALVES.pack(oid, off))] = sid
-            elif (uuid := keys.get((oid, off))) is not None:
-                found[uuid] = sid
+        ids, last, end = _ids(buf, nr_items)
+        if wanted is None:
+            found.update((format_uuid(_HALVES.pack(*k)), sid) for k, sid in ids.items())
+        else:
+            found.update((u, sid) for u in wanted if (sid := ids.get(_key(u))) is not None)
         if nr_items == 0 or (nr_items < _MAX_ITEMS and len(buf) - end > _ROOM):
             break
-        key = _after((items[-1][0], items[-1][1], items[-1][2]))
+        key = _after(last)
     return found

@@ -23,13 +23,15 @@ def test_both_readings_agree() -> None:
     rng = random.Random(5)
     items = [(rng.getrandbits(64), rng.choice((251, 252)), rng.getrandbits(64), [256 + i])
              for i in range(50)]
-    fast, end = uuidtree._items(result(items), len(items))
-    assert fast == [(o, t, f, ids[0]) for o, t, f, ids in items]
+    want = {(o, f): ids[0] for o, t, f, ids in items if t == 251}
+    fast, last, end = uuidtree._ids(result(items), len(items))
+    assert fast == want and last == items[-1][:3]
     assert end == _SEARCH_V2_HEAD.size + 40 * len(items)
     odd = [*items[:20], (1, 251, 2, [300, 301]), *items[20:]]  # a UUID shared by two
-    walked, end = uuidtree._items(result(odd), len(odd))
-    assert walked == [(o, t, f, ids[0]) for o, t, f, ids in odd]
+    walked, last, end = uuidtree._ids(result(odd), len(odd))
+    assert walked == {**want, (1, 2): 300} and last == odd[-1][:3]
     assert end == _SEARCH_V2_HEAD.size + 40 * len(odd) + 8
+    assert uuidtree._ids(result([]), 0)[0] == {}
 
 
 def test_keys_are_the_kernels() -> None:
