@@ -41,7 +41,7 @@ _OID_OFF, _TYPE, _LENGTH, _ID = itemgetter(1, 2), itemgetter(3), itemgetter(4), 
 Key = tuple[int, int, int]
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=16384)  # ~300 bytes each
 def _key(uuid: str) -> tuple[int, int]:
     """The (objectid, offset) of a dashed UUID's item (btrfs_uuid_to_key: little-endian
     halves). Kept: a schedule asks about the same UUIDs on every run."""
