@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,6 +212,12 @@ class StaleListing(Subvolumes):
     async def list(self, fs: Filesystem, *, snapshots_of: str = "") -> list[SubvolumeInfo]:
         found = await super().list(fs, snapshots_of=snapshots_of)
         return [s._replace(id=self.ids.get(s.uuid, s.id)) for s in found]
+
+    async def ids_by_uuid(self, fs: Filesystem, wanted: Collection[str] | None = None
+                          ) -> dict[str, int] | None:
+        # what a scheduled run reads (the UUID tree), just as stale
+        found = await super().ids_by_uuid(fs, wanted)
+        return None if found is None else {u: self.ids.get(u, i) for u, i in found.items()}
 
 
 @pytest.fixture
