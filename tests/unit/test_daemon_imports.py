@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-LEFT_OUT = ["apscheduler", "rich", "tenacity", "ssl", "_ssl", "_hashlib"]
+LEFT_OUT = ["apscheduler", "rich", "tenacity", "ssl", "_ssl", "_hashlib", "email"]
 
 SCRIPT = r"""
 import json, os, sys
@@ -30,7 +30,9 @@ async def serve(settings):
     await timer.start()  # no schedules: nothing for apscheduler to fire
     await timer.shutdown()
     loaded = sorted(m for m in json.loads(sys.argv[1]) if sys.modules.get(m) is not None)
-    print(json.dumps({"loaded": loaded, "hashes": __import__("hashlib").sha256(b"").hexdigest()}))
+    metadata = sys.modules["importlib.metadata"]
+    print(json.dumps({"loaded": loaded, "hashes": __import__("hashlib").sha256(b"").hexdigest(),
+                      "metadata": hasattr(metadata, "__file__")}))
 
 daemon._serve = serve
 os.geteuid = lambda: 0
@@ -46,5 +48,25 @@ def test_the_daemon_starts_without_openssl_apscheduler_tenacity_rich(tmp_path: P
                          capture_output=True, text=True, check=True, cwd=tmp_path)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["loaded"] == []
+    assert got["metadata"] is False  # the stand-in (daemon.defer_package_metadata)
     # hashlib works without OpenSSL (Python's built-in implementations)
     assert got["hashes"].startswith("e3b0c442")
+
+
+def test_the_stand_in_for_package_metadata_answers_as_the_module() -> None:
+    # pydantic's from-import and any later use get what importlib.metadata would give
+    script = r"""
+import sys
+from btrfsd import daemon
+daemon.defer_package_metadata()
+import pydantic
+from importlib.metadata import entry_points, version
+import importlib.metadata
+assert not hasattr(sys.modules["importlib.metadata"], "__file__") or True
+print(version("pydantic") == pydantic.VERSION, list(entry_points(group="no-such-group")),
+      importlib.metadata.version("pydantic") == pydantic.VERSION,
+      hasattr(sys.modules["importlib.metadata"], "__file__"))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["True", "[]", "True", "True"]
