@@ -111,6 +111,29 @@ def _after(key: tuple[int, int, int]) -> tuple[int, int, int] | None:
 Key = tuple[int, int, int]
 
 
+def _following(buf: bytearray, nr_items: int, end: int, last: Key, room: int) -> Key | None:
+    """The key to search on from after a call's result (``nr_items`` items ending at
+    ``end``, the last one's key ``last``); None when the kernel had no more to give:
+    fewer than _MAX_ITEMS items came and more than ``room`` bytes were left (the biggest
+    item the tree can hold would have fit)."""
+    if nr_items == 0 or (nr_items < _MAX_ITEMS and len(buf) - end > room):
+        return None
+    return _after(last)
+
+
+def _result(buf: bytearray, room: int) -> tuple[int, int, Key | None]:
+    """A search call's result in ``buf`` (a walk of its item headers): its item count,
+    where its items end, and the key to search on from (_following)."""
+    nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
+    pos = _SEARCH_V2_HEAD.size
+    unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
+    oid = typ = off = 0
+    for _ in range(nr_items):
+        _t, oid, off, typ, length = unpack(buf, pos)
+        pos += head + length
+    return nr_items, pos, _following(buf, nr_items, pos, (oid, typ, off), room)
+
+
 @dataclass(frozen=True)
 class Recent:
     """The items of one tree (between two keys) in leaves of generation ``generation`` or
@@ -128,10 +151,9 @@ class Recent:
 
 def _recent(fd: int, tree: int, min_key: Key, max_key: Key, generation: int, room: int,
             max_calls: int | None = None) -> Recent | None:
-    """Search ``tree``'s items in leaves of ``generation`` or newer (a walk of the item
-    headers finds each result's end); None when that takes more than ``max_calls`` calls.
-    A result is complete when fewer than _MAX_ITEMS came and more than ``room`` bytes
-    were left (the biggest item the tree can hold). Raises BtrfsdError."""
+    """Search ``tree``'s items in leaves of ``generation`` or newer; None when that
+    takes more than ``max_calls`` calls. ``room``: the biggest item the tree can hold
+    (_result). Raises BtrfsdError."""
     h = hashlib.blake2b(digest_size=16)
     calls: list[tuple[Key, int, int]] = []
     key: Key | None = min_key
@@ -139,19 +161,10 @@ def _recent(fd: int, tree: int, min_key: Key, max_key: Key, generation: int, roo
         if max_calls is not None and len(calls) == max_calls:
             return None
         buf = _search_call(fd, key, max_key, generation, _MAX_ITEMS, tree)
-        nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
-        pos = _SEARCH_V2_HEAD.size
-        unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
-        oid = typ = off = 0
-        for _ in range(nr_items):
-            _t, oid, off, typ, length = unpack(buf, pos)
-            pos += head + length
-        used = pos - _SEARCH_V2_HEAD.size
-        calls.append((key, nr_items, used))
-        h.update(memoryview(buf)[_SEARCH_V2_HEAD.size:pos])
-        if nr_items == 0 or (nr_items < _MAX_ITEMS and len(buf) - pos > room):
-            break  # the kernel had no more to give
-        key = _after((oid, typ, off))
+        nr_items, end, following = _result(buf, room)
+        calls.append((key, nr_items, end - _SEARCH_V2_HEAD.size))
+        h.update(memoryview(buf)[_SEARCH_V2_HEAD.size:end])
+        key = following
     return Recent(tree, generation, max_key, tuple(calls), h.digest())
 
 
@@ -295,8 +308,8 @@ def _dirs_hold(fd: int, dirs: dict[tuple[int, int], str], held: Iterable[int]) -
 
 
 def _digest(items: Iterable[tuple[int, int, int, int, memoryview]]) -> bytes:
-    """What _recent_digest makes of the same items: each one's search header, as the
-    kernel writes it, then its data."""
+    """What _recent hashes of the same items: each one's search header, as the kernel
+    writes it, then its data."""
     h = hashlib.blake2b(digest_size=16)
     pack = _ITEM_HEADER.pack
     for transid, oid, typ, off, data in items:
@@ -370,7 +383,7 @@ def list_subvolumes(fd: int, earlier: RootScan | None = None) -> RootScan:
         # the closing check: what the scan read of recent leaves is what they hold now
         root = _recent(fd, ROOT_TREE_OBJECTID, _RANGE_MIN, _RANGE_MAX, start, _ROOM)
         if (root is not None and root.digest == scan.digest
-                and len(_held(fd, held)) == len(held)
+                and all(_holds(fd, r) for r in held.values())
                 and _dirs_hold(fd, scan.dirs, held)
                 and all(r is None or _holds(fd, r) for r in before.values())):
             return replace(scan, root=root, parents={
@@ -387,20 +400,11 @@ def _search_block(fd: int, index: int) -> list[memoryview]:
     results: list[memoryview] = []
     while True:
         buf = _search_call(fd, min_key, max_key, 0, _MAX_ITEMS)
-        nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
+        nr_items, end, following = _result(buf, _ROOM)
         if nr_items == 0:
             return results
-        pos, last = _SEARCH_V2_HEAD.size, (0, 0, 0)
-        unpack, head = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size
-        for _ in range(nr_items):
-            _t, oid, off, typ, length = unpack(buf, pos)
-            pos += head + length
-            last = (oid, typ, off)
-        results.append(memoryview(buf)[_SEARCH_V2_HEAD.size:pos])
-        following = _after(last)
-        # room left and no item limit reached: the kernel had no more to give
-        if ((nr_items < _MAX_ITEMS and len(buf) - pos > _ROOM) or following is None
-                or following > max_key):
+        results.append(memoryview(buf)[_SEARCH_V2_HEAD.size:end])
+        if following is None or following > max_key:
             return results
         min_key = following
 

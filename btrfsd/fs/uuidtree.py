@@ -21,24 +21,24 @@ from operator import itemgetter
 
 from .treesearch import (
     _ITEM_HEADER,
+    _MAX_ITEMS,
     _NR_ITEMS,
+    _ROOM,
     _SEARCH_V2_HEAD,
     U64_MAX,
-    _after,
+    Key,
+    _following,
     _search_call,
     format_uuid,
 )
 
 UUID_TREE_OBJECTID = 9
 UUID_KEY_SUBVOL = 251  # (first 8 bytes of the UUID, 251, last 8) -> subvolume ids
-_MAX_ITEMS = 4096
-_ROOM = 4096  # an item is a key and one u64 (more only for a UUID shared by mistake)
 _HALVES = struct.Struct("<QQ")
 # A search header followed by one u64: what nearly every item of the tree is, so a whole
 # result reads in one iter_unpack instead of a Python step per item.
 _RECORD = struct.Struct("=QQQIIQ")
 _OID_OFF, _TYPE, _LENGTH, _ID = itemgetter(1, 2), itemgetter(3), itemgetter(4), itemgetter(5)
-Key = tuple[int, int, int]
 
 
 @functools.lru_cache(maxsize=16384)  # ~300 bytes each
@@ -90,7 +90,7 @@ def subvolume_ids(fd: int, wanted: Iterable[str] | None = None) -> dict[str, int
             found.update((format_uuid(_HALVES.pack(*k)), sid) for k, sid in ids.items())
         else:
             found.update((u, sid) for u in wanted if (sid := ids.get(_key(u))) is not None)
-        if nr_items == 0 or (nr_items < _MAX_ITEMS and len(buf) - end > _ROOM):
-            break
-        key = _after(last)
+        # _ROOM as for the root tree: an item is a key and one u64 (a few more ids only
+        # for a UUID shared by mistake)
+        key = _following(buf, nr_items, end, last, _ROOM)
     return found
