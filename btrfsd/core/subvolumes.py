@@ -261,6 +261,8 @@ class Subvolumes:
         return await self._run(self._info, fs, path, as_caller)
 
     def _by_id(self, fs: Filesystem, fn: Callable[[int], T]) -> T:
+        """``fn`` on the open mount of ``fs``, checked to be ``fs`` (blocking: work by
+        subvolume id, which needs no path below the mount)."""
         fd = open_mount(fs)
         try:
             mp = fs.primary_mount.mount_point
@@ -350,31 +352,29 @@ class Subvolumes:
 
     def _delete_by_id(self, fs: Filesystem, subvolume_id: int, expect_uuid: str,
                       shown: str) -> None:
-        fd = open_mount(fs)
+        self._by_id(fs, lambda fd: self._delete_id_at(fs, fd, subvolume_id, expect_uuid,
+                                                      shown))
+
+    def _delete_id_at(self, fs: Filesystem, fd: int, subvolume_id: int, expect_uuid: str,
+                      shown: str) -> None:
         try:
-            mp = fs.primary_mount.mount_point
-            # the mount point is a name, looked up when opened: make sure it still is fs
-            self._registry.check_member(fs, subvol.fsid_of(fd, mp), mp)
-            try:
-                info = subvol.subvolume_info_by_id(fd, subvolume_id)
-            except NotFound:
-                raise NotFound(f"{shown} (subvolume id {subvolume_id}) no longer "
-                               "exists.") from None
-            if info.uuid != expect_uuid:
-                raise NotFound(
-                    f"{shown} (subvolume id {subvolume_id}) is gone: that id now holds "
-                    f"the subvolume with UUID {info.uuid or 'none'}, not {expect_uuid}, "
-                    "which is left alone.")
-            self._protect(fs, info, shown)
-            nested = list(subvol.iter_subvolumes(fd, top=subvolume_id))
-            if nested:
-                raise Busy(
-                    f"{shown} contains {len(nested)} nested subvolume(s); delete them "
-                    "first or pass the recursive option."
-                )
-            subvol.delete_subvolume(fd, shown, info)
-        finally:
-            os.close(fd)
+            info = subvol.subvolume_info_by_id(fd, subvolume_id)
+        except NotFound:
+            raise NotFound(f"{shown} (subvolume id {subvolume_id}) no longer "
+                           "exists.") from None
+        if info.uuid != expect_uuid:
+            raise NotFound(
+                f"{shown} (subvolume id {subvolume_id}) is gone: that id now holds "
+                f"the subvolume with UUID {info.uuid or 'none'}, not {expect_uuid}, "
+                "which is left alone.")
+        self._protect(fs, info, shown)
+        nested = list(subvol.iter_subvolumes(fd, top=subvolume_id))
+        if nested:
+            raise Busy(
+                f"{shown} contains {len(nested)} nested subvolume(s); delete them "
+                "first or pass the recursive option."
+            )
+        subvol.delete_subvolume(fd, shown, info)
 
     async def _with_delete_hooks(self, fs: Filesystem, fn: Callable[..., T],
                                  *args: object) -> T:
