@@ -83,11 +83,13 @@ def subvolume_columns(listing: Listing, wanted: Collection[str] = ()) -> list[li
     ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = columns
     want = set(wanted or SUBVOLUME_FIELDS)
     quota: list[list[int]] = [[], [], [], []]
-    if listing.usage and want & set(SUBVOLUME_FIELDS[11:]):
+    if want.isdisjoint(SUBVOLUME_FIELDS[11:]):  # no quota column asked for
+        pass
+    elif listing.usage:
         rows = [(q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
                 if (q := listing.usage.get(i)) is not None else _NO_USAGE for i in ids]
         quota = [list(c) for c in zip(*rows, strict=True)]
-    elif want & set(SUBVOLUME_FIELDS[11:]):
+    else:  # quotas off: zeros, without a look-up per subvolume
         quota = [[0] * len(ids) for _ in range(4)]
     made: dict[str, Callable[[], list[Any]]] = {
         "path": lambda: [to_bus(p) for p in paths],
