@@ -84,13 +84,16 @@ async def bus_address(tmp_path: Path) -> AsyncIterator[str]:
 <policy context="default"><allow send_destination="*" eavesdrop="true"/>
 <allow eavesdrop="true"/><allow own="*"/></policy></busconfig>
 """)
-    proc = subprocess.Popen([daemon, f"--config-file={config}", "--nofork"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --print-address: the address comes once the daemon listens (the socket file
+    # appears at bind(), before listen(): a connect then is refused)
+    proc = subprocess.Popen([daemon, f"--config-file={config}", "--nofork",
+                             "--print-address=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            if socket.exists():
-                break
-            await asyncio.sleep(0.01)
+        assert proc.stdout is not None
+        async with asyncio.timeout(5):
+            printed = await asyncio.to_thread(proc.stdout.readline)
+        assert printed.startswith(b"unix:path="), printed
         yield f"unix:path={socket}"
     finally:
         proc.terminate()
