@@ -2,7 +2,10 @@
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at runtime
 # and a postponed "None" return would become a bogus signature.
-from collections.abc import Callable, Collection, Sequence
+import functools
+from array import array
+from collections.abc import Callable, Collection, Iterator
+from operator import attrgetter
 from typing import Annotated, Any
 
 from dbus_fast import Variant
@@ -31,7 +34,7 @@ from .apidoc import FILESYSTEM, documented
 from .auth import authorize, authorized, current_caller
 from .context import current_message
 from .job import VariantDict
-from .marshalled import KeptReplies, Marshalled
+from .marshalled import KeptReplies, Marshalled, Pieces
 from .options import (
     SUBVOLUME_FIELDS,
     BalanceOptions,
@@ -49,7 +52,7 @@ from .options import (
 )
 from .paths import job_path
 from .polkit import Authority
-from .variants import to_vardict, usec
+from .variants import to_vardict, usec, usecs
 from .visibility import own_identity, read_view
 
 StrList = Annotated[list[str], DBusSignature("as")]
@@ -68,39 +71,73 @@ ResultsDict = Annotated[dict[str, dict[str, Variant]], DBusSignature("a{sa{sv}}"
 # mode, inconsistent, then per qgroup: id, subvolume path, referenced, exclusive,
 # max referenced, max exclusive
 QuotaUsage = Annotated[tuple[str, bool, list[Any]], DBusSignature("sba(tstttt)")]
-_NO_USAGE = (0, 0, 0, 0)
+_NO, _YES = array("I", [0]), array("I", [1])
+# A column of ListSubvolumes' reply, as Marshalled takes it
+Column = list[Any] | array | Pieces  # type: ignore[type-arg]
 
 
-def subvolume_columns(listing: Listing, wanted: Collection[str] = ()) -> list[list[Any]]:
-    """ListSubvolumes' reply: the fields of the listing as columns (with ``wanted``, only
-    those named there, SUBVOLUME_FIELDS; the others empty)."""
-    if not listing.items:
-        return [[] for _ in SUBVOLUME_FIELDS]
+def subvolume_columns(listing: Listing, wanted: Collection[str] = ()) -> list[Column]:
+    """ListSubvolumes' reply (for Marshalled): the fields of the listing as columns (with
+    ``wanted``, only those named there, SUBVOLUME_FIELDS; the others empty). Numbers
+    come as arrays copied from the packed rows and strings in pieces made as they are
+    marshalled, so no column of 10,000 Python objects is made (docs/benchmarks.md,
+    issue 11)."""
     items = listing.items
-    columns: Sequence[list[Any]] = (
-        items.columns() if isinstance(items, SubvolumeRows)  # no tuple per row
-        else [list(c) for c in zip(*items, strict=True)])
-    ids, parents, paths, uuids, puuids, ruuids, gens, ctimes, otimes, ro = columns
+    rows = items if isinstance(items, SubvolumeRows) else SubvolumeRows(items)
     want = set(wanted or SUBVOLUME_FIELDS)
-    quota: list[list[int]] = [[], [], [], []]
-    if want.isdisjoint(SUBVOLUME_FIELDS[11:]):  # no quota column asked for
-        pass
-    elif listing.usage:
-        rows = [(q.referenced, q.exclusive, q.max_referenced, q.max_exclusive)
-                if (q := listing.usage.get(i)) is not None else _NO_USAGE for i in ids]
-        quota = [list(c) for c in zip(*rows, strict=True)]
-    else:  # quotas off: zeros, without a look-up per subvolume
-        quota = [[0] * len(ids) for _ in range(4)]
-    made: dict[str, Callable[[], list[Any]]] = {
-        "path": lambda: [to_bus(p) for p in paths],
-        "ctime": lambda: [usec(t) for t in ctimes],
-        "otime": lambda: [usec(t) for t in otimes],
-        "is_snapshot": lambda: [p != "" for p in puuids],
+
+    def paths() -> Iterator[tuple[int, str]]:
+        for count, joined in rows.texts("path"):
+            # names that need no escaping, as nearly all do: the piece as it is
+            yield count, (joined if joined.isascii() and "\\" not in joined
+                          else "\0".join(map(to_bus, joined.split("\0"))))
+
+    def is_snapshot() -> array:  # type: ignore[type-arg]
+        flags = array("I")
+        for count, joined in rows.texts("parent_uuid"):
+            if joined == "\0" * (count - 1):  # no parent UUID in the piece
+                flags.extend(_NO * count)
+            elif not ("\0\0" in joined or joined.startswith("\0") or joined.endswith("\0")):
+                flags.extend(_YES * count)  # no empty one: each has a parent UUID
+            else:
+                flags.extend(map(bool, joined.split("\0")))
+        return flags
+
+    @functools.cache
+    def usage() -> list[Any]:  # each row's QgroupUsage, or None (no qgroup)
+        return list(map(listing.usage.get, rows.numbers("id")))
+
+    def quota(name: str) -> list[int]:
+        if not listing.usage:  # quotas off: zeros, without a look-up per subvolume
+            return [0] * len(rows)
+        value = attrgetter(name)
+        return [0 if q is None else value(q) for q in usage()]
+
+    made: dict[str, Callable[[], Column]] = {
+        "id": lambda: rows.numbers("id"),
+        "parent_id": lambda: rows.numbers("parent_id"),
+        "path": lambda: Pieces(paths),
+        "uuid": lambda: Pieces(lambda: rows.texts("uuid")),
+        "parent_uuid": lambda: Pieces(lambda: rows.texts("parent_uuid")),
+        "received_uuid": lambda: Pieces(lambda: rows.texts("received_uuid")),
+        "generation": lambda: rows.numbers("generation"),
+        "ctime": lambda: array("q", usecs(rows.numbers("ctime"))),
+        "otime": lambda: array("q", usecs(rows.numbers("otime"))),
+        "read_only": lambda: _flags(rows.read_only()),
+        "is_snapshot": is_snapshot,
+        "referenced": lambda: quota("referenced"),
+        "exclusive": lambda: quota("exclusive"),
+        "max_referenced": lambda: quota("max_referenced"),
+        "max_exclusive": lambda: quota("max_exclusive"),
     }
-    plain = dict(zip(SUBVOLUME_FIELDS, (ids, parents, paths, uuids, puuids, ruuids, gens,
-                                        ctimes, otimes, ro, puuids, *quota), strict=True))
-    return [(made[name]() if name in made else plain[name]) if name in want else []
-            for name in SUBVOLUME_FIELDS]
+    return [made[name]() if name in want and rows else [] for name in SUBVOLUME_FIELDS]
+
+
+def _flags(values: bytes) -> array:  # type: ignore[type-arg]
+    """Bytes of 0 or 1 as D-Bus booleans (32 bits each)."""
+    flags = array("I")
+    flags.extend(values)  # extend, not the constructor: that would read bytes as raw
+    return flags
 
 
 def change_columns(result: Comparison, offset: int, limit: int) -> tuple[int, list[list[Any]]]:
@@ -215,7 +252,7 @@ class FilesystemInterface(ServiceInterface):
             visible_to=await read_view(self.authority))
         wanted = frozenset(opts.columns)
         if listing.key is None:  # a caller's own view: made for this call only
-            return subvolume_columns(listing, wanted)
+            return Marshalled(SUBVOLUME_COLUMNS, [subvolume_columns(listing, wanted)])
         # the same listing (key) and columns with the same usage: the same bytes as last
         # time
         key = (listing.key, wanted)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-from collections.abc import Hashable, Sequence
+import sys
+from array import array
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
@@ -39,43 +41,107 @@ _U32 = struct.Struct("<I").pack
 # Formats that depend on a column's length are compiled with struct.Struct, never given
 # to struct.pack: the module keeps the last 100 formats it compiled, and a 10,000-string
 # one held ~0.75 MB until pushed out (after a listing of 10,000: 1.5 MB; issue 11).
-_STRING_TAIL = [b"\0" * (1 + (-(n + 1) % 4)) for n in range(4)]  # NUL, then pad to 4
 
 
 def _pad(buf: bytearray, n: int) -> None:
     buf.extend(bytes(-len(buf) % n))
 
 
+class Pieces:
+    """A column of strings given a piece at a time, each made when the marshaller gets to
+    it: the number of strings and the strings joined by NUL (which D-Bus text never
+    holds). The strings of a long listing need not exist one by one (a listing of
+    10,000 made ~100,000 objects that way, whose arenas stayed; docs/benchmarks.md,
+    issue 11)."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], Iterable[tuple[int, str]]]) -> None:
+        self._make = make
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(self._make())
+
+    def strings(self) -> list[str]:
+        """Every string of the column, in order."""
+        return [s for count, joined in self if count for s in joined.split("\0")]
+
+
+# For a column given as an array: its typecode per element type (the wire's sizes)
+_ARRAY_CODES = {"t": "Q", "x": "q", "u": "I", "b": "I"}
+_BIG_ENDIAN = sys.byteorder == "big"  # arrays are in the machine's order, the body little
+
+
+class _Lengths(dict[int, bytes]):
+    """A string's length as it goes before it (u32), by length."""
+
+    def __missing__(self, size: int) -> bytes:
+        return self.setdefault(size, _U32(size)) if size < 4096 else _U32(size)
+
+
+class _Tails(dict[int, bytes]):
+    """What follows a string of each length: its NUL and padding to 4 (the next
+    string's length starts aligned)."""
+
+    def __missing__(self, size: int) -> bytes:
+        tail = b"\0" * (1 + -(size + 1) % 4)
+        return self.setdefault(size, tail) if size < 4096 else tail
+
+
+_LENGTHS, _TAILS = _Lengths(), _Tails()
+
+
 def _strings(column: Sequence[str]) -> bytes:
     """An array's strings, each its length, UTF-8 and NUL, padded to 4 but the last.
     Raises ValueError for a string that is not valid D-Bus text."""
-    if not column:
-        return b""
-    if "\0" in "".join(column):
+    return _joined(len(column), "\0".join(column)) if column else b""
+
+
+def _joined(count: int, joined: str) -> bytes:
+    """As _strings, of ``count`` strings joined by NUL. Raises ValueError when that is
+    not ``count`` strings (one held a NUL) or one is not UTF-8 text. C loops only: no
+    Python per string."""
+    raw = joined.encode()  # UnicodeEncodeError (a ValueError): not UTF-8 text
+    size, rest = divmod(len(raw) - (count - 1), count)
+    if (not rest and raw.count(0) == count - 1
+            and raw[size::size + 1] == bytes(count - 1)):  # every string this long
+        tail = _TAILS[size]
+        return _LENGTHS[size] + raw.replace(b"\0", tail + _LENGTHS[size]) + b"\0"
+    raws = raw.split(b"\0")
+    if len(raws) != count:
         raise ValueError("a string holds a NUL character")
-    raws = list(map(str.encode, column))  # UnicodeEncodeError: not UTF-8 text
-    sizes = set(map(len, raws))
-    if len(sizes) == 1:  # uuids, names of one pattern: one pack, no loop in Python
-        size = sizes.pop()
-        tail = -(size + 1) % 4
-        args: list[Any] = [size] * (2 * len(raws))
-        args[1::2] = raws
-        packed = struct.Struct("<" + f"I{size}s{1 + tail}x" * len(raws)).pack(*args)
-        return packed[:len(packed) - tail]
-    out = bytearray()
-    for raw in raws:
-        size = len(raw)
-        out += _U32(size)
-        out += raw
-        out += _STRING_TAIL[size % 4]
-    del out[len(out) - len(_STRING_TAIL[size % 4]) + 1:]  # the last one's padding
-    return bytes(out)
+    sizes = list(map(len, raws))
+    parts = [b""] * (3 * count)
+    parts[::3] = map(_LENGTHS.__getitem__, sizes)
+    parts[1::3] = raws
+    parts[2::3] = map(_TAILS.__getitem__, sizes)
+    packed = b"".join(parts)
+    return packed[:len(packed) - len(_TAILS[sizes[-1]]) + 1]  # the last one unpadded
 
 
-def _columns(types: str, columns: Sequence[Sequence[Any]]) -> bytes:
-    """The body of one struct of arrays (``types``: each array's element type). Raises
-    ValueError for a string that is not valid D-Bus text, struct.error for a number
-    out of range or not a number, AttributeError for a string that is not one."""
+def _numbers(kind: str, column: Sequence[Any] | array) -> bytes:  # type: ignore[type-arg]
+    """An array's numbers, given as values or as an array of the wire's element size.
+    Raises struct.error for a number out of range or not a number, TypeError for an
+    array of another size."""
+    code = _NUMBERS[kind][0]
+    if isinstance(column, array):
+        if column.typecode != _ARRAY_CODES[kind]:
+            raise TypeError(f"an array of {column.typecode!r} for a column of {kind!r}")
+        if _BIG_ENDIAN:
+            column = array(column.typecode, column)
+            column.byteswap()
+        return column.tobytes()
+    values = map(bool, column) if kind == "b" else column  # truth, as dbus-fast
+    return struct.Struct(f"<{len(column)}{code}").pack(*values)
+
+
+def _columns(types: str, columns: Sequence[Sequence[Any] | array | Pieces]  # type: ignore[type-arg]
+             ) -> bytes:
+    """The body of one struct of arrays (``types``: each array's element type), each
+    given as a sequence of values, a number column as an array (see _numbers), a string
+    column as Pieces. Raises ValueError for a string that is not valid D-Bus text,
+    struct.error for a number out of range or not a number, TypeError or
+    AttributeError for a value of the wrong kind."""
     if len(columns) != len(types):
         raise ValueError(f"{len(columns)} columns for {len(types)} arrays")
     buf = bytearray()
@@ -85,13 +151,19 @@ def _columns(types: str, columns: Sequence[Sequence[Any]]) -> bytes:
         buf.extend(bytes(4))  # the array's length, known at its end
         if kind == "s":
             start = len(buf)
-            buf.extend(_strings(column))
+            if isinstance(column, Pieces):
+                for count, joined in column:
+                    if count:
+                        _pad(buf, 4)  # the last string of the piece before: unpadded
+                        buf.extend(_joined(count, joined))
+            else:
+                buf.extend(_strings(column))
         else:
-            code, size = _NUMBERS[kind]
-            _pad(buf, size)
+            if isinstance(column, Pieces):
+                raise TypeError(f"strings for a column of {kind!r}")
+            _pad(buf, _NUMBERS[kind][1])
             start = len(buf)
-            values = map(bool, column) if kind == "b" else column  # truth, as dbus-fast
-            buf.extend(struct.Struct(f"<{len(column)}{code}").pack(*values))
+            buf.extend(_numbers(kind, column))
         buf[at:at + 4] = _U32(len(buf) - start)
     return bytes(buf)
 

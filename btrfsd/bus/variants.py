@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from dbus_fast import Variant
 
@@ -24,6 +24,14 @@ def to_vardict(values: Mapping[str, bool | int | float | str]) -> dict[str, Vari
     return {k: to_variant(v) for k, v in values.items()}
 
 
+_PER_SECOND = 1_000_000.0  # the same product as with the int: it converts to this float
+
+
 def usec(seconds: float) -> int:
     """Seconds since the epoch (float) to whole microseconds, the bus's time unit."""
-    return int(seconds * 1_000_000)
+    return int(seconds * _PER_SECOND)
+
+
+def usecs(seconds: Iterable[float]) -> Iterator[int]:
+    """``usec`` of each, without a Python call per value (a listing's column)."""
+    return map(int, map(_PER_SECOND.__mul__, seconds))

@@ -58,25 +58,36 @@ def _pack(rows: list[Row]) -> tuple[bytes, tuple[str, str, str, str]]:
                      _SEP.join(ruuids))
 
 
-def _unpack(parts: Iterable[tuple[bytes, tuple[str, ...], int]]) -> Columns:
-    """The columns of rows packed as ``(numbers, texts, count)`` parts, in their order."""
-    # arrays filled a part at a time, then one tolist each: C loops only
-    nums = [array(code) for code in _NUMBER_CODES]
-    ro = bytearray()
-    texts: tuple[list[str], ...] = ([], [], [], [])
-    for numbers, joined_texts, n in parts:
-        if not n:
-            continue
-        view, at = memoryview(numbers), 0
-        for column in nums:
-            column.frombytes(view[at:at + n * column.itemsize])
-            at += n * column.itemsize
-        ro += view[at:at + n]
-        for column_, joined in zip(texts, joined_texts, strict=True):
-            column_ += joined.split(_SEP)
-    ids, parents, gens, ctimes, otimes = (a.tolist() for a in nums)
-    return (ids, parents, *texts, gens, ctimes, otimes,  # type: ignore[return-value]
-            list(map(bool, ro)))
+# The number fields by name: their place in the numbers (after the ones before them)
+_NUMBER_FIELDS = {"id": 0, "parent_id": 1, "generation": 2, "ctime": 3, "otime": 4}
+_TEXT_FIELDS = {"path": 0, "uuid": 1, "parent_uuid": 2, "received_uuid": 3}
+_READ_ONLY_AT = len(_NUMBER_CODES)  # the read-only bytes come after the numbers
+_SIZES = [*(array(code).itemsize for code in _NUMBER_CODES), 1]  # per value, per column
+_BEFORE = [sum(_SIZES[:i]) for i in range(len(_SIZES))]  # per row, of the columns before
+# Rows given at once are kept in parts of at most this many (a scan's blocks are smaller):
+# what is made from a listing a part at a time stays small however long the listing is.
+PART_ROWS = 256
+_SHARE_FROM = 256  # texts longer than this are shared between parts when equal (join)
+
+
+def _numbers_at(numbers: bytes, count: int, index: int) -> memoryview:
+    """The bytes of number column ``index`` (or the read-only bytes) of a part of
+    ``count`` rows."""
+    at = count * _BEFORE[index]
+    return memoryview(numbers)[at:at + count * _SIZES[index]]
+
+
+def _share_texts(parts: Iterable[SubvolumeRows]) -> None:
+    """Let parts whose text column is equal hold one string: the snapshots of one source
+    in a block have one parent UUID, 128 times the same ~4.6 KB text per block of a
+    scan (issue 11: ~360 KB of a listing of 10,000 such snapshots). Equal values, so
+    nothing a reader sees changes; pickle (memory.freeze) keeps them shared."""
+    seen: dict[str, str] = {}
+    for part in parts:
+        texts = part._texts
+        shared = tuple(seen.setdefault(t, t) if len(t) > _SHARE_FROM else t for t in texts)
+        if any(a is not b for a, b in zip(shared, texts, strict=True)):
+            part._texts = shared  # type: ignore[assignment]
 
 
 class SubvolumeRows(Sequence[SubvolumeInfo]):
@@ -96,6 +107,11 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
         rows = list(rows)
         self._size = len(rows)
         self._parts: tuple[SubvolumeRows, ...] | None = None  # None: rows of their own
+        if self._size > PART_ROWS:
+            self._parts = tuple(SubvolumeRows(rows[at:at + PART_ROWS])
+                                for at in range(0, self._size, PART_ROWS))
+            self._numbers, self._texts = b"", ("", "", "", "")
+            return
         self._numbers, self._texts = _pack(rows) if rows else (b"", ("", "", "", ""))
 
     @classmethod
@@ -105,6 +121,7 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
         joined = cls()
         joined._parts = tuple(p for rows in listings for p in rows._own() if p._size)
         joined._size = sum(p._size for p in joined._parts)
+        _share_texts(joined._parts)
         return joined
 
     def _own(self) -> tuple[SubvolumeRows, ...]:
@@ -113,7 +130,35 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
     def columns(self) -> Columns:
         """The fields of every row as lists (the same values as the rows' fields), in
         SubvolumeInfo's order: built without making a tuple per row."""
-        return _unpack((p._numbers, p._texts, p._size) for p in self._own())
+        texts: list[list[str]] = [
+            [s for _, joined in self.texts(name) for s in joined.split(_SEP)]
+            for name in _TEXT_FIELDS]
+        ids, parents, gens, ctimes, otimes = (
+            self.numbers(name).tolist() for name in _NUMBER_FIELDS)
+        return (ids, parents, *texts, gens, ctimes, otimes,  # type: ignore[return-value]
+                list(map(bool, self.read_only())))
+
+    def numbers(self, field: str) -> array:  # type: ignore[type-arg]
+        """Number field ``field`` (id, parent_id, generation: unsigned 64-bit; ctime,
+        otime: double) of every row as an array, copied from the packed rows without a
+        Python object per value. Raises KeyError for another name."""
+        index = _NUMBER_FIELDS[field]
+        column = array(_NUMBER_CODES[index])
+        for part in self._own():
+            column.frombytes(_numbers_at(part._numbers, part._size, index))
+        return column
+
+    def read_only(self) -> bytes:
+        """Every row's read-only flag, one byte each (0 or 1)."""
+        return b"".join(_numbers_at(p._numbers, p._size, _READ_ONLY_AT) for p in self._own())
+
+    def texts(self, field: str) -> Iterator[tuple[int, str]]:
+        """Text field ``field`` (path, uuid, parent_uuid, received_uuid) of every row, in
+        pieces of at most PART_ROWS rows: each the number of rows and their values
+        joined by NUL, which no name or UUID holds (so the strings of a long listing
+        need not exist one by one). Raises KeyError for another name."""
+        index = _TEXT_FIELDS[field]
+        return ((p._size, p._texts[index]) for p in self._own() if p._size)
 
     def snapshots_of(self, uuid: str) -> SubvolumeRows:
         """The rows whose parent UUID is ``uuid``: parts where all rows match are shared,

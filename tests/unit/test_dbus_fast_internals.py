@@ -10,9 +10,11 @@ signals come from the root path, and an error reply carries the details dictiona
 # No "from __future__ import annotations": dbus-fast reads the Probe's annotations at
 # runtime.
 import asyncio
+import itertools
 import os
 import shutil
 import subprocess
+from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 from btrfsd.bus.context import CallerAwareBus, current_message
 from btrfsd.bus.errors import to_dbus_error
 from btrfsd.bus.filesystem import SUBVOLUME_COLUMNS, SubvolumeColumns
-from btrfsd.bus.marshalled import Marshalled, MarshalledReply, as_reply
+from btrfsd.bus.marshalled import _ARRAY_CODES, Marshalled, MarshalledReply, Pieces, as_reply
 from btrfsd.constants import ROOT_PATH
 from btrfsd.errors import Hint, HintKind, InvalidArgument
 
@@ -305,6 +307,19 @@ def test_columns_are_marshalled_as_dbus_fast_would(rows: int) -> None:
         v = [column(t) for t in other[2:-1:2]]
         assert Marshalled(other, [v]).body == bytes(Marshaller(other, [v]).marshall()), other
 
+    # the same columns given as arrays (numbers) and in pieces (strings, some empty)
+    def pieces(strings: list[str]) -> Pieces:
+        cuts = sorted(rnd.randrange(len(strings) + 1) for _ in range(rnd.randrange(4)))
+        bounds = [0, *cuts, len(strings)]
+        return Pieces(lambda: [(b - a, "\0".join(strings[a:b]))
+                               for a, b in itertools.pairwise(bounds)])
+
+    given = [pieces(c) if t == "s" else array(_ARRAY_CODES[t], c)
+             for t, c in zip(types, value, strict=True)]
+    assert Marshalled(SUBVOLUME_COLUMNS, [given]).body == ours
+    assert [c.strings() if isinstance(c, Pieces) else list(c) for c in given] == [
+        list(map(int, c)) if t == "b" else c for t, c in zip(types, value, strict=True)]
+
 
 def test_columns_that_cannot_be_marshalled_are_refused() -> None:
     for bad in (["a\0b"], ["\udcff"]):
@@ -314,3 +329,10 @@ def test_columns_that_cannot_be_marshalled_are_refused() -> None:
         Marshalled("(at)", [[[-1]]])
     with pytest.raises(ValueError):
         Marshalled("(atat)", [[[1]]])
+    with pytest.raises(TypeError):  # an array of another size than the wire's
+        Marshalled("(at)", [[array("I", [1])]])
+    with pytest.raises(TypeError):
+        Marshalled("(at)", [[Pieces(lambda: [(1, "1")])]])
+    for count, joined in ((2, "a"), (1, "a\0b"), (3, "ab\0cd")):  # a NUL in a string
+        with pytest.raises(ValueError):
+            Marshalled("(as)", [[Pieces(lambda c=count, j=joined: [(c, j)])]])

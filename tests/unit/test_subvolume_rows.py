@@ -7,7 +7,7 @@ import pytest
 
 from btrfsd import memory
 from btrfsd.core.subvolumes import _decoded_rows
-from btrfsd.fs.info import SubvolumeInfo, SubvolumeRows
+from btrfsd.fs.info import PART_ROWS, SubvolumeInfo, SubvolumeRows
 from btrfsd.fs.treesearch import Block, RootScan
 
 
@@ -80,3 +80,21 @@ def test_decoded_rows_counts_what_a_scan_made_anew() -> None:
     assert _decoded_rows(first, None) == 128
     assert _decoded_rows(second, first) == 172
     assert _decoded_rows(second, second) == 0
+
+
+def test_equal_texts_of_parts_are_held_once() -> None:
+    """Snapshots of one source: the parts' parent-UUID columns are equal and held as one
+    string after a join, and still after a freeze and thaw; every row reads the same.
+    Big parts are kept in pieces of PART_ROWS rows."""
+    source = "s" * 36
+    made = [r._replace(parent_uuid=source) for r in rows(3 * 128)]
+    parts = [SubvolumeRows(made[at:at + 128]) for at in range(0, len(made), 128)]
+    assert len({id(p._texts[2]) for p in parts}) == 3  # made apart: three strings
+    joined = SubvolumeRows.join(parts)
+    assert len({id(p._texts[2]) for p in joined._own()}) == 1
+    assert list(joined) == made and list(joined.snapshots_of(source)) == made
+    again = memory.thaw(memory.freeze(joined), SubvolumeRows)
+    assert len({id(p._texts[2]) for p in again._own()}) == 1 and list(again) == made
+    big = SubvolumeRows(rows(2 * PART_ROWS + 1))
+    assert [len(p) for p in big._own()] == [PART_ROWS, PART_ROWS, 1]
+    assert list(big) == rows(2 * PART_ROWS + 1)
