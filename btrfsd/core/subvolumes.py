@@ -35,6 +35,7 @@ T = TypeVar("T")
 # listing and its reply left behind (memory.trim), TRIM_DELAY s later: once the reply is
 # sent, and once for a burst of listings.
 TRIM_AFTER_ROWS = 1000
+SELECTIONS_KEPT = 4  # sources whose snapshots are kept per filesystem (_snapshots_in)
 TRIM_DELAY = 1.0
 # "nobody", in no group: what this identity can reach, any local user can
 ANY_USER = Creds(uid=65534, gid=65534)
@@ -115,12 +116,31 @@ class Subvolumes:
         # versions name listings: equal versions, equal items (front ends keep a reply
         # made from one and send it again while the version holds)
         self._versions = itertools.count(1)
+        # the snapshots of a few sources in the current listing of each filesystem, by
+        # filesystem UUID, then (version, source UUID): a page or script that lists one
+        # subvolume's snapshots again while nothing changed gets them without a filter
+        self._selections: dict[str, dict[tuple[int, str], SubvolumeRows]] = {}
         registry.add_listener(self._forget_listings)
         self._trim: asyncio.TimerHandle | None = None
 
     def _forget_listings(self, added: list[Filesystem], removed: list[Filesystem]) -> None:
         for fs in removed:
             self._listings.pop(fs.uuid, None)
+            self._selections.pop(fs.uuid, None)
+
+    def _snapshots_in(self, fs: Filesystem, version: int, every: SubvolumeRows,
+                      uuid: str) -> SubvolumeRows:
+        """The snapshots of the subvolume with ``uuid`` in listing ``version`` of ``fs``
+        (``every``), kept for SELECTIONS_KEPT sources until the listing changes."""
+        kept = self._selections.setdefault(fs.uuid, {})
+        found = kept.get((version, uuid))
+        if found is None:
+            if any(v != version for v, _ in kept):  # an older listing's: never again
+                kept.clear()
+            while len(kept) >= SELECTIONS_KEPT:
+                del kept[next(iter(kept))]  # the oldest
+            found = kept[(version, uuid)] = every.snapshots_of(uuid)
+        return found
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -232,7 +252,8 @@ class Subvolumes:
                                                  visible_to)
         if len(every) >= TRIM_AFTER_ROWS and self._trim is None:
             self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trimmed)
-        items = every if source is None else every.snapshots_of(source.uuid)
+        items = every if source is None else self._snapshots_in(fs, version, every,
+                                                                source.uuid)
         if visible_to is not None and not visible_to.is_root:
             return SubvolumeRows(await self._run(_visible, fs, items, visible_to)), None
         return items, (version, "" if source is None else source.uuid)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import struct
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -307,6 +308,27 @@ def _dirs_hold(fd: int, dirs: dict[tuple[int, int], str], held: Iterable[int]) -
         return False
 
 
+# hash() of bytes is SipHash-1-3 keyed with this process's random secret, unless the
+# interpreter was started with hash randomization off (PYTHONHASHSEED).
+_KEYED_HASH = bool(sys.flags.hash_randomization)
+
+
+def block_digest(results: list[memoryview]) -> bytes:
+    """The digest of a block's search results, which says whether its bytes are what
+    they were (then its rows are taken over). A keyed hash: Python's own hash of bytes,
+    SipHash-1-3 with this process's random secret key, ~6x faster than blake2b here (the
+    ~5 MB of 10,000 subvolumes' items: 2.5 ms against 15, each time a listing changes;
+    docs/benchmarks.md, issue 11). A local user who names subvolumes cannot make a
+    block's new bytes collide with its old ones without that key; by chance they do
+    once in 2^64. With hash randomization off the key is known: blake2b then."""
+    if not _KEYED_HASH:
+        h = hashlib.blake2b(digest_size=16)
+        for view in results:
+            h.update(view)
+        return h.digest()
+    return hash(b"".join(results)).to_bytes(8, "little", signed=True)
+
+
 def _digest(items: Iterable[tuple[int, int, int, int, memoryview]]) -> bytes:
     """What _recent hashes of the same items: each one's search header, as the kernel
     writes it, then its data."""
@@ -500,10 +522,7 @@ class _Scan:
               recent: list[tuple[int, int, int, int, memoryview]], reuse: bool) -> None:
         """Keep block ``index`` as it was when its bytes are the same (and ``reuse``),
         else decode them; items of leaves as new as the scan go to ``recent``."""
-        h = hashlib.blake2b(digest_size=16)
-        for view in results:
-            h.update(view)
-        digest, start = h.digest(), self.start
+        digest, start = block_digest(results), self.start
         old = self.earlier.get(index)
         if reuse and old is not None and old.digest == digest:
             self.kept[index] = old
