@@ -8,6 +8,7 @@ it and an authentication dialog can name it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -21,7 +22,7 @@ from dbus_fast import Message, MessageFlag
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
-from ..constants import ALL_ACTIONS, ERROR_PREFIX
+from ..constants import ALL_ACTIONS, ERROR_PREFIX, Action
 from ..core.limits import PerCallerLimit
 from ..errors import BtrfsdError
 from .context import current_message
@@ -36,6 +37,7 @@ _current_caller: ContextVar[Caller | None] = ContextVar("btrfsd_caller", default
 _own_grant: ContextVar[bool] = ContextVar("btrfsd_own_grant", default=False)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T")
 
 # Method parameters whose values polkit is told, each under its own name as the key.
 DETAIL_ARGS = ("path", "source", "destination", "name", "old", "new")
@@ -206,6 +208,36 @@ async def authorize(authority: Authority, msg: Message,
     raise DBusError(ACCESS_DENIED, f"Not authorized to perform {action}.")
 
 
+async def _caller(authority: Authority, msg: Message) -> Caller:
+    """Who sent ``msg``, as the bus saw them connect. Raises DBusError."""
+    sender = msg.sender or ""
+    return Caller(sender=sender, uid=await authority.uid_of(sender))
+
+
+async def _read_while_asking(authority: Authority, msg: Message, action: str,
+                             details: Mapping[str, str], read: Awaitable[T]) -> T:
+    """Run ``read`` (a method that only reads) while polkit is asked whether the sender of
+    ``msg`` may ``action``: the polkit round trip (1.5-3 ms) and the read's own work
+    (a trip to a worker thread and the kernel, ~1 ms) overlap instead of adding up
+    (docs/benchmarks.md, issue 11). The read's outcome is kept until polkit answers: a
+    caller polkit refuses gets the refusal, never the read's result or error, and gets it
+    once the read has ended, so refused calls hold a caller's places (core/limits.py)
+    as long as allowed ones and cannot pile up work. Raises DBusError (AccessDenied,
+    InteractiveAuthorizationRequired), else what the read raises."""
+    task = asyncio.ensure_future(read)
+    try:
+        await authorize(authority, msg, action, details)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    except BaseException:
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved (so never reported as lost) and dropped
+        raise
+    return await task
+
+
 def acting_for_caller() -> bool:
     """Whether the call being served was allowed only by its own-objects action: then
     the core acts with the caller's filesystem identity, and the kernel's own permission
@@ -269,13 +301,17 @@ def authorized(action: str, *, other_user_action: str | None = None,
     the daemon's time waits in that place first (the wait counts as theirs, not as work).
     The wrapper authorizes the caller with polkit, telling it what the call is about
     (call_details: the method's ``path``/``source``/``destination``/``name`` arguments,
-    the object's filesystem or job), runs the method, and turns core errors
+    the object's filesystem or job), runs the method (a method of Action.READ while
+    polkit is asked, its outcome kept until polkit answers), and turns core errors
     into named D-Bus errors; anything unexpected is logged with its traceback and the
     caller gets org.btrfsd1.Error.Failed without internals.
     """
     for a in (action, other_user_action or action, own_action or action):
         if a not in ALL_ACTIONS:
             raise ValueError(f"unknown polkit action {a}")
+
+    # A read changes nothing, so it runs while polkit is asked (_read_while_asking).
+    overlap = action == Action.READ and other_user_action is None and own_action is None
 
     def decorate(fn: F) -> F:
         # Once per method, not per call: which arguments name what is at stake.
@@ -300,6 +336,12 @@ def authorized(action: str, *, other_user_action: str | None = None,
                     if quick is not None:
                         caller, only_own = quick
                         own_token = _own_grant.set(only_own)
+                    elif overlap:
+                        caller = await _caller(self.authority, msg)
+                        uid = caller.uid
+                        token = _current_caller.set(caller)
+                        return await _read_while_asking(self.authority, msg, action, details,
+                                                        fn(self, *args))
                     else:
                         caller = await authorize(self.authority, msg, needed, details)
                     uid = caller.uid

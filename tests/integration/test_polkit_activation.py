@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import World, btrfs
+from conftest import V, World, btrfs
 from sandbox import POLKIT_NAME, POLKITD, TEST_USER
 
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
@@ -158,3 +158,68 @@ def test_polkit_rules_decide_on_the_path_being_deleted(world: World) -> None:
         assert not (d / "odd\nname").exists()
     finally:
         remove()
+
+
+# -- reads run while polkit is asked --------------------------------------------------------
+# The test user is refused every read.
+READ_RULES = """
+polkit.addRule(function(action, subject) {
+    if (action.id == "org.btrfsd1.read" && subject.user == THE_USER) {
+        return polkit.Result.NO;
+    }
+    return polkit.Result.NOT_HANDLED;
+});
+"""
+
+
+def test_a_refused_read_gets_the_refusal_and_nothing_of_the_read(world: World) -> None:
+    """Reads run while polkit is asked (bus/auth.py _read_while_asking). A caller polkit
+    refuses gets AccessDenied, never the read's result nor its own error (NotFound for
+    a path that is not there), whichever ends first; root and callers polkit allows are
+    served as before, and the daemon goes on."""
+    w = world
+    d = w.scratch()
+    btrfs("subvolume", "create", str(d / "sv"))
+    btrfs("subvolume", "snapshot", "-r", str(d / "sv"), str(d / "snap"))
+    text = READ_RULES.replace("THE_USER", json.dumps(TEST_USER))
+    remove = w.sb.install_rules("30-btrfsd-test-reads.rules", text)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # polkitd picks up new rules within a moment
+            r = w.fs_call(w.user, "ListSubvolumes", "a{sv}", {})
+            if not r["ok"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert not r["ok"], "the rule was not loaded"
+        reads: list[tuple[str, str, tuple[Any, ...]]] = [
+            ("ListSubvolumes", "a{sv}", ({},)),
+            ("ListSubvolumes", "a{sv}", ({"snapshots_of": V("s", str(d / "sv"))},)),
+            ("ListSubvolumes", "a{sv}", ({"snapshots_of": V("s", str(d / "gone"))},)),
+            ("GetSubvolume", "sa{sv}", (str(d / "sv"), {})),
+            ("GetSubvolume", "sa{sv}", (str(d / "gone"), {})),
+            ("GetQuotaUsage", "a{sv}", ({},)),
+        ]
+        for member, sig, body in reads:
+            r = w.fs_call(w.user, member, sig, *body)
+            assert not r["ok"] and r["error"] == ACCESS_DENIED, (member, body, r)
+            assert "org.btrfsd1.read" in r["message"], r
+            r = w.fs_call(w.admin, member, sig, *body)  # not refused: the defaults
+            assert r["ok"] or r["error"] == "org.btrfsd1.Error.NotFound", (member, body, r)
+        r = w.manager_call(w.user, "GetFilesystems", "a{sv}", {})
+        assert not r["ok"] and r["error"] == ACCESS_DENIED, r
+        r = w.fs_call(w.root, "GetSubvolume", "sa{sv}", str(d / "sv"), {})
+        assert r["ok"], r
+        r = w.fs_call(w.root, "GetSubvolume", "sa{sv}", str(d / "gone"), {})
+        assert not r["ok"] and r["error"] == "org.btrfsd1.Error.NotFound", r
+    finally:
+        remove()
+    deadline = time.monotonic() + 10
+    while True:  # the rule gone: the defaults again (reading is allowed for everyone)
+        r = w.fs_call(w.user, "GetSubvolume", "sa{sv}", str(d / "sv"), {})
+        if r["ok"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert r["ok"], r
+    r = w.fs_call(w.user, "GetSubvolume", "sa{sv}", str(d / "gone"), {})
+    assert not r["ok"] and r["error"] == "org.btrfsd1.Error.NotFound", r
+    assert w.sb.alive("btrfsd")
