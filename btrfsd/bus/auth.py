@@ -35,6 +35,8 @@ ACTION_ATTR = "__btrfsd_action__"
 OTHER_USER_ACTION_ATTR = "__btrfsd_other_user_action__"
 _current_caller: ContextVar[Caller | None] = ContextVar("btrfsd_caller", default=None)
 _own_grant: ContextVar[bool] = ContextVar("btrfsd_own_grant", default=False)
+# A read running while polkit is asked (_read_while_asking): done once polkit allowed it
+_granted: ContextVar[asyncio.Future[None] | None] = ContextVar("btrfsd_granted", default=None)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 T = TypeVar("T")
@@ -214,28 +216,60 @@ async def _caller(authority: Authority, msg: Message) -> Caller:
     return Caller(sender=sender, uid=await authority.uid_of(sender))
 
 
+async def _early(authority: Authority, msg: Message, action: str) -> bool:
+    """Whether a read of the sender of ``msg`` starts while polkit is asked: for root
+    (whom polkit allows everything) and for a connection polkit allowed ``action``
+    lately and has not refused since. Not for anyone else: a caller polkit refuses must
+    not learn from the refusal's timing how long the read took, nor make btrfsd do
+    reads it then drops (review of issue 11's change). Raises DBusError (the bus does
+    not know the sender)."""
+    sender = msg.sender or ""
+    return await authority.uid_of(sender) == 0 or authority.allowed_lately(sender, action)
+
+
 async def _read_while_asking(authority: Authority, msg: Message, action: str,
                              details: Mapping[str, str], read: Awaitable[T]) -> T:
     """Run ``read`` (a method that only reads) while polkit is asked whether the sender of
-    ``msg`` may ``action``: the polkit round trip (1.5-3 ms) and the read's own work
-    (a trip to a worker thread and the kernel, ~1 ms) overlap instead of adding up
-    (docs/benchmarks.md, issue 11). The read's outcome is kept until polkit answers: a
-    caller polkit refuses gets the refusal, never the read's result or error, and gets it
-    once the read has ended, so refused calls hold a caller's places (core/limits.py)
-    as long as allowed ones and cannot pile up work. Raises DBusError (AccessDenied,
-    InteractiveAuthorizationRequired), else what the read raises."""
-    task = asyncio.ensure_future(read)
+    ``msg`` may ``action`` (for whom: _early): the polkit round trip (1.5-3 ms) and the
+    read's own work (a trip to a worker thread and the kernel, ~1 ms) overlap instead of
+    adding up (docs/benchmarks.md, issue 11). The read's outcome is kept until polkit
+    answers: a caller polkit refuses (permission taken away since it was allowed) gets
+    the refusal, never the read's result or error, once the read has ended, so the call
+    holds its places (core/limits.py) as long as an allowed one; its next reads wait for
+    polkit again. Raises DBusError (AccessDenied, InteractiveAuthorizationRequired),
+    else what the read raises."""
+    granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    token = _granted.set(granted)
+    try:
+        task = asyncio.ensure_future(read)  # in this context: it sees ``granted``
+    finally:
+        _granted.reset(token)
     try:
         await authorize(authority, msg, action, details)
     except asyncio.CancelledError:
+        granted.cancel()
         task.cancel()
         raise
     except BaseException:
+        granted.cancel()  # a read waiting in until_allowed() ends there
+        authority.forget_allowed(msg.sender or "", action)
         await asyncio.wait({task})
         if not task.cancelled():
             task.exception()  # retrieved (so never reported as lost) and dropped
         raise
+    granted.set_result(None)
+    authority.note_allowed(msg.sender or "", action)
     return await task
+
+
+async def until_allowed() -> None:
+    """In a read that runs while polkit is asked (_read_while_asking), wait until polkit
+    allowed the call: call it before anything that changes something (a transaction
+    commit, say), so a refused call changes nothing. Returns at once in any other call.
+    Raises CancelledError when polkit refused the call."""
+    granted = _granted.get()
+    if granted is not None:
+        await asyncio.shield(granted)
 
 
 def acting_for_caller() -> bool:
@@ -310,7 +344,7 @@ def authorized(action: str, *, other_user_action: str | None = None,
         if a not in ALL_ACTIONS:
             raise ValueError(f"unknown polkit action {a}")
 
-    # A read changes nothing, so it runs while polkit is asked (_read_while_asking).
+    # A read changes nothing, so it may run while polkit is asked (_early).
     overlap = action == Action.READ and other_user_action is None and own_action is None
 
     def decorate(fn: F) -> F:
@@ -336,7 +370,7 @@ def authorized(action: str, *, other_user_action: str | None = None,
                     if quick is not None:
                         caller, only_own = quick
                         own_token = _own_grant.set(only_own)
-                    elif overlap:
+                    elif overlap and await _early(self.authority, msg, action):
                         caller = await _caller(self.authority, msg)
                         uid = caller.uid
                         token = _current_caller.set(caller)
@@ -344,6 +378,8 @@ def authorized(action: str, *, other_user_action: str | None = None,
                                                         fn(self, *args))
                     else:
                         caller = await authorize(self.authority, msg, needed, details)
+                        if overlap:
+                            self.authority.note_allowed(caller.sender, action)
                     uid = caller.uid
                     token = _current_caller.set(caller)
                     return await fn(self, *args)

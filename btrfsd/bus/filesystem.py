@@ -31,7 +31,7 @@ from ..core.service import Service
 from ..core.subvolumes import SubvolumeInfo, SubvolumeRows
 from ..names import display, from_bus, to_bus
 from .apidoc import FILESYSTEM, documented
-from .auth import authorize, authorized, current_caller
+from .auth import authorize, authorized, current_caller, until_allowed
 from .context import current_message
 from .job import VariantDict
 from .marshalled import KeptReplies, Marshalled, Pieces
@@ -404,7 +404,9 @@ class FilesystemInterface(ServiceInterface):
     async def get_quota_usage(self, options: OptionsArg) -> QuotaUsage:
         opts = parse_options(QuotaUsageOptions, options)
         if opts.sync:
-            # a sync commits a transaction: more than reading, so quota-manage's to ask
+            # a sync commits a transaction: more than reading, so quota-manage's to ask,
+            # and only once the read itself is allowed (reads run while polkit is asked)
+            await until_allowed()
             await authorize(self.authority, current_message(), Action.QUOTA_MANAGE)
         r = await self._service.quotas.report(
             self.fs, sync=opts.sync, visible_to=await read_view(self.authority))

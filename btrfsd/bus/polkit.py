@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,6 +64,12 @@ class Identity:
     groups: tuple[int, ...]
 
 
+# How long a connection polkit allowed an action counts as "allowed lately" (see
+# Authority.allowed_lately): a hint for when to start work early, never a decision.
+ALLOWED_LATELY_FOR = 60.0
+_KEPT_AT_MOST = 4096  # identities and "allowed lately" entries each
+
+
 class Authority:
     """Authorizes method calls with polkitd, failing closed (only uid 0) without it."""
 
@@ -70,6 +77,24 @@ class Authority:
         self._bus = bus
         # Unique names are never reused on a bus, so a cached identity cannot go stale.
         self._ids: OrderedDict[str, Identity] = OrderedDict()
+        self._allowed: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def note_allowed(self, sender: str, action: str) -> None:
+        """Remember that polkit allowed ``sender`` ``action`` just now."""
+        self._allowed[(sender, action)] = time.monotonic()
+        self._allowed.move_to_end((sender, action))
+        if len(self._allowed) > _KEPT_AT_MOST:
+            self._allowed.popitem(last=False)
+
+    def forget_allowed(self, sender: str, action: str) -> None:
+        """Forget note_allowed's entry (polkit refused ``sender`` since)."""
+        self._allowed.pop((sender, action), None)
+
+    def allowed_lately(self, sender: str, action: str) -> bool:
+        """Whether polkit allowed ``sender`` ``action`` in the last ALLOWED_LATELY_FOR
+        seconds (and refused it no time since). Only a hint: polkit decides every call."""
+        when = self._allowed.get((sender, action))
+        return when is not None and time.monotonic() - when < ALLOWED_LATELY_FOR
 
     async def _call(self, msg: Message, timeout: float) -> Message:
         # asyncio.timeout, not wait_for: no extra Task per call on this hot path.
@@ -102,7 +127,7 @@ class Authority:
         identity = Identity(uid=int(found["UnixUserID"].value),
                             groups=tuple(int(g) for g in groups.value) if groups else ())
         self._ids[sender] = identity
-        if len(self._ids) > 4096:
+        if len(self._ids) > _KEPT_AT_MOST:
             self._ids.popitem(last=False)
         return identity
 

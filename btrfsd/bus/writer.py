@@ -13,10 +13,22 @@ checks large concurrent replies on a private bus.
 from __future__ import annotations
 
 import array
+import asyncio
+import logging
 import socket
 from typing import Any
 
+from dbus_fast import Message, MessageType
 from dbus_fast.aio.message_bus import _MessageWriter
+
+from ..constants import ERROR_PREFIX
+
+log = logging.getLogger(__name__)
+
+# dbus-daemon drops a connection that sends a message over its max_message_size, 32 MiB
+# on the system bus by default: one reply that big (a listing of subvolumes with very
+# long paths, say) would take btrfsd off the bus. Such a reply becomes an error instead.
+MAX_MESSAGE = 32 << 20
 
 
 def _settle(fut: Any, error: Exception | None = None) -> None:
@@ -27,8 +39,39 @@ def _settle(fut: Any, error: Exception | None = None) -> None:
             fut.set_exception(error)
 
 
+def _too_big(msg: Message, size: int) -> Message | None:
+    """What is sent instead of ``msg``, ``size`` bytes marshalled: for a reply, an error
+    saying why; anything else is left out (None). Both are logged."""
+    if msg.message_type is not MessageType.METHOD_RETURN:
+        log.warning("not sent: a %s of %d bytes, over the bus's limit of %d (member=%s)",
+                    msg.message_type.name, size, MAX_MESSAGE, msg.member)
+        return None
+    log.warning("a reply of %d bytes is over the bus's limit of %d; sent an error instead "
+                "(reply_serial=%d destination=%s)", size, MAX_MESSAGE, msg.reply_serial,
+                msg.destination)
+    return Message(
+        message_type=MessageType.ERROR, serial=msg.serial, reply_serial=msg.reply_serial,
+        destination=msg.destination, error_name=ERROR_PREFIX + "Failed", signature="s",
+        body=[f"The answer would be {size / (1 << 20):.0f} MiB, more than the bus carries "
+              f"({MAX_MESSAGE >> 20} MiB). Ask for less: ListSubvolumes' options columns "
+              "or snapshots_of."])
+
+
 class PatientWriter(_MessageWriter):
-    """dbus-fast's message writer, minus the EAGAIN disconnect."""
+    """dbus-fast's message writer, minus the EAGAIN disconnect, and with no message over
+    MAX_MESSAGE."""
+
+    def buffer_message(self, msg: Message, future: asyncio.Future[Any] | None = None
+                       ) -> None:
+        """Queue ``msg`` as dbus-fast does; one over MAX_MESSAGE as _too_big says."""
+        data = msg._marshall(self.negotiate_unix_fd)
+        if len(data) > MAX_MESSAGE:
+            instead = _too_big(msg, len(data))
+            if instead is None:
+                _settle(future)
+                return
+            msg, data = instead, instead._marshall(self.negotiate_unix_fd)
+        self.messages.append((data, list(msg.unix_fds) if msg.unix_fds else None, future))
 
     def _wait_writable(self) -> None:
         assert self.fd is not None

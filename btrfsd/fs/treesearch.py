@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import struct
 import sys
 from collections import Counter
@@ -309,8 +310,10 @@ def _dirs_hold(fd: int, dirs: dict[tuple[int, int], str], held: Iterable[int]) -
 
 
 # hash() of bytes is SipHash-1-3 keyed with this process's random secret, unless the
-# interpreter was started with hash randomization off (PYTHONHASHSEED).
-_KEYED_HASH = bool(sys.flags.hash_randomization)
+# interpreter was started with PYTHONHASHSEED set: then the key follows from a number
+# (0: no randomization at all) that may be written down somewhere.
+_KEYED_HASH = (bool(sys.flags.hash_randomization)
+               and os.environ.get("PYTHONHASHSEED", "random") == "random")
 
 
 def block_digest(results: list[memoryview]) -> bytes:
@@ -320,7 +323,7 @@ def block_digest(results: list[memoryview]) -> bytes:
     ~5 MB of 10,000 subvolumes' items: 2.5 ms against 15, each time a listing changes;
     docs/benchmarks.md, issue 11). A local user who names subvolumes cannot make a
     block's new bytes collide with its old ones without that key; by chance they do
-    once in 2^64. With hash randomization off the key is known: blake2b then."""
+    once in 2^64. With PYTHONHASHSEED set the key can be known: blake2b then."""
     if not _KEYED_HASH:
         h = hashlib.blake2b(digest_size=16)
         for view in results:

@@ -1,6 +1,6 @@
 """fs/treesearch.py block_digest: equal bytes, equal digests however the search split
 them; other bytes, another digest; keyed (this process's hash secret), and blake2b when
-hash randomization is off."""
+the key is not random (PYTHONHASHSEED set)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,14 @@ def test_the_digest_is_keyed_per_process() -> None:
     assert len(got) == 3
 
 
-def test_without_hash_randomization_blake2b(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_random_key_blake2b(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(treesearch, "_KEYED_HASH", False)
     data = os.urandom(5000)
     assert block_digest(views(data, 100)) == hashlib.blake2b(data, digest_size=16).digest()
+    # a fixed PYTHONHASHSEED (also a nonzero one, which keeps randomization "on"): the
+    # key follows from it, so the digest is blake2b's
+    code = "from btrfsd.fs import treesearch; print(treesearch._KEYED_HASH)"
+    for seed, keyed in (("1234", "False"), ("0", "False"), ("random", "True")):
+        got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
+        assert got.stdout.strip() == keyed, seed

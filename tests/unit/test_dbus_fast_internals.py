@@ -31,6 +31,7 @@ from btrfsd.bus.context import CallerAwareBus, current_message
 from btrfsd.bus.errors import to_dbus_error
 from btrfsd.bus.filesystem import SUBVOLUME_COLUMNS, SubvolumeColumns
 from btrfsd.bus.marshalled import _ARRAY_CODES, Marshalled, MarshalledReply, Pieces, as_reply
+from btrfsd.bus.writer import MAX_MESSAGE
 from btrfsd.constants import ROOT_PATH
 from btrfsd.errors import Hint, HintKind, InvalidArgument
 
@@ -43,6 +44,7 @@ INTERNALS = [
     (ServiceInterface, "_get_all_property_values", "bus/context.py: InterfacesAdded values"),
     (DBusError, "_as_message", "bus/errors.py: error replies with details"),
     (_MessageWriter, "write_callback", "bus/writer.py: waiting for a full socket"),
+    (_MessageWriter, "buffer_message", "bus/writer.py: no message over the bus's limit"),
     (Message, "_marshall", "bus/marshalled.py: replies whose body is marshalled once"),
 ]
 
@@ -197,6 +199,47 @@ async def test_large_concurrent_replies_keep_the_connection(bus_address: str) ->
         assert all(r is not None and r.message_type == MessageType.METHOD_RETURN
                    and len(r.body[0]) == 16 << 20 for r in replies)
         assert server.connected, "the service dropped its bus connection"
+    finally:
+        client.disconnect()
+        server.disconnect()
+
+
+class Huge(ServiceInterface):
+    """A reply over the bus's limit (bus/writer.py MAX_MESSAGE), and a small one."""
+
+    def __init__(self) -> None:
+        super().__init__("org.btrfsd1.Huge")
+
+    @dbus_method(name="Blob")
+    async def blob(self) -> DBusStr:
+        return "x" * (MAX_MESSAGE + 1)
+
+    @dbus_method(name="Small")
+    async def small(self) -> DBusStr:
+        return "fine"
+
+
+async def test_a_reply_over_the_bus_limit_is_an_error_and_keeps_the_connection(
+        bus_address: str) -> None:
+    """dbus-daemon drops a connection that sends a message over its max_message_size
+    (32 MiB on the system bus): such a reply becomes org.btrfsd1.Error.Failed saying why,
+    and the service stays on the bus."""
+    server = await CallerAwareBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+    client = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+    try:
+        server.export("/huge", Huge())
+
+        def call(member: str) -> Message:
+            return Message(destination=server.unique_name, path="/huge",
+                           interface="org.btrfsd1.Huge", member=member)
+
+        reply = await asyncio.wait_for(client.call(call("Blob")), 30)
+        assert reply is not None and reply.message_type == MessageType.ERROR
+        assert reply.error_name == "org.btrfsd1.Error.Failed"
+        assert "more than the bus carries" in reply.body[0], reply.body
+        reply = await asyncio.wait_for(client.call(call("Small")), 30)
+        assert reply is not None and reply.body == ["fine"]
+        assert server.connected
     finally:
         client.disconnect()
         server.disconnect()

@@ -203,6 +203,15 @@ class _RecordingAuthority:
         self.calls.append((action, dict(details or {})))
         return False, False  # denied: the method body never runs
 
+    def allowed_lately(self, sender: str, action: str) -> bool:
+        return False  # so a read does not start before the answer either
+
+    def note_allowed(self, sender: str, action: str) -> None:
+        raise AssertionError("never allowed here")
+
+    def forget_allowed(self, sender: str, action: str) -> None:
+        pass
+
 
 def _methods(iface: ServiceInterface) -> list[Any]:
     return [m for m in ServiceInterface._get_methods(iface) if not m.disabled]
