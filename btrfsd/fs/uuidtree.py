@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable
 from itertools import compress
 from operator import itemgetter
+from typing import cast
 
 from .treesearch import (
     _ITEM_HEADER,
@@ -39,6 +40,7 @@ _HALVES = struct.Struct("<QQ")
 # result reads in one iter_unpack instead of a Python step per item.
 _RECORD = struct.Struct("=QQQIIQ")
 _OID_OFF, _TYPE, _LENGTH, _ID = itemgetter(1, 2), itemgetter(3), itemgetter(4), itemgetter(5)
+_ID_OF = itemgetter(1)  # of a (uuid, id or None) pair
 
 
 @functools.lru_cache(maxsize=16384)  # ~300 bytes each
@@ -80,16 +82,18 @@ def subvolume_ids(fd: int, wanted: Iterable[str] | None = None) -> dict[str, int
     holding ``fd`` names (with ``wanted``, of those of the UUIDs in it). Raises
     BtrfsdError (NotFound: no UUID tree)."""
     found: dict[str, int] = {}
+    asked = None if wanted is None else list(wanted)
     key: Key | None = (0, UUID_KEY_SUBVOL, 0)
     max_key = (U64_MAX, UUID_KEY_SUBVOL, U64_MAX)
     while key is not None and key <= max_key:
         buf = _search_call(fd, key, max_key, 0, _MAX_ITEMS, UUID_TREE_OBJECTID)
         nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
         ids, last, end = _ids(buf, nr_items)
-        if wanted is None:
+        if asked is None:
             found.update((format_uuid(_HALVES.pack(*k)), sid) for k, sid in ids.items())
-        else:
-            found.update((u, sid) for u in wanted if (sid := ids.get(_key(u))) is not None)
+        else:  # C loops: map, zip, filter (a subvolume id is never 0)
+            pairs = zip(asked, map(ids.get, map(_key, asked)), strict=True)
+            found.update(cast("Iterable[tuple[str, int]]", filter(_ID_OF, pairs)))
         # _ROOM as for the root tree: an item is a key and one u64 (a few more ids only
         # for a UUID shared by mistake)
         key = _following(buf, nr_items, end, last, _ROOM)
