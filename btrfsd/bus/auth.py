@@ -66,7 +66,10 @@ class HasOwner(Protocol):
 
 
 def current_caller() -> Caller:
-    """The authorized caller of the method being served. Raises RuntimeError outside one."""
+    """The caller of the method being served: authorized, except in a read that runs
+    while polkit is asked (_read_while_asking), where polkit may still refuse them (a
+    read only uses it to choose what the caller may see). Raises RuntimeError outside
+    a method call."""
     caller = _current_caller.get()
     if caller is None:
         raise RuntimeError("no authorized call in this context")
