@@ -237,6 +237,7 @@ async def test_a_reply_over_the_bus_limit_is_an_error_and_keeps_the_connection(
         assert reply is not None and reply.message_type == MessageType.ERROR
         assert reply.error_name == "org.btrfsd1.Error.Failed"
         assert "more than the bus carries" in reply.body[0], reply.body
+        assert reply.signature == "sa{sv}" and "message" in reply.body[1]  # as every error
         reply = await asyncio.wait_for(client.call(call("Small")), 30)
         assert reply is not None and reply.body == ["fine"]
         assert server.connected
