@@ -198,12 +198,15 @@ async def authorize(authority: Authority, msg: Message,
                     "allowed as root" if uid == 0 else "refused")
         if uid == 0:
             return caller
+        authority.note_refused(sender, action)
         raise DBusError(
             ACCESS_DENIED,
             f"PolicyKit is not reachable, so only root may call {msg.member}; start polkitd.",
         ) from None
     if allowed:
+        authority.note_allowed(sender, action, details or {})
         return caller
+    authority.note_refused(sender, action)
     log.info("denied uid=%d action=%s method=%s challenge=%s", uid, action, msg.member, challenge)
     if challenge and not interactive:
         raise DBusError(
@@ -219,15 +222,17 @@ async def _caller(authority: Authority, msg: Message) -> Caller:
     return Caller(sender=sender, uid=await authority.uid_of(sender))
 
 
-async def _early(authority: Authority, msg: Message, action: str) -> bool:
+async def _early(authority: Authority, msg: Message, action: str,
+                 details: Mapping[str, str]) -> bool:
     """Whether a read of the sender of ``msg`` starts while polkit is asked: for root
-    (whom polkit allows everything) and for a connection polkit allowed ``action``
-    lately and has not refused since. Not for anyone else: a caller polkit refuses must
-    not learn from the refusal's timing how long the read took, nor make btrfsd do
-    reads it then drops (review of issue 11's change). Raises DBusError (the bus does
-    not know the sender)."""
+    (whom polkit allows everything) and for a connection polkit allowed ``action`` with
+    the same ``details`` lately and never refused ``action``. Not for anyone else: a
+    caller polkit refuses must not learn from the refusal's timing how long the read
+    took, nor make btrfsd do reads it then drops (reviews of issue 11's change).
+    Raises DBusError (the bus does not know the sender)."""
     sender = msg.sender or ""
-    return await authority.uid_of(sender) == 0 or authority.allowed_lately(sender, action)
+    return (await authority.uid_of(sender) == 0
+            or authority.allowed_lately(sender, action, details))
 
 
 async def _read_while_asking(authority: Authority, msg: Message, action: str,
@@ -247,6 +252,8 @@ async def _read_while_asking(authority: Authority, msg: Message, action: str,
         task = asyncio.ensure_future(read)  # in this context: it sees ``granted``
     finally:
         _granted.reset(token)
+    # its outcome, when nobody awaits it (refused, cancelled), is dropped, not reported
+    task.add_done_callback(_dropped)
     try:
         await authorize(authority, msg, action, details)
     except asyncio.CancelledError:
@@ -255,14 +262,15 @@ async def _read_while_asking(authority: Authority, msg: Message, action: str,
         raise
     except BaseException:
         granted.cancel()  # a read waiting in until_allowed() ends there
-        authority.forget_allowed(msg.sender or "", action)
         await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved (so never reported as lost) and dropped
         raise
     granted.set_result(None)
-    authority.note_allowed(msg.sender or "", action)
     return await task
+
+
+def _dropped(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # marks it retrieved
 
 
 async def until_allowed() -> None:
@@ -373,7 +381,7 @@ def authorized(action: str, *, other_user_action: str | None = None,
                     if quick is not None:
                         caller, only_own = quick
                         own_token = _own_grant.set(only_own)
-                    elif overlap and await _early(self.authority, msg, action):
+                    elif overlap and await _early(self.authority, msg, action, details):
                         caller = await _caller(self.authority, msg)
                         uid = caller.uid
                         token = _current_caller.set(caller)
@@ -381,8 +389,6 @@ def authorized(action: str, *, other_user_action: str | None = None,
                                                         fn(self, *args))
                     else:
                         caller = await authorize(self.authority, msg, needed, details)
-                        if overlap:
-                            self.authority.note_allowed(caller.sender, action)
                     uid = caller.uid
                     token = _current_caller.set(caller)
                     return await fn(self, *args)

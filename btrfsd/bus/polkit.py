@@ -64,6 +64,13 @@ class Identity:
     groups: tuple[int, ...]
 
 
+Details = tuple[tuple[str, str], ...]
+
+
+def _frozen(details: Mapping[str, str]) -> Details:
+    return tuple(sorted(details.items()))
+
+
 # How long a connection polkit allowed an action counts as "allowed lately" (see
 # Authority.allowed_lately): a hint for when to start work early, never a decision.
 ALLOWED_LATELY_FOR = 60.0
@@ -77,23 +84,39 @@ class Authority:
         self._bus = bus
         # Unique names are never reused on a bus, so a cached identity cannot go stale.
         self._ids: OrderedDict[str, Identity] = OrderedDict()
-        self._allowed: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (sender, action, details) -> when polkit last allowed it; (sender, action)
+        # polkit ever refused, for any details (sticky: unique names are never reused)
+        self._allowed: OrderedDict[tuple[str, str, Details], float] = OrderedDict()
+        self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def note_allowed(self, sender: str, action: str) -> None:
-        """Remember that polkit allowed ``sender`` ``action`` just now."""
-        self._allowed[(sender, action)] = time.monotonic()
-        self._allowed.move_to_end((sender, action))
+    def note_allowed(self, sender: str, action: str, details: Mapping[str, str]) -> None:
+        """Remember that polkit allowed ``sender`` ``action`` with ``details`` just now
+        (nothing, once it refused ``sender`` ``action`` for any details)."""
+        if (sender, action) in self._refused:
+            return
+        key = (sender, action, _frozen(details))
+        self._allowed[key] = time.monotonic()
+        self._allowed.move_to_end(key)
         if len(self._allowed) > _KEPT_AT_MOST:
             self._allowed.popitem(last=False)
 
-    def forget_allowed(self, sender: str, action: str) -> None:
-        """Forget note_allowed's entry (polkit refused ``sender`` since)."""
-        self._allowed.pop((sender, action), None)
+    def note_refused(self, sender: str, action: str) -> None:
+        """Remember that polkit refused ``sender`` ``action`` (whatever the details): it
+        is never allowed lately again."""
+        self._refused[(sender, action)] = None
+        self._refused.move_to_end((sender, action))
+        if len(self._refused) > _KEPT_AT_MOST:
+            self._refused.popitem(last=False)
+        for key in [k for k in self._allowed if k[:2] == (sender, action)]:
+            del self._allowed[key]
 
-    def allowed_lately(self, sender: str, action: str) -> bool:
-        """Whether polkit allowed ``sender`` ``action`` in the last ALLOWED_LATELY_FOR
-        seconds (and refused it no time since). Only a hint: polkit decides every call."""
-        when = self._allowed.get((sender, action))
+    def allowed_lately(self, sender: str, action: str, details: Mapping[str, str]) -> bool:
+        """Whether polkit allowed ``sender`` ``action`` with these very ``details`` (a
+        rule may decide on the path) in the last ALLOWED_LATELY_FOR seconds and never
+        refused ``sender`` ``action``. Only a hint: polkit decides every call."""
+        if (sender, action) in self._refused:
+            return False
+        when = self._allowed.get((sender, action, _frozen(details)))
         return when is not None and time.monotonic() - when < ALLOWED_LATELY_FOR
 
     async def _call(self, msg: Message, timeout: float) -> Message:

@@ -41,9 +41,10 @@ def _settle(fut: Any, error: Exception | None = None) -> None:
 
 
 def _too_big(msg: Message, size: int) -> Message | None:
-    """What is sent instead of ``msg``, ``size`` bytes marshalled: for a reply, an error
-    saying why; anything else is left out (None). Both are logged."""
-    if msg.message_type is not MessageType.METHOD_RETURN:
+    """What is sent instead of ``msg``, ``size`` bytes marshalled: for a reply or an error
+    reply (one that echoes a very long path, say), a short error saying why; anything
+    else (a signal) is left out (None). Both are logged."""
+    if msg.message_type not in (MessageType.METHOD_RETURN, MessageType.ERROR):
         log.warning("not sent: a %s of %d bytes, over the bus's limit of %d (member=%s)",
                     msg.message_type.name, size, MAX_MESSAGE, msg.member)
         return None

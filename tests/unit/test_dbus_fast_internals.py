@@ -218,12 +218,16 @@ class Huge(ServiceInterface):
     async def small(self) -> DBusStr:
         return "fine"
 
+    @dbus_method(name="Fail")
+    async def fail(self) -> DBusStr:  # an error that echoes something very long
+        raise DBusError("org.btrfsd1.Error.NotFound", "x" * (MAX_MESSAGE + 1))
+
 
 async def test_a_reply_over_the_bus_limit_is_an_error_and_keeps_the_connection(
         bus_address: str) -> None:
     """dbus-daemon drops a connection that sends a message over its max_message_size
-    (32 MiB on the system bus): such a reply becomes org.btrfsd1.Error.Failed saying why,
-    and the service stays on the bus."""
+    (32 MiB on the system bus): such a reply, or error reply, becomes
+    org.btrfsd1.Error.Failed saying why, and the service stays on the bus."""
     server = await CallerAwareBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
     client = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
     try:
@@ -238,6 +242,8 @@ async def test_a_reply_over_the_bus_limit_is_an_error_and_keeps_the_connection(
         assert reply.error_name == "org.btrfsd1.Error.Failed"
         assert "more than the bus carries" in reply.body[0], reply.body
         assert reply.signature == "sa{sv}" and "message" in reply.body[1]  # as every error
+        reply = await asyncio.wait_for(client.call(call("Fail")), 30)
+        assert reply is not None and reply.error_name == "org.btrfsd1.Error.Failed"
         reply = await asyncio.wait_for(client.call(call("Small")), 30)
         assert reply is not None and reply.body == ["fine"]
         assert server.connected

@@ -203,13 +203,13 @@ class _RecordingAuthority:
         self.calls.append((action, dict(details or {})))
         return False, False  # denied: the method body never runs
 
-    def allowed_lately(self, sender: str, action: str) -> bool:
+    def allowed_lately(self, sender: str, action: str, details: object) -> bool:
         return False  # so a read does not start before the answer either
 
-    def note_allowed(self, sender: str, action: str) -> None:
+    def note_allowed(self, sender: str, action: str, details: object) -> None:
         raise AssertionError("never allowed here")
 
-    def forget_allowed(self, sender: str, action: str) -> None:
+    def note_refused(self, sender: str, action: str) -> None:
         pass
 
 

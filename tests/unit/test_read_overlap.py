@@ -25,10 +25,10 @@ class Polkit:
     async def uid_of(self, sender: str) -> int:
         return 1000
 
-    def note_allowed(self, sender: str, action: str) -> None:
+    def note_allowed(self, sender: str, action: str, details: object) -> None:
         self.lately.add((sender, action))
 
-    def forget_allowed(self, sender: str, action: str) -> None:
+    def note_refused(self, sender: str, action: str) -> None:
         self.lately.discard((sender, action))
 
     async def check(self, sender: str, action: str, interactive: bool,
@@ -97,8 +97,9 @@ def test_until_allowed_outside_such_a_read_returns_at_once() -> None:
 def test_only_root_and_callers_allowed_lately_start_early(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     """A caller polkit refuses must not learn from the refusal's timing how long a read
-    took: reads start early only for root and for a connection polkit allowed lately
-    (and did not refuse since)."""
+    took: reads start early only for root and for a connection polkit allowed the same
+    action with the same details (a rule may decide on the path) lately, and never
+    once polkit refused that connection the action, whatever the details."""
     authority = Authority(None)  # type: ignore[arg-type]  # no bus: uids given below
     uids = {":1.1": 0, ":1.2": 1000, ":1.3": 1000}
 
@@ -108,16 +109,49 @@ def test_only_root_and_callers_allowed_lately_start_early(monkeypatch: pytest.Mo
     monkeypatch.setattr(authority, "uid_of", uid_of)
     now = [1000.0]
     monkeypatch.setattr(polkit.time, "monotonic", lambda: now[0])
+    read, mine, other = "org.btrfsd1.read", {"path": "/mine"}, {"path": "/secret"}
 
-    def early(sender: str, action: str = "org.btrfsd1.read") -> bool:
-        msg = Message(destination="org.btrfsd1", path="/", member="GetStatus", sender=sender)
-        return asyncio.run(auth._early(authority, msg, action))
+    def early(sender: str, details: dict[str, str], action: str = read) -> bool:
+        msg = Message(destination="org.btrfsd1", path="/", member="GetSubvolume",
+                      sender=sender)
+        return asyncio.run(auth._early(authority, msg, action, details))
 
-    assert early(":1.1") and not early(":1.2") and not early(":1.3")
-    authority.note_allowed(":1.2", "org.btrfsd1.read")
-    assert early(":1.2") and not early(":1.3") and not early(":1.2", "org.btrfsd1.other")
+    assert early(":1.1", other) and not early(":1.2", mine) and not early(":1.3", mine)
+    authority.note_allowed(":1.2", read, mine)
+    assert early(":1.2", mine) and not early(":1.2", other) and not early(":1.3", mine)
+    assert not early(":1.2", mine, "org.btrfsd1.other")
     now[0] += polkit.ALLOWED_LATELY_FOR + 1
-    assert not early(":1.2")
-    authority.note_allowed(":1.2", "org.btrfsd1.read")
-    authority.forget_allowed(":1.2", "org.btrfsd1.read")
-    assert not early(":1.2") and early(":1.1")
+    assert not early(":1.2", mine)
+    authority.note_allowed(":1.2", read, mine)
+    authority.note_refused(":1.2", read)  # refused /secret: sticky for the connection
+    authority.note_allowed(":1.2", read, mine)  # an answer that arrives late: ignored
+    assert not early(":1.2", mine) and early(":1.1", other)
+    authority.note_allowed(":1.3", read, mine)
+    assert early(":1.3", mine)
+
+
+def test_authorize_notes_what_polkit_said() -> None:
+    """authorize() records polkit's answers where _early reads them."""
+    authority = Authority(None)  # type: ignore[arg-type]
+
+    async def uid_of(sender: str) -> int:
+        return 1000
+
+    answers = iter([(True, False), (False, False)])
+
+    async def check(sender: str, action: str, interactive: bool,
+                    details: object = None) -> tuple[bool, bool]:
+        return next(answers)
+
+    authority.uid_of = uid_of  # type: ignore[method-assign]
+    authority.check = check  # type: ignore[method-assign]
+    details = {"path": "/mine"}
+
+    async def go() -> None:
+        await auth.authorize(authority, MSG, "org.btrfsd1.read", details)
+        assert authority.allowed_lately(":1.42", "org.btrfsd1.read", details)
+        with pytest.raises(DBusError):
+            await auth.authorize(authority, MSG, "org.btrfsd1.read", {"path": "/x"})
+        assert not authority.allowed_lately(":1.42", "org.btrfsd1.read", details)
+
+    asyncio.run(go())
