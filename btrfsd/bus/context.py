@@ -17,7 +17,8 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.constants import ErrorType
 from dbus_fast.service import ServiceInterface
 
-from ..constants import ERROR_PREFIX, ROOT_PATH
+from ..constants import ROOT_PATH
+from .errors import failed_reply
 from .marshalled import as_reply
 from .writer import PatientWriter
 
@@ -61,10 +62,9 @@ class CallerAwareBus(MessageBus):
         # btrfsd's named errors, never a library's; dbus-fast has logged the traceback.
         if (msg.message_type == MessageType.ERROR
                 and msg.error_name == ErrorType.SERVICE_ERROR.value):
-            msg = Message(message_type=MessageType.ERROR, reply_serial=msg.reply_serial,
-                          destination=msg.destination, error_name=ERROR_PREFIX + "Failed",
-                          signature="s", body=["The call failed inside btrfsd; the btrfsd "
-                                               "log has the details."])
+            msg = failed_reply("The call failed inside btrfsd; the btrfsd log has the "
+                               "details.", reply_serial=msg.reply_serial,
+                               destination=msg.destination)
         return super().send(as_reply(msg))
 
     # The ObjectManager lives at ROOT_PATH, so its signals must come from there: clients

@@ -15,7 +15,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.errors import DBusError
 
 from ..constants import ERROR_PREFIX
-from ..errors import BtrfsdError, FactValue, Hint, HintKind, NotPermitted
+from ..errors import BtrfsdError, FactValue, Failed, Hint, HintKind, NotPermitted
 from ..names import display, to_bus
 from .paths import filesystem_path, job_path
 from .polkit import ACCESS_DENIED
@@ -78,3 +78,14 @@ def to_dbus_error(err: BtrfsdError) -> DBusError:
     if isinstance(err, NotPermitted):
         return DetailedError(ACCESS_DENIED, text, details)
     return DetailedError(ERROR_PREFIX + err.name, text, details)
+
+
+def failed_reply(text: str, *, reply_serial: int, destination: str | None,
+                 serial: int = 0) -> Message:
+    """An org.btrfsd1.Error.Failed reply saying ``text``, with the (text, details) body
+    every btrfsd error has: for a reply that could not be made or sent as it was."""
+    error = to_dbus_error(Failed(text))
+    assert isinstance(error, DetailedError)  # a Failed is never AccessDenied
+    return Message(message_type=MessageType.ERROR, serial=serial, reply_serial=reply_serial,
+                   destination=destination, error_name=error.type, signature="sa{sv}",
+                   body=[error.text, error.details])

@@ -21,8 +21,7 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio.message_bus import _MessageWriter
 
-from ..errors import Failed
-from .errors import DetailedError, to_dbus_error
+from .errors import failed_reply
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +50,11 @@ def _too_big(msg: Message, size: int) -> Message | None:
     log.warning("a reply of %d bytes is over the bus's limit of %d; sent an error instead "
                 "(reply_serial=%d destination=%s)", size, MAX_MESSAGE, msg.reply_serial,
                 msg.destination)
-    error = to_dbus_error(Failed(
+    return failed_reply(
         f"The answer would be {size / (1 << 20):.0f} MiB, more than the bus carries "
         f"({MAX_MESSAGE >> 20} MiB). Ask for less: ListSubvolumes' options columns or "
-        "snapshots_of."))
-    assert isinstance(error, DetailedError)  # a Failed is never AccessDenied
-    # the body every btrfsd error has: (text, details)
-    return Message(
-        message_type=MessageType.ERROR, serial=msg.serial, reply_serial=msg.reply_serial,
-        destination=msg.destination, error_name=error.type, signature="sa{sv}",
-        body=[error.text, error.details])
+        "snapshots_of.", reply_serial=msg.reply_serial, destination=msg.destination,
+        serial=msg.serial)
 
 
 class PatientWriter(_MessageWriter):

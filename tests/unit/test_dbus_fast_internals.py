@@ -222,6 +222,10 @@ class Huge(ServiceInterface):
     async def fail(self) -> DBusStr:  # an error that echoes something very long
         raise DBusError("org.btrfsd1.Error.NotFound", "x" * (MAX_MESSAGE + 1))
 
+    @dbus_method(name="Bad")
+    async def bad(self) -> DBusStr:  # a value that does not marshal as its signature
+        return 5  # type: ignore[return-value]
+
 
 async def test_a_reply_over_the_bus_limit_is_an_error_and_keeps_the_connection(
         bus_address: str) -> None:
@@ -244,6 +248,11 @@ async def test_a_reply_over_the_bus_limit_is_an_error_and_keeps_the_connection(
         assert reply.signature == "sa{sv}" and "message" in reply.body[1]  # as every error
         reply = await asyncio.wait_for(client.call(call("Fail")), 30)
         assert reply is not None and reply.error_name == "org.btrfsd1.Error.Failed"
+        # the last line of defence (bus/context.py): a reply that cannot be made is one
+        # of btrfsd's errors, with the body they all have
+        reply = await asyncio.wait_for(client.call(call("Bad")), 30)
+        assert reply is not None and reply.error_name == "org.btrfsd1.Error.Failed"
+        assert reply.signature == "sa{sv}" and "failed inside btrfsd" in reply.body[0]
         reply = await asyncio.wait_for(client.call(call("Small")), 30)
         assert reply is not None and reply.body == ["fine"]
         assert server.connected
