@@ -38,9 +38,6 @@ KEEP_AT_MOST = 4  # bodies per interface object (e.g. whole listing + a few snap
 _COLUMNS = re.compile(r"\((?:a[tuxbs])+\)")
 _NUMBERS = {"t": ("Q", 8), "x": ("q", 8), "u": ("I", 4), "b": ("I", 4)}
 _U32 = struct.Struct("<I").pack
-# Formats that depend on a column's length are compiled with struct.Struct, never given
-# to struct.pack: the module keeps the last 100 formats it compiled, and a 10,000-string
-# one held ~0.75 MB until pushed out (after a listing of 10,000: 1.5 MB; issue 11).
 
 
 def _pad(buf: bytearray, n: int) -> None:
@@ -67,8 +64,6 @@ class Pieces:
         return [s for count, joined in self if count for s in joined.split("\0")]
 
 
-# For a column given as an array: its typecode per element type (the wire's sizes)
-_ARRAY_CODES = {"t": "Q", "x": "q", "u": "I", "b": "I"}
 _BIG_ENDIAN = sys.byteorder == "big"  # arrays are in the machine's order, the body little
 
 
@@ -120,18 +115,20 @@ def _joined(count: int, joined: str) -> bytes:
 
 
 def _numbers(kind: str, column: Sequence[Any] | array) -> bytes:  # type: ignore[type-arg]
-    """An array's numbers, given as values or as an array of the wire's element size.
-    Raises struct.error for a number out of range or not a number, TypeError for an
-    array of another size."""
+    """An array's numbers, given as values or as an array of the wire's element type
+    (typecode as _NUMBERS' struct code: the same letters). Raises struct.error for a
+    number out of range or not a number, TypeError for an array of another type."""
     code = _NUMBERS[kind][0]
     if isinstance(column, array):
-        if column.typecode != _ARRAY_CODES[kind]:
+        if column.typecode != code:
             raise TypeError(f"an array of {column.typecode!r} for a column of {kind!r}")
         if _BIG_ENDIAN:
             column = array(column.typecode, column)
             column.byteswap()
         return column.tobytes()
     values = map(bool, column) if kind == "b" else column  # truth, as dbus-fast
+    # struct.Struct, not struct.pack: the module keeps the last 100 formats it compiled,
+    # and one per column length held ~0.75 MB for 10,000 strings (issue 11)
     return struct.Struct(f"<{len(column)}{code}").pack(*values)
 
 

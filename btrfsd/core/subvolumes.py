@@ -35,8 +35,8 @@ T = TypeVar("T")
 # listing and its reply left behind (memory.trim), TRIM_DELAY s later: once the reply is
 # sent, and once for a burst of listings.
 TRIM_AFTER_ROWS = 1000
-SELECTIONS_KEPT = 4  # sources whose snapshots are kept per filesystem (_snapshots_in)
 TRIM_DELAY = 1.0
+SELECTIONS_KEPT = 4  # sources whose snapshots are kept per filesystem (_snapshots_in)
 # "nobody", in no group: what this identity can reach, any local user can
 ANY_USER = Creds(uid=65534, gid=65534)
 

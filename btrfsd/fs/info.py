@@ -130,9 +130,7 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
     def columns(self) -> Columns:
         """The fields of every row as lists (the same values as the rows' fields), in
         SubvolumeInfo's order: built without making a tuple per row."""
-        texts: list[list[str]] = [
-            [s for _, joined in self.texts(name) for s in joined.split(_SEP)]
-            for name in _TEXT_FIELDS]
+        texts = [self._strings(name) for name in _TEXT_FIELDS]
         ids, parents, gens, ctimes, otimes = (
             self.numbers(name).tolist() for name in _NUMBER_FIELDS)
         return (ids, parents, *texts, gens, ctimes, otimes,  # type: ignore[return-value]
@@ -151,6 +149,12 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
     def read_only(self) -> bytes:
         """Every row's read-only flag, one byte each (0 or 1)."""
         return b"".join(_numbers_at(p._numbers, p._size, _READ_ONLY_AT) for p in self._own())
+
+    def _strings(self, field: str) -> list[str]:
+        """Text field ``field`` of every row, a string each (split a part at a time: C
+        loops, no Python step per row)."""
+        return list(chain.from_iterable(
+            joined.split(_SEP) for _, joined in self.texts(field)))
 
     def texts(self, field: str) -> Iterator[tuple[int, str]]:
         """Text field ``field`` (path, uuid, parent_uuid, received_uuid) of every row, in
@@ -178,11 +182,7 @@ class SubvolumeRows(Sequence[SubvolumeInfo]):
 
     def paths_by_id(self) -> dict[int, str]:
         """Each row's path by its id."""
-        found: dict[int, str] = {}
-        for part in self._own():
-            columns = part.columns()
-            found.update(zip(columns[0], columns[2], strict=True))
-        return found
+        return dict(zip(self.numbers("id"), self._strings("path"), strict=True))
 
     def __len__(self) -> int:
         return self._size

@@ -30,7 +30,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 from btrfsd.bus.context import CallerAwareBus, current_message
 from btrfsd.bus.errors import to_dbus_error
 from btrfsd.bus.filesystem import SUBVOLUME_COLUMNS, SubvolumeColumns
-from btrfsd.bus.marshalled import _ARRAY_CODES, Marshalled, MarshalledReply, Pieces, as_reply
+from btrfsd.bus.marshalled import _NUMBERS, Marshalled, MarshalledReply, Pieces, as_reply
 from btrfsd.bus.writer import MAX_MESSAGE
 from btrfsd.constants import ROOT_PATH
 from btrfsd.errors import Hint, HintKind, InvalidArgument
@@ -373,7 +373,7 @@ def test_columns_are_marshalled_as_dbus_fast_would(rows: int) -> None:
         return Pieces(lambda: [(b - a, "\0".join(strings[a:b]))
                                for a, b in itertools.pairwise(bounds)])
 
-    given = [pieces(c) if t == "s" else array(_ARRAY_CODES[t], c)
+    given = [pieces(c) if t == "s" else array(_NUMBERS[t][0], c)
              for t, c in zip(types, value, strict=True)]
     assert Marshalled(SUBVOLUME_COLUMNS, [given]).body == ours
     assert [c.strings() if isinstance(c, Pieces) else list(c) for c in given] == [
