@@ -23,6 +23,7 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
 from ..constants import ALL_ACTIONS, ERROR_PREFIX, Action
+from ..core.gate import Gate
 from ..core.limits import PerCallerLimit
 from ..errors import BtrfsdError
 from .context import current_message
@@ -35,8 +36,10 @@ ACTION_ATTR = "__btrfsd_action__"
 OTHER_USER_ACTION_ATTR = "__btrfsd_other_user_action__"
 _current_caller: ContextVar[Caller | None] = ContextVar("btrfsd_caller", default=None)
 _own_grant: ContextVar[bool] = ContextVar("btrfsd_own_grant", default=False)
-# A read running while polkit is asked (_read_while_asking): done once polkit allowed it
+# A call running while polkit is asked (_while_asking): done once polkit allowed it
 _granted: ContextVar[asyncio.Future[None] | None] = ContextVar("btrfsd_granted", default=None)
+# ... and the same answer as a gate its work in a worker thread waits at (core/gate.py)
+_gate: ContextVar[Gate | None] = ContextVar("btrfsd_gate", default=None)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 T = TypeVar("T")
@@ -66,10 +69,10 @@ class HasOwner(Protocol):
 
 
 def current_caller() -> Caller:
-    """The caller of the method being served: authorized, except in a read that runs
-    while polkit is asked (_read_while_asking), where polkit may still refuse them (a
-    read only uses it to choose what the caller may see). Raises RuntimeError outside
-    a method call."""
+    """The caller of the method being served: authorized, except in a call that runs
+    while polkit is asked (_while_asking), where polkit may still refuse them (a read
+    only uses it to choose what the caller may see; other calls run so only for root).
+    Raises RuntimeError outside a method call."""
     caller = _current_caller.get()
     if caller is None:
         raise RuntimeError("no authorized call in this context")
@@ -222,6 +225,12 @@ async def _caller(authority: Authority, msg: Message) -> Caller:
     return Caller(sender=sender, uid=await authority.uid_of(sender))
 
 
+async def _is_root(authority: Authority, msg: Message) -> bool:
+    """Whether the sender of ``msg`` is root, whom polkit allows everything. Raises
+    DBusError (the bus does not know the sender)."""
+    return await authority.uid_of(msg.sender or "") == 0
+
+
 async def _early(authority: Authority, msg: Message, action: str,
                  details: Mapping[str, str]) -> bool:
     """Whether a read of the sender of ``msg`` starts while polkit is asked: for root
@@ -235,36 +244,43 @@ async def _early(authority: Authority, msg: Message, action: str,
             or authority.allowed_lately(sender, action, details))
 
 
-async def _read_while_asking(authority: Authority, msg: Message, action: str,
-                             details: Mapping[str, str], read: Awaitable[T]) -> T:
-    """Run ``read`` (a method that only reads) while polkit is asked whether the sender of
-    ``msg`` may ``action`` (for whom: _early): the polkit round trip (1.5-3 ms) and the
-    read's own work (a trip to a worker thread and the kernel, ~1 ms) overlap instead of
-    adding up (docs/benchmarks.md, issue 11). The read's outcome is kept until polkit
-    answers: a caller polkit refuses (permission taken away since it was allowed) gets
-    the refusal, never the read's result or error, once the read has ended, so the call
-    holds its places (core/limits.py) as long as an allowed one; its next reads wait for
-    polkit again. Raises DBusError (AccessDenied, InteractiveAuthorizationRequired),
-    else what the read raises."""
+async def _while_asking(authority: Authority, msg: Message, action: str,
+                        details: Mapping[str, str], work: Awaitable[T]) -> T:
+    """Run ``work`` while polkit is asked whether the sender of ``msg`` may ``action``:
+    the polkit round trip (1.5-3 ms) and the call's own work overlap instead of adding
+    up (docs/benchmarks.md, issue 11). For whom: a read (_early) or a call that prepares
+    (root only). Nothing changes before polkit allowed the call: a read waits in
+    until_allowed() before anything that changes something (a transaction commit), and
+    work in a worker thread waits at current_gate() before its first change, so a
+    refused call changes nothing. The work's outcome is kept until polkit answers: a
+    caller polkit refuses gets the refusal, never the work's result or error, once the
+    work has ended, so the call holds its places (core/limits.py) as long as an allowed
+    one. Raises DBusError (AccessDenied, InteractiveAuthorizationRequired), else what
+    the work raises."""
     granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    token = _granted.set(granted)
+    gate = Gate()
+    token, gate_token = _granted.set(granted), _gate.set(gate)
     try:
-        task = asyncio.ensure_future(read)  # in this context: it sees ``granted``
+        task = asyncio.ensure_future(work)  # in this context: it sees both
     finally:
         _granted.reset(token)
+        _gate.reset(gate_token)
     # its outcome, when nobody awaits it (refused, cancelled), is dropped, not reported
     task.add_done_callback(_dropped)
     try:
         await authorize(authority, msg, action, details)
     except asyncio.CancelledError:
         granted.cancel()
+        gate.shut()
         task.cancel()
         raise
     except BaseException:
-        granted.cancel()  # a read waiting in until_allowed() ends there
+        granted.cancel()  # work waiting in until_allowed() ends there
+        gate.shut()  # and work in a thread at its gate
         await asyncio.wait({task})
         raise
     granted.set_result(None)
+    gate.open()
     return await task
 
 
@@ -273,8 +289,15 @@ def _dropped(task: asyncio.Future[Any]) -> None:
         task.exception()  # marks it retrieved
 
 
+def current_gate() -> Gate | None:
+    """In a call that runs while polkit is asked (_while_asking), the gate its work in
+    a worker thread waits at before its first change; None in any other call (nothing
+    to wait for)."""
+    return _gate.get()
+
+
 async def until_allowed() -> None:
-    """In a read that runs while polkit is asked (_read_while_asking), wait until polkit
+    """In a read that runs while polkit is asked (_while_asking), wait until polkit
     allowed the call: call it before anything that changes something (a transaction
     commit, say), so a refused call changes nothing. Returns at once in any other call.
     Raises CancelledError when polkit refused the call."""
@@ -331,7 +354,8 @@ async def _place(obj: object, msg: Message, expensive: bool
 
 
 def authorized(action: str, *, other_user_action: str | None = None,
-               own_action: str | None = None, expensive: bool = False) -> Callable[[F], F]:
+               own_action: str | None = None, expensive: bool = False,
+               prepares: bool = False) -> Callable[[F], F]:
     """Mark an async interface method as needing ``action`` and wrap it.
 
     With ``other_user_action``, the object has an owner (``owner_uid``): its owner needs
@@ -344,6 +368,8 @@ def authorized(action: str, *, other_user_action: str | None = None,
     a caller over the limit gets Busy for the price of a dictionary look-up, so a flood of
     refused calls costs the daemon almost nothing; a caller who used up their share of
     the daemon's time waits in that place first (the wait counts as theirs, not as work).
+    With ``prepares``, a call of root (whom polkit allows everything) runs while polkit
+    is asked; its work waits at current_gate() before its first change.
     The wrapper authorizes the caller with polkit, telling it what the call is about
     (call_details: the method's ``path``/``source``/``destination``/``name`` arguments,
     the object's filesystem or job), runs the method (a method of Action.READ while
@@ -354,6 +380,8 @@ def authorized(action: str, *, other_user_action: str | None = None,
     for a in (action, other_user_action or action, own_action or action):
         if a not in ALL_ACTIONS:
             raise ValueError(f"unknown polkit action {a}")
+    if prepares and other_user_action is not None:
+        raise ValueError("a call that prepares asks polkit for one action")
 
     # A read changes nothing, so it may run while polkit is asked (_early).
     overlap = action == Action.READ and other_user_action is None and own_action is None
@@ -381,12 +409,13 @@ def authorized(action: str, *, other_user_action: str | None = None,
                     if quick is not None:
                         caller, only_own = quick
                         own_token = _own_grant.set(only_own)
-                    elif overlap and await _early(self.authority, msg, action, details):
+                    elif ((overlap and await _early(self.authority, msg, action, details))
+                          or (prepares and await _is_root(self.authority, msg))):
                         caller = await _caller(self.authority, msg)
                         uid = caller.uid
                         token = _current_caller.set(caller)
-                        return await _read_while_asking(self.authority, msg, action, details,
-                                                        fn(self, *args))
+                        return await _while_asking(self.authority, msg, action, details,
+                                                   fn(self, *args))
                     else:
                         caller = await authorize(self.authority, msg, needed, details)
                     uid = caller.uid

@@ -31,7 +31,7 @@ from ..core.service import Service
 from ..core.subvolumes import SubvolumeInfo, SubvolumeRows
 from ..names import display, from_bus, to_bus
 from .apidoc import FILESYSTEM, documented
-from .auth import authorize, authorized, current_caller, until_allowed
+from .auth import authorize, authorized, current_caller, current_gate, until_allowed
 from .context import current_message
 from .job import VariantDict
 from .marshalled import KeptReplies, Marshalled, Pieces
@@ -289,14 +289,15 @@ class FilesystemInterface(ServiceInterface):
                                               as_caller=await own_identity(self.authority))
 
     @dbus_method(name="CreateSnapshot")
-    @authorized(Action.SNAPSHOT_CREATE, own_action=Action.SNAPSHOT_CREATE_OWN)
+    @authorized(Action.SNAPSHOT_CREATE, own_action=Action.SNAPSHOT_CREATE_OWN, prepares=True)
     async def create_snapshot(
         self, source: DBusStr, destination: DBusStr, options: OptionsArg
     ) -> DBusStr:
         opts = parse_options(SnapshotOptions, options)
         made = await self._service.subvolumes.snapshot(
             self.fs, from_bus(source), from_bus(destination), read_only=opts.read_only,
-            recursive=opts.recursive, as_caller=await own_identity(self.authority))
+            recursive=opts.recursive, as_caller=await own_identity(self.authority),
+            gate=current_gate())
         return to_bus(made)
 
     @dbus_method(name="SetReadOnly")

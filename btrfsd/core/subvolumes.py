@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
@@ -28,6 +28,7 @@ from ..fs.info import SubvolumeRows as SubvolumeRows
 from ..fs.subvol import SubvolumeInfo as SubvolumeInfo
 from ..fs.treesearch import RootScan
 from .filesystems import Filesystem, Registry, open_mount
+from .gate import Gate, wait_at
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -293,16 +294,14 @@ class Subvolumes:
         finally:
             os.close(fd)
 
-    async def ids_by_uuid(self, fs: Filesystem, wanted: Collection[str] | None = None
-                          ) -> dict[str, int] | None:
-        """UUID -> id of the subvolumes of ``fs`` that its UUID tree names (the top
-        level too; with ``wanted``, of those UUIDs only): 40 bytes each to read, against
-        a listing's few hundred. A subvolume missing here may still exist
-        (fs/uuidtree.py: a tree still being filled after mounting an old filesystem).
-        None when the filesystem has no UUID tree. Raises BtrfsdError."""
+    async def named_by_uuid(self, fs: Filesystem) -> uuidtree.Named | None:
+        """The subvolumes of ``fs`` that its UUID tree names (the top level too), to ask
+        by UUID: 40 bytes each to read, against a listing's few hundred. A subvolume
+        missing there may still exist (fs/uuidtree.py: a tree still being filled after
+        mounting an old filesystem). None when the filesystem has no UUID tree. Raises
+        BtrfsdError."""
         try:
-            return await self._run(self._by_id, fs,
-                                   lambda fd: uuidtree.subvolume_ids(fd, wanted))
+            return await self._run(self._by_id, fs, uuidtree.read_named)
         except NotFound:
             return None
 
@@ -463,20 +462,25 @@ class Subvolumes:
                  layouts.BTRFSD_SNAPSHOT_DIR)
         return layouts.BTRFSD_SNAPSHOT_DIR
 
-    def _default_destination(self, source: paths.Resolved, when: float | None) -> str:
+    def _default_destination(self, source: paths.Resolved, when: float | None,
+                             gate: Gate | None) -> str:
         stamp = time.strftime(constants.SNAPSHOT_NAME_FORMAT, time.gmtime(when))
         fd = source.open()
         dirname = self.default_snapshot_dir(fd, source.path.rstrip("/"))
         base = source.path.rstrip("/") + "/" + dirname
         try:
-            os.mkdir(dirname, 0o750, dir_fd=fd)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise InvalidArgument(
-                f"Cannot make {base} ({os.strerror(e.errno or 0)}); give a destination."
-            ) from e
-        st = os.stat(dirname, dir_fd=fd, follow_symlinks=False)
+            st = os.stat(dirname, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            wait_at(gate)  # making the directory is the call's first change
+            try:
+                os.mkdir(dirname, 0o750, dir_fd=fd)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise InvalidArgument(
+                    f"Cannot make {base} ({os.strerror(e.errno or 0)}); give a destination."
+                ) from e
+            st = os.stat(dirname, dir_fd=fd, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidArgument(f"{base} is not a directory; give a destination.")
         # In a directory others may write to (a sticky shared one), someone else could
@@ -498,7 +502,7 @@ class Subvolumes:
 
     def _snapshot(self, fs: Filesystem, source: str, dest: str, read_only: bool,
                   recursive: bool, when: float | None = None,
-                  as_caller: Creds | None = None) -> str:
+                  as_caller: Creds | None = None, gate: Gate | None = None) -> str:
         with paths.resolve(source, as_caller=as_caller) as src:
             _require_subvolume(src)
             src_fd = src.open()
@@ -511,7 +515,7 @@ class Subvolumes:
                         "would take in earlier snapshots."
                     )
                 with _kernel_judges(as_caller):
-                    dest = self._default_destination(src, when)
+                    dest = self._default_destination(src, when, gate)
             with paths.resolve(dest, must_exist=False, as_caller=as_caller) as dst:
                 _require_absent(dst)
                 self._parent_member(fs, dst)
@@ -521,6 +525,7 @@ class Subvolumes:
                         f"({dst.path}): it would take in earlier snapshots; give a "
                         "destination outside the source."
                     )
+                wait_at(gate)  # everything before only looked
                 with _kernel_judges(as_caller):
                     subvol.create_snapshot(
                         src_fd, src.path, dst, read_only=read_only, recursive=recursive
@@ -529,16 +534,19 @@ class Subvolumes:
 
     async def snapshot(self, fs: Filesystem, source: str, dest: str = "", *,
                        read_only: bool = True, recursive: bool = False,
-                       when: float | None = None, as_caller: Creds | None = None) -> str:
+                       when: float | None = None, as_caller: Creds | None = None,
+                       gate: Gate | None = None) -> str:
         """Snapshot ``source`` to ``dest`` (default ``<source>/.snapshots/<UTC time>``, or
         ``.btrfsd-snapshots`` beside snapper or btrbk: docs/coexistence.md). With
         ``as_caller`` the kernel decides with that caller's identity (they must own the
-        source and may write the destination directory).
+        source and may write the destination directory). With ``gate``, the path walks
+        and checks go on before it opens; making anything waits for it (core/gate.py).
 
-        Returns the snapshot's path. Raises BtrfsdError (NotPermitted).
+        Returns the snapshot's path. Raises BtrfsdError (NotPermitted; GateShut when the
+        gate was shut, with nothing made).
         """
         made = await self._run(self._snapshot, fs, source, dest, read_only, recursive, when,
-                               as_caller)
+                               as_caller, gate)
         log.info("snapshot created source=%s path=%s read_only=%s recursive=%s fs=%s",
                  source, made, read_only, recursive, fs.uuid)
         return made

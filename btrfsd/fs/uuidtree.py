@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable
+from collections.abc import Collection, Sequence
 from itertools import compress
 from operator import itemgetter
-from typing import cast
 
 from .treesearch import (
     _ITEM_HEADER,
@@ -35,66 +34,131 @@ from .treesearch import (
 
 UUID_TREE_OBJECTID = 9
 UUID_KEY_SUBVOL = 251  # (first 8 bytes of the UUID, 251, last 8) -> subvolume ids
-_HALVES = struct.Struct("<QQ")
-# A search header followed by one u64: what nearly every item of the tree is, so a whole
-# result reads in one iter_unpack instead of a Python step per item.
-_RECORD = struct.Struct("=QQQIIQ")
-_OID_OFF, _TYPE, _LENGTH, _ID = itemgetter(1, 2), itemgetter(3), itemgetter(4), itemgetter(5)
-_ID_OF = itemgetter(1)  # of a (uuid, id or None) pair
+_HALVES = struct.Struct("<QQ")  # the UUID's halves as its item's objectid and offset
+_NATIVE = struct.Struct("=QQ")  # an objectid and offset as a search header holds them
+# A record: a search header (transid, the key's objectid and offset, type, length) and
+# one u64, what nearly every item of the tree is. Its 16 key bytes are read as they are
+# (_raw), so a whole result reads in one iter_unpack, and bytes hash faster than ints.
+_RECORD_SIZE = 40
+_KEY_BYTES = struct.Struct("=8x16s16x")
+_SHAPE = struct.Struct("=24xII8x")  # a record's type and length
+_TYPE_AT, _LENGTH_AT, _ID_AT = 24, 28, 32  # where in a record
+_SUBVOL_SHAPE = (UUID_KEY_SUBVOL, 8)
+_FIRST = itemgetter(0)
 
 
-@functools.lru_cache(maxsize=16384)  # ~300 bytes each
-def _key(uuid: str) -> tuple[int, int]:
-    """The (objectid, offset) of a dashed UUID's item (btrfs_uuid_to_key: little-endian
-    halves). Kept: a schedule asks about the same UUIDs on every run."""
-    high, low = _HALVES.unpack(bytes.fromhex(uuid.replace("-", "")))
-    return high, low
+@functools.lru_cache(maxsize=16384)  # ~150 bytes each
+def _raw(uuid: str) -> bytes:
+    """A dashed UUID's item key as a search header holds it: the objectid and offset
+    (the UUID's little-endian halves, btrfs_uuid_to_key) as this host's u64s. Kept: a
+    schedule asks about the same UUIDs on every run."""
+    return _NATIVE.pack(*_HALVES.unpack(bytes.fromhex(uuid.replace("-", ""))))
 
 
-def _ids(buf: bytearray, nr_items: int) -> tuple[dict[tuple[int, int], int], Key, int]:
-    """(objectid, offset) -> first id of each UUID_KEY_SUBVOL item of a search result,
-    the result's last key, and where it ends."""
-    head = _SEARCH_V2_HEAD.size
-    end = head + nr_items * _RECORD.size
-    if nr_items and end <= len(buf):
-        records = list(_RECORD.iter_unpack(memoryview(buf)[head:end]))
-        # each record is right only if every one before it was one u64 long; the loops
-        # are map and compress over the records (no Python step per item)
-        if set(map(_LENGTH, records)) == {8}:
-            mine = list(compress(records, map(UUID_KEY_SUBVOL.__eq__, map(_TYPE, records))))
-            last = records[-1]
-            return (dict(zip(map(_OID_OFF, mine), map(_ID, mine), strict=True)),
-                    (last[1], last[3], last[2]), end)
-    found: dict[tuple[int, int], int] = {}
-    unpack, size, pos = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size, head
-    oid = typ = off = 0
-    for _ in range(nr_items):
-        _t, oid, off, typ, length = unpack(buf, pos)
-        pos += size
-        if typ == UUID_KEY_SUBVOL and length >= 8:
-            found[(oid, off)] = struct.unpack_from("<Q", buf, pos)[0]
-        pos += length
-    return found, (oid, typ, off), pos
+def _uuid(raw: bytes) -> str:
+    """The dashed UUID of an item key's 16 bytes (_raw's inverse)."""
+    return format_uuid(_HALVES.pack(*_NATIVE.unpack(raw)))
 
 
-def subvolume_ids(fd: int, wanted: Iterable[str] | None = None) -> dict[str, int]:
-    """UUID (dashed) -> subvolume id of every subvolume the UUID tree of the filesystem
-    holding ``fd`` names (with ``wanted``, of those of the UUIDs in it). Raises
+def _same(records: bytes, at: int, value: int) -> bool:
+    """Whether every record of ``records`` holds the u32 ``value`` at offset ``at``: one
+    strided slice per byte, no Python step per record."""
+    n = len(records) // _RECORD_SIZE
+    want = struct.pack("=I", value)
+    return all(records[at + i::_RECORD_SIZE] == want[i:i + 1] * n for i in range(4))
+
+
+class Named:
+    """The subvolumes one read of the UUID tree found (read_named), asked by UUID: which
+    of many are missing (a scheduled run's question on every run, answered by C loops
+    over key bytes, with no Python step per subvolume), and the id of a few."""
+
+    def __init__(self) -> None:
+        # per search call: a buffer, the key bytes of its subvolume items (_raw) and
+        # where in the buffer each one's id is
+        self._pages: list[tuple[bytes | bytearray, list[bytes], Sequence[int]]] = []
+
+    def add(self, buf: bytearray, nr_items: int) -> tuple[Key, int]:
+        """Take in one search result; return its last key and where it ends."""
+        head = _SEARCH_V2_HEAD.size
+        end = head + nr_items * _RECORD_SIZE
+        records = bytes(memoryview(buf)[head:end])
+        if not (nr_items and end <= len(buf) and _same(records, _LENGTH_AT, 8)):
+            return self._walk(buf, nr_items)
+        # each record is where it is read only because every one before it is one u64
+        keys = list(map(_FIRST, _KEY_BYTES.iter_unpack(records)))
+        places: Sequence[int] = range(head + _ID_AT, end, _RECORD_SIZE)
+        oid, off = _NATIVE.unpack(keys[-1])
+        last = (oid, struct.unpack_from("=I", records, len(records) - _RECORD_SIZE + _TYPE_AT)[0],
+                off)
+        if not _same(records, _TYPE_AT, UUID_KEY_SUBVOL):  # received UUIDs' items among them
+            mine = list(map(_SUBVOL_SHAPE.__eq__, _SHAPE.iter_unpack(records)))
+            keys, places = list(compress(keys, mine)), list(compress(places, mine))
+        self._pages.append((buf, keys, places))
+        return last, end
+
+    def _walk(self, buf: bytearray, nr_items: int) -> tuple[Key, int]:
+        """add() for a result whose items are not all one u64 long (a UUID two
+        subvolumes share, by mistake): a Python step per item header."""
+        keys: list[bytes] = []
+        ids: list[int] = []
+        unpack, size, pos = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size, _SEARCH_V2_HEAD.size
+        oid = typ = off = 0
+        for _ in range(nr_items):
+            _t, oid, off, typ, length = unpack(buf, pos)
+            pos += size
+            if typ == UUID_KEY_SUBVOL and length >= 8:
+                keys.append(_NATIVE.pack(oid, off))
+                ids.append(struct.unpack_from("=Q", buf, pos)[0])  # the first id
+            pos += length
+        self._pages.append((struct.pack(f"={len(ids)}Q", *ids), keys,
+                            range(0, 8 * len(ids), 8)))
+        return (oid, typ, off), pos
+
+    def missing(self, wanted: Collection[str]) -> set[str]:
+        """Those of ``wanted`` (dashed UUIDs) the tree does not name."""
+        left = set(map(_raw, wanted))
+        for _buf, keys, _places in self._pages:
+            left.difference_update(keys)
+        # nearly always none: only then a Python step per UUID
+        return {u for u in wanted if _raw(u) in left} if left else set()
+
+    def id_of(self, uuid: str) -> int | None:
+        """The id of the subvolume with ``uuid``; None when the tree does not name it."""
+        key = _raw(uuid)
+        for buf, keys, places in self._pages:
+            if key in keys:
+                sid: int = struct.unpack_from("=Q", buf, places[keys.index(key)])[0]
+                return sid
+        return None
+
+    def ids(self) -> dict[str, int]:
+        """UUID (dashed) -> id of every subvolume the tree names."""
+        found: dict[str, int] = {}
+        for buf, keys, places in self._pages:
+            found.update(zip(map(_uuid, keys),
+                             (struct.unpack_from("=Q", buf, p)[0] for p in places),
+                             strict=True))
+        return found
+
+
+def read_named(fd: int) -> Named:
+    """Every subvolume the UUID tree of the filesystem holding ``fd`` names. Raises
     BtrfsdError (NotFound: no UUID tree)."""
-    found: dict[str, int] = {}
-    asked = None if wanted is None else list(wanted)
+    named = Named()
     key: Key | None = (0, UUID_KEY_SUBVOL, 0)
     max_key = (U64_MAX, UUID_KEY_SUBVOL, U64_MAX)
     while key is not None and key <= max_key:
         buf = _search_call(fd, key, max_key, 0, _MAX_ITEMS, UUID_TREE_OBJECTID)
         nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
-        ids, last, end = _ids(buf, nr_items)
-        if asked is None:
-            found.update((format_uuid(_HALVES.pack(*k)), sid) for k, sid in ids.items())
-        else:  # C loops: map, zip, filter (a subvolume id is never 0)
-            pairs = zip(asked, map(ids.get, map(_key, asked)), strict=True)
-            found.update(cast("Iterable[tuple[str, int]]", filter(_ID_OF, pairs)))
+        last, end = named.add(buf, nr_items)
         # _ROOM as for the root tree: an item is a key and one u64 (a few more ids only
         # for a UUID shared by mistake)
         key = _following(buf, nr_items, end, last, _ROOM)
-    return found
+    return named
+
+
+def subvolume_ids(fd: int) -> dict[str, int]:
+    """UUID (dashed) -> subvolume id of every subvolume the UUID tree of the filesystem
+    holding ``fd`` names. Raises BtrfsdError (NotFound: no UUID tree)."""
+    return read_named(fd).ids()

@@ -305,20 +305,30 @@ def test_one_directory_per_snapshot(world: World, monkeypatch: pytest.MonkeyPatc
 
 def test_the_uuid_tree_names_every_subvolume(world: World) -> None:
     """fs/uuidtree.py (RunSchedule's "which of my snapshots exist"): every subvolume
-    `btrfs subvolume list -u` shows, with its id; with ``wanted``, those of them only."""
+    `btrfs subvolume list -u` shows, with its id; a subvolume's UUID that is left only
+    as another one's received UUID (the tree's other kind of item) is missing."""
     d = world.scratch()
     btrfsutil.create_subvolume(str(d / "u"))
     btrfsutil.create_snapshot(str(d / "u"), str(d / "u-ro"), read_only=True)
+    (d / "in").mkdir()
+    send = subprocess.Popen(["btrfs", "-q", "send", str(d / "u-ro")], stdout=subprocess.PIPE)
+    subprocess.run(["btrfs", "-q", "receive", str(d / "in")], stdin=send.stdout, check=True)
+    assert send.wait() == 0
+    sent = btrfsutil.subvolume_info(str(d / "u-ro")).uuid.hex()
+    sent = f"{sent[:8]}-{sent[8:12]}-{sent[12:16]}-{sent[16:20]}-{sent[20:]}"
+    btrfsutil.delete_subvolume(str(d / "u-ro"))  # its UUID stays, as d/in/u-ro's received
     truth = {}
     for line in btrfs("subvolume", "list", "-u", str(world.mnt)).splitlines():
         head = line.split()
         truth[head[head.index("uuid") + 1]] = int(head[1])
+    assert sent not in truth
     fd = os.open(world.mnt, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        ids = uuidtree.subvolume_ids(fd)
-        some = [*sorted(truth)[:2], "00000000-1111-2222-3333-444444444444"]
-        picked = uuidtree.subvolume_ids(fd, some)
+        named = uuidtree.read_named(fd)
     finally:
         os.close(fd)
-    assert {u: i for u, i in ids.items() if i != 5} == truth
-    assert picked == {u: truth[u] for u in some[:2]}
+    assert {u: i for u, i in named.ids().items() if i != 5} == truth
+    nobody = "00000000-1111-2222-3333-444444444444"
+    assert named.missing([*truth, nobody, sent]) == {nobody, sent}
+    assert all(named.id_of(u) == i for u, i in truth.items())
+    assert named.id_of(nobody) is None and named.id_of(sent) is None

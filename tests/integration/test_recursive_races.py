@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from test_jobs import add_fs, remove_fs
 from btrfsd.core.filesystems import Filesystem, Registry
 from btrfsd.core.schedules import Schedules, parse_schedule
 from btrfsd.core.subvolumes import SubvolumeInfo, Subvolumes
+from btrfsd.fs import uuidtree
 
 RENAME_EXCHANGE = 2
 ROUNDS = 60
@@ -213,11 +214,13 @@ class StaleListing(Subvolumes):
         found = await super().list(fs, snapshots_of=snapshots_of)
         return [s._replace(id=self.ids.get(s.uuid, s.id)) for s in found]
 
-    async def ids_by_uuid(self, fs: Filesystem, wanted: Collection[str] | None = None
-                          ) -> dict[str, int] | None:
+    async def named_by_uuid(self, fs: Filesystem) -> uuidtree.Named | None:
         # what a scheduled run reads (the UUID tree), just as stale
-        found = await super().ids_by_uuid(fs, wanted)
-        return None if found is None else {u: self.ids.get(u, i) for u, i in found.items()}
+        named = await super().named_by_uuid(fs)
+        if named is not None:
+            real = named.id_of
+            named.id_of = lambda u: self.ids.get(u, real(u))  # type: ignore[method-assign]
+        return named
 
 
 @pytest.fixture

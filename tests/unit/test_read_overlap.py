@@ -1,6 +1,7 @@
-"""bus/auth.py: a read runs while polkit is asked (_read_while_asking). Its outcome waits
-for polkit's answer: an allowed caller gets it, a refused one gets the refusal only, once
-the read ended; what a read changes waits in until_allowed() for the answer."""
+"""bus/auth.py: a call runs while polkit is asked (_while_asking). Its outcome waits for
+polkit's answer: an allowed caller gets it, a refused one gets the refusal only, once the
+work ended; what a read changes waits in until_allowed() for the answer, and work in a
+worker thread waits at its gate (core/gate.py) before its first change."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 from dbus_fast import Message
 from dbus_fast.errors import DBusError
 
-from btrfsd.bus import auth, polkit
+from btrfsd.bus import auth, context, polkit
 from btrfsd.bus.polkit import ACCESS_DENIED, Authority
+from btrfsd.constants import Action
+from btrfsd.core import gate as gate_module
+from btrfsd.core.gate import Gate, GateShut, wait_at
 from btrfsd.errors import NotFound
 
 
@@ -43,8 +47,8 @@ MSG = Message(destination="org.btrfsd1", path="/org/btrfsd1", interface="org.btr
 
 def run(allow: bool, read: object, fake: Polkit | None = None) -> object:
     async def go() -> object:
-        return await auth._read_while_asking(fake or Polkit(allow), MSG,
-                                             "org.btrfsd1.read", {}, read)  # type: ignore[arg-type]
+        return await auth._while_asking(fake or Polkit(allow), MSG,
+                                        "org.btrfsd1.read", {}, read)  # type: ignore[arg-type]
     return asyncio.run(go())
 
 
@@ -92,6 +96,54 @@ def test_a_refused_read_changes_nothing_and_tells_nothing() -> None:
 
 def test_until_allowed_outside_such_a_read_returns_at_once() -> None:
     asyncio.run(asyncio.wait_for(auth.until_allowed(), 1))
+    assert auth.current_gate() is None  # and a thread has no gate to wait at
+
+
+def prepares(steps: list[str]) -> object:
+    """A call that looks in a worker thread, then waits at its gate, then changes."""
+    gate = auth.current_gate()
+    assert gate is not None
+
+    def work() -> str:
+        steps.append("looked")
+        wait_at(gate)
+        steps.append("changed")
+        return "made"
+
+    return asyncio.to_thread(work)
+
+
+def test_work_in_a_thread_changes_only_once_polkit_allowed() -> None:
+    steps: list[str] = []
+
+    async def call() -> str:
+        return await prepares(steps)  # type: ignore[no-any-return]
+
+    assert run(True, call(), Polkit(True, delay=0.2)) == "made"
+    assert steps == ["looked", "changed"]
+    steps.clear()
+    with pytest.raises(DBusError) as e:
+        run(False, call(), Polkit(False, delay=0.2))
+    assert e.value.type == ACCESS_DENIED and steps == ["looked"]  # the gate was shut
+
+
+def test_a_gate_decides_once() -> None:
+    gate = Gate()
+    gate.open()
+    gate.shut()  # too late: open stays open
+    gate.wait()
+    gate = Gate()
+    gate.shut()
+    gate.open()  # too late: shut stays shut
+    with pytest.raises(GateShut):
+        gate.wait()
+    wait_at(None)  # no gate: nothing to wait for
+
+
+def test_a_gate_nobody_decides_counts_as_shut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gate_module, "LONGEST_WAIT", 0.05)
+    with pytest.raises(GateShut):
+        Gate().wait()
 
 
 def test_only_root_and_callers_allowed_lately_start_early(monkeypatch: pytest.MonkeyPatch
@@ -155,3 +207,41 @@ def test_authorize_notes_what_polkit_said() -> None:
         assert not authority.allowed_lately(":1.42", "org.btrfsd1.read", details)
 
     asyncio.run(go())
+
+
+def test_only_roots_calls_prepare() -> None:
+    """A method marked ``prepares`` starts while polkit is asked for root only (whom
+    polkit allows everything); anyone else's call starts once polkit allowed it."""
+
+    class Answers(Polkit):
+        def __init__(self, uid: int) -> None:
+            super().__init__(True, delay=0.05)
+            self.uid, self.answered = uid, False
+
+        async def uid_of(self, sender: str) -> int:
+            return self.uid
+
+        async def check(self, sender: str, action: str, interactive: bool,
+                        details: object = None) -> tuple[bool, bool]:
+            answer = await super().check(sender, action, interactive, details)
+            self.answered = True
+            return answer
+
+    class Iface:
+        def __init__(self, uid: int) -> None:
+            self.authority = Answers(uid)
+            self.started_before_the_answer: bool | None = None
+
+        @auth.authorized(Action.SNAPSHOT_CREATE, prepares=True)
+        async def create(self) -> str:
+            self.started_before_the_answer = not self.authority.answered
+            return "made"
+
+    for uid, early in ((0, True), (1000, False)):
+        iface = Iface(uid)
+        token = context._current_message.set(MSG)
+        try:
+            assert asyncio.run(iface.create()) == "made"
+        finally:
+            context._current_message.reset(token)
+        assert iface.started_before_the_answer is early, uid

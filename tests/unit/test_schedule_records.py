@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from test_schedule_runs import NamedIds
+
 from btrfsd.core.filesystems import Filesystem
 from btrfsd.core.maintenance import Maintenance
 from btrfsd.core.schedules import RECORDS_FILE, Schedules, SnapshotRecord, parse_schedule
@@ -36,9 +38,8 @@ class FakeSubvolumes:
     async def list(self, fs: Filesystem, **_: Any) -> list[SubvolumeInfo]:
         return self.present
 
-    async def ids_by_uuid(self, fs: Filesystem, wanted: Any = None
-                          ) -> dict[str, int] | None:
-        return {s.uuid: s.id for s in self.present}
+    async def named_by_uuid(self, fs: Filesystem) -> NamedIds:
+        return NamedIds({s.uuid: s.id for s in self.present})
 
     async def reachable(self, where: list[str], creds: object) -> list[bool]:
         return [True] * len(where)

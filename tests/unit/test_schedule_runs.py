@@ -7,6 +7,7 @@ journal)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,19 @@ from btrfsd.fs.subvol import SubvolumeInfo
 
 FS = Filesystem(uuid="fs-1", mounts=[MountEntry(1, "0:1", "/", "/mnt", "/dev/x", {})])
 SOURCE = SubvolumeInfo(256, 5, "home", "source", "", "", 1, 0.0, 0.0, False)
+
+
+class NamedIds:
+    """What a fake's named_by_uuid answers (fs/uuidtree.py Named), from a dict."""
+
+    def __init__(self, ids: dict[str, int]) -> None:
+        self.ids = ids
+
+    def missing(self, wanted: Collection[str]) -> set[str]:
+        return set(wanted) - self.ids.keys()
+
+    def id_of(self, uuid: str) -> int | None:
+        return self.ids.get(uuid)
 
 
 class FakeSubvolumes:
@@ -42,8 +56,7 @@ class FakeSubvolumes:
     async def list(self, fs: Filesystem, **_: Any) -> list[SubvolumeInfo]:
         return [SOURCE, *self.present.values()]
 
-    async def ids_by_uuid(self, fs: Filesystem, wanted: Any = None
-                          ) -> dict[str, int] | None:
+    async def named_by_uuid(self, fs: Filesystem) -> NamedIds | None:
         # as the UUID tree: now and then none, or one that does not name every
         # subvolume yet (filled after mounting an old filesystem): the listing decides
         if self.rng.random() < 0.1:
@@ -51,7 +64,7 @@ class FakeSubvolumes:
         ids = {s.uuid: s.id for s in await self.list(fs)}
         if ids and self.rng.random() < 0.1:
             del ids[self.rng.choice(sorted(ids))]
-        return ids
+        return NamedIds(ids)
 
     async def info_by_id(self, fs: Filesystem, subvolume_id: int) -> SubvolumeInfo:
         return next(s for s in self.present.values() if s.id == subvolume_id)

@@ -1,0 +1,82 @@
+"""core/gate.py on a real filesystem: a snapshot whose path walks and checks run before
+its caller is known to be allowed (root's CreateSnapshot runs while polkit is asked)
+makes nothing, not even the default snapshot directory, when its gate is shut; it is
+made once the gate opens; and a mistake in what it was asked is told without waiting
+for the gate (the checks come first)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import btrfsutil
+import pytest
+from conftest import World
+
+from btrfsd.core.filesystems import Registry
+from btrfsd.core.gate import Gate, GateShut
+from btrfsd.core.subvolumes import Subvolumes
+from btrfsd.errors import AlreadyExists, NotFound
+
+
+def snapshot(source: Path, dest: str, gate: Gate) -> str:
+    async def go() -> str:
+        registry = Registry()
+        await registry.rescan()
+        subvolumes = Subvolumes(registry)
+        fs, _ = await subvolumes.resolve(str(source))
+        return await subvolumes.snapshot(fs, str(source), dest, gate=gate)
+    return asyncio.run(go())
+
+
+def test_a_shut_gate_makes_nothing(world: World) -> None:
+    d = world.scratch()
+    btrfsutil.create_subvolume(str(d / "src"))
+    for dest in ("", str(d / "snap")):  # the default place, and one given
+        gate = Gate()
+        gate.shut()
+        with pytest.raises(GateShut):
+            snapshot(d / "src", dest, gate)
+        assert sorted(p.name for p in d.iterdir()) == ["src"]
+        assert not (d / "src" / ".snapshots").exists()
+
+
+def test_an_open_gate_lets_the_snapshot_be_made(world: World) -> None:
+    d = world.scratch()
+    btrfsutil.create_subvolume(str(d / "src"))
+    for dest in ("", str(d / "snap")):
+        gate = Gate()
+        threading.Timer(0.2, gate.open).start()  # the answer comes later
+        made = Path(snapshot(d / "src", dest, gate))
+        assert btrfsutil.is_subvolume(str(made)) and btrfsutil.get_subvolume_read_only(
+            str(made))
+    assert (d / "snap").exists() and len(list((d / "src" / ".snapshots").iterdir())) == 1
+
+
+class Watched(Gate):
+    """A gate that records being waited at, then lets the work go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = 0
+
+    def wait(self) -> None:
+        self.waited += 1
+        self.open()
+        super().wait()
+
+
+def test_the_checks_come_before_the_gate(world: World) -> None:
+    d = world.scratch()
+    btrfsutil.create_subvolume(str(d / "src"))
+    (d / "taken").mkdir()
+    for source, dest, error in ((d / "nothing-here", str(d / "snap"), NotFound),
+                                (d / "src", str(d / "taken"), AlreadyExists)):
+        gate = Watched()
+        with pytest.raises(error):
+            snapshot(source, dest, gate)
+        assert gate.waited == 0  # told without waiting for polkit's answer
+    gate = Watched()
+    snapshot(d / "src", str(d / "snap"), gate)
+    assert gate.waited == 1 and btrfsutil.is_subvolume(str(d / "snap"))
