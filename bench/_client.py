@@ -4,6 +4,8 @@ argv: KIND N FS_OBJECT_PATH ARG...   prints a JSON list of per-call seconds.
 KIND getfs_for takes N as seconds and says "ready" on stderr once connected.
 KIND small alternates GetFilesystems and GetSubvolume(ARG); getsub is GetSubvolume(ARG).
 KIND list also says "rows R" on stderr: how many subvolumes the last reply held.
+KIND list_cli is ListSubvolumes with the columns `btrfs subvolume list` prints (id,
+generation, parent id, path).
 KIND list_flood (getfs_flood) takes N as calls kept in flight: each of N loops calls
 ListSubvolumes (GetFilesystems) back to back until SIGTERM, then it prints {"ok": seconds
 of each answered call, "busy": count refused with Busy, "other": other errors} (it says
@@ -44,6 +46,11 @@ def message(kind, i, fs, args):
         return Message(**base, member="GetQuotaUsage", signature="a{sv}", body=[{}])
     if kind == "list":
         return Message(**base, member="ListSubvolumes", signature="a{sv}", body=[{}])
+    if kind == "list_cli":
+        from dbus_fast import Variant
+
+        return Message(**base, member="ListSubvolumes", signature="a{sv}", body=[{
+            "columns": Variant("as", ["id", "generation", "parent_id", "path"])}])
     if kind == "polkit":
         from dbus_fast import Variant
 

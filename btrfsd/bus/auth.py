@@ -13,8 +13,8 @@ import functools
 import inspect
 import logging
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
 
@@ -28,7 +28,14 @@ from ..core.limits import PerCallerLimit
 from ..errors import BtrfsdError
 from .context import current_message
 from .errors import to_dbus_error
-from .polkit import ACCESS_DENIED, INTERACTIVE_REQUIRED, Authority, Caller, PolkitUnavailable
+from .polkit import (
+    ACCESS_DENIED,
+    INTERACTIVE_REQUIRED,
+    LONGEST_QUESTION,
+    Authority,
+    Caller,
+    PolkitUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,11 @@ _own_grant: ContextVar[bool] = ContextVar("btrfsd_own_grant", default=False)
 _granted: ContextVar[asyncio.Future[None] | None] = ContextVar("btrfsd_granted", default=None)
 # ... and the same answer as a gate its work in a worker thread waits at (core/gate.py)
 _gate: ContextVar[Gate | None] = ContextVar("btrfsd_gate", default=None)
+# Calls that prepare (root's, while polkit is asked) at once: each holds a worker thread
+# at its gate until polkit answers, so while polkitd is slow to answer, the rest wait for
+# polkit first and hold no thread (the default executor has only a few).
+PREPARING_AT_MOST = 2
+_preparing = 0
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 T = TypeVar("T")
@@ -258,7 +270,7 @@ async def _while_asking(authority: Authority, msg: Message, action: str,
     one. Raises DBusError (AccessDenied, InteractiveAuthorizationRequired), else what
     the work raises."""
     granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    gate = Gate()
+    gate = Gate(LONGEST_QUESTION)  # authorize() opens or shuts it; this is a backstop
     token, gate_token = _granted.set(granted), _gate.set(gate)
     try:
         task = asyncio.ensure_future(work)  # in this context: it sees both
@@ -282,6 +294,17 @@ async def _while_asking(authority: Authority, msg: Message, action: str,
     granted.set_result(None)
     gate.open()
     return await task
+
+
+@contextmanager
+def _one_preparing() -> Iterator[None]:
+    """Count a call that prepares while it runs (PREPARING_AT_MOST)."""
+    global _preparing
+    _preparing += 1
+    try:
+        yield
+    finally:
+        _preparing -= 1
 
 
 def _dropped(task: asyncio.Future[Any]) -> None:
@@ -409,13 +432,20 @@ def authorized(action: str, *, other_user_action: str | None = None,
                     if quick is not None:
                         caller, only_own = quick
                         own_token = _own_grant.set(only_own)
-                    elif ((overlap and await _early(self.authority, msg, action, details))
-                          or (prepares and await _is_root(self.authority, msg))):
+                    elif overlap and await _early(self.authority, msg, action, details):
                         caller = await _caller(self.authority, msg)
                         uid = caller.uid
                         token = _current_caller.set(caller)
                         return await _while_asking(self.authority, msg, action, details,
                                                    fn(self, *args))
+                    elif (prepares and await _is_root(self.authority, msg)
+                          and _preparing < PREPARING_AT_MOST):
+                        with _one_preparing():  # counted before the next await
+                            caller = await _caller(self.authority, msg)
+                            uid = caller.uid
+                            token = _current_caller.set(caller)
+                            return await _while_asking(self.authority, msg, action,
+                                                       details, fn(self, *args))
                     else:
                         caller = await authorize(self.authority, msg, needed, details)
                     uid = caller.uid

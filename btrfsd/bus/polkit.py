@@ -42,6 +42,8 @@ _ALLOW_USER_INTERACTION = 1
 _TIMEOUT = 20.0
 # One with a password prompt waits for a person, so it gets much longer.
 _INTERACTIVE_TIMEOUT = 300.0
+# The longest authorize() may take: its uid look-up and polkit's answer, each bounded
+LONGEST_QUESTION = _TIMEOUT + _INTERACTIVE_TIMEOUT
 
 
 class PolkitUnavailable(Exception):

@@ -12,8 +12,8 @@ import threading
 
 from ..errors import BtrfsdError
 
-# A gate nobody opens or shuts within this time counts as shut: a forgotten gate must not
-# hold a worker thread for good (the front end opens or shuts it in milliseconds).
+# A gate nobody opens or shuts within this time counts as shut, unless its front end says
+# how long its question may take: a forgotten gate must not hold a worker thread for good.
 LONGEST_WAIT = 120.0
 
 
@@ -28,9 +28,12 @@ class Gate:
     """Opened or shut once, by the front end; waited on by the work (blocking: in the
     worker thread that does it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, longest: float | None = None) -> None:
+        """``longest``: seconds after which an undecided gate counts as shut (default
+        LONGEST_WAIT); longer than the front end's question may take."""
         self._decided = threading.Event()
         self._open = False
+        self._longest = LONGEST_WAIT if longest is None else longest
 
     def open(self) -> None:
         """Let the work go on. No effect once shut."""
@@ -44,8 +47,8 @@ class Gate:
 
     def wait(self) -> None:
         """Return once the gate is open, at once if it is. Raises GateShut when it was
-        shut or nobody decided within LONGEST_WAIT."""
-        if not self._decided.wait(LONGEST_WAIT) or not self._open:
+        shut or nobody decided in time (``longest``)."""
+        if not self._decided.wait(self._longest) or not self._open:
             raise GateShut("The call was not allowed to go on; nothing was changed.")
 
 

@@ -38,6 +38,7 @@ T = TypeVar("T")
 TRIM_AFTER_ROWS = 1000
 TRIM_DELAY = 1.0
 SELECTIONS_KEPT = 4  # sources whose snapshots are kept per filesystem (_snapshots_in)
+DEFAULT_NAME_TRIES = 8  # default snapshot names tried when others take them meanwhile
 # "nobody", in no group: what this identity can reach, any local user can
 ANY_USER = Creds(uid=65534, gid=65534)
 
@@ -491,6 +492,9 @@ class Subvolumes:
                 f"{base} belongs to uid {st.st_uid}, neither root nor the owner of "
                 f"{source.path}; btrfsd puts no snapshots there. Give a destination.")
         # Two snapshots in one second get -1, -2, ... so names stay unique and sortable.
+        # Chosen once the call may go on, so that a call held at its gate (for polkit's
+        # answer) does not hold on to a name another call then takes.
+        wait_at(gate)
         name, n = stamp, 0
         while True:
             try:
@@ -507,30 +511,46 @@ class Subvolumes:
             _require_subvolume(src)
             src_fd = src.open()
             self._member(fs, src, src_fd)
-            if not dest:
-                if recursive:
-                    raise InvalidArgument(
-                        "A recursive snapshot needs a destination outside its source; the "
-                        f"default place ({constants.DEFAULT_SNAPSHOT_DIR} inside the source) "
-                        "would take in earlier snapshots."
-                    )
+            if dest:
+                return self._snapshot_to(fs, src, src_fd, dest, read_only, recursive,
+                                         as_caller, gate)
+            if recursive:
+                raise InvalidArgument(
+                    "A recursive snapshot needs a destination outside its source; the "
+                    f"default place ({constants.DEFAULT_SNAPSHOT_DIR} inside the source) "
+                    "would take in earlier snapshots."
+                )
+            # The default name is the first free one: another call (or anyone) may take
+            # it between the look and the snapshot, and this call then takes the next.
+            for attempt in range(DEFAULT_NAME_TRIES):
                 with _kernel_judges(as_caller):
                     dest = self._default_destination(src, when, gate)
-            with paths.resolve(dest, must_exist=False, as_caller=as_caller) as dst:
-                _require_absent(dst)
-                self._parent_member(fs, dst)
-                if recursive and dst.path.startswith(src.path.rstrip("/") + "/"):
-                    raise InvalidArgument(
-                        f"A recursive snapshot of {src.path} cannot be placed inside it "
-                        f"({dst.path}): it would take in earlier snapshots; give a "
-                        "destination outside the source."
-                    )
-                wait_at(gate)  # everything before only looked
-                with _kernel_judges(as_caller):
-                    subvol.create_snapshot(
-                        src_fd, src.path, dst, read_only=read_only, recursive=recursive
-                    )
-                return dst.path
+                try:
+                    return self._snapshot_to(fs, src, src_fd, dest, read_only, False,
+                                             as_caller, gate)
+                except AlreadyExists:
+                    if attempt == DEFAULT_NAME_TRIES - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    def _snapshot_to(self, fs: Filesystem, src: paths.Resolved, src_fd: int, dest: str,
+                     read_only: bool, recursive: bool, as_caller: Creds | None,
+                     gate: Gate | None) -> str:
+        with paths.resolve(dest, must_exist=False, as_caller=as_caller) as dst:
+            _require_absent(dst)
+            self._parent_member(fs, dst)
+            if recursive and dst.path.startswith(src.path.rstrip("/") + "/"):
+                raise InvalidArgument(
+                    f"A recursive snapshot of {src.path} cannot be placed inside it "
+                    f"({dst.path}): it would take in earlier snapshots; give a "
+                    "destination outside the source."
+                )
+            wait_at(gate)  # everything before only looked
+            with _kernel_judges(as_caller):
+                subvol.create_snapshot(
+                    src_fd, src.path, dst, read_only=read_only, recursive=recursive
+                )
+            return dst.path
 
     async def snapshot(self, fs: Filesystem, source: str, dest: str = "", *,
                        read_only: bool = True, recursive: bool = False,

@@ -23,7 +23,6 @@ from .treesearch import (
     _ITEM_HEADER,
     _MAX_ITEMS,
     _NR_ITEMS,
-    _ROOM,
     _SEARCH_V2_HEAD,
     U64_MAX,
     Key,
@@ -44,6 +43,11 @@ _KEY_BYTES = struct.Struct("=8x16s16x")
 _SHAPE = struct.Struct("=24xII8x")  # a record's type and length
 _TYPE_AT, _LENGTH_AT, _ID_AT = 24, 28, 32  # where in a record
 _SUBVOL_SHAPE = (UUID_KEY_SUBVOL, 8)
+_ID = struct.Struct("<Q")  # an item's ids: on-disk data, little-endian on every host
+# Where a search result may have stopped short of the end: the kernel stops at the first
+# item that does not fit, and an item can be as big as a leaf (nodesize: at most 64 KiB;
+# a received UUID's item grows by 8 bytes per subvolume received from that source).
+_ROOM = 64 * 1024 + _ITEM_HEADER.size
 _FIRST = itemgetter(0)
 
 
@@ -71,12 +75,13 @@ def _same(records: bytes, at: int, value: int) -> bool:
 class Named:
     """The subvolumes one read of the UUID tree found (read_named), asked by UUID: which
     of many are missing (a scheduled run's question on every run, answered by C loops
-    over key bytes, with no Python step per subvolume), and the id of a few."""
+    over key bytes, with no Python step per subvolume), and the id of some."""
 
     def __init__(self) -> None:
         # per search call: a buffer, the key bytes of its subvolume items (_raw) and
         # where in the buffer each one's id is
         self._pages: list[tuple[bytes | bytearray, list[bytes], Sequence[int]]] = []
+        self._index: dict[bytes, tuple[bytes | bytearray, int]] | None = None  # id_of's
 
     def add(self, buf: bytearray, nr_items: int) -> tuple[Key, int]:
         """Take in one search result; return its last key and where it ends."""
@@ -98,8 +103,11 @@ class Named:
         return last, end
 
     def _walk(self, buf: bytearray, nr_items: int) -> tuple[Key, int]:
-        """add() for a result whose items are not all one u64 long (a UUID two
-        subvolumes share, by mistake): a Python step per item header."""
+        """add() for a result whose items are not all one u64 long: a received UUID's
+        item holds the ids of every subvolume received from one source (a stream
+        received twice; any owner of a subvolume can set its received UUID), and a
+        subvolume's item more than one id only when two share a UUID by mistake. A
+        Python step per item header."""
         keys: list[bytes] = []
         ids: list[int] = []
         unpack, size, pos = _ITEM_HEADER.unpack_from, _ITEM_HEADER.size, _SEARCH_V2_HEAD.size
@@ -109,9 +117,9 @@ class Named:
             pos += size
             if typ == UUID_KEY_SUBVOL and length >= 8:
                 keys.append(_NATIVE.pack(oid, off))
-                ids.append(struct.unpack_from("=Q", buf, pos)[0])  # the first id
+                ids.append(struct.unpack_from("<Q", buf, pos)[0])  # the first id
             pos += length
-        self._pages.append((struct.pack(f"={len(ids)}Q", *ids), keys,
+        self._pages.append((struct.pack(f"<{len(ids)}Q", *ids), keys,
                             range(0, 8 * len(ids), 8)))
         return (oid, typ, off), pos
 
@@ -124,20 +132,22 @@ class Named:
         return {u for u in wanted if _raw(u) in left} if left else set()
 
     def id_of(self, uuid: str) -> int | None:
-        """The id of the subvolume with ``uuid``; None when the tree does not name it."""
-        key = _raw(uuid)
-        for buf, keys, places in self._pages:
-            if key in keys:
-                sid: int = struct.unpack_from("=Q", buf, places[keys.index(key)])[0]
-                return sid
-        return None
+        """The id of the subvolume with ``uuid``; None when the tree does not name it.
+        The first call indexes every key (a cleanup asks for a few, or for thousands)."""
+        if self._index is None:
+            self._index = {k: (buf, p) for buf, keys, places in self._pages
+                           for k, p in zip(keys, places, strict=True)}
+        found = self._index.get(_raw(uuid))
+        if found is None:
+            return None
+        sid: int = _ID.unpack_from(*found)[0]
+        return sid
 
     def ids(self) -> dict[str, int]:
         """UUID (dashed) -> id of every subvolume the tree names."""
         found: dict[str, int] = {}
         for buf, keys, places in self._pages:
-            found.update(zip(map(_uuid, keys),
-                             (struct.unpack_from("=Q", buf, p)[0] for p in places),
+            found.update(zip(map(_uuid, keys), (_ID.unpack_from(buf, p)[0] for p in places),
                              strict=True))
         return found
 
@@ -152,13 +162,5 @@ def read_named(fd: int) -> Named:
         buf = _search_call(fd, key, max_key, 0, _MAX_ITEMS, UUID_TREE_OBJECTID)
         nr_items = struct.unpack_from("=I", buf, _NR_ITEMS)[0]
         last, end = named.add(buf, nr_items)
-        # _ROOM as for the root tree: an item is a key and one u64 (a few more ids only
-        # for a UUID shared by mistake)
         key = _following(buf, nr_items, end, last, _ROOM)
     return named
-
-
-def subvolume_ids(fd: int) -> dict[str, int]:
-    """UUID (dashed) -> subvolume id of every subvolume the UUID tree of the filesystem
-    holding ``fd`` names. Raises BtrfsdError (NotFound: no UUID tree)."""
-    return read_named(fd).ids()

@@ -173,7 +173,7 @@ polkit.addRule(function(action, subject) {
 
 
 def test_a_refused_read_gets_the_refusal_and_nothing_of_the_read(world: World) -> None:
-    """Reads run while polkit is asked (bus/auth.py _read_while_asking). A caller polkit
+    """Reads run while polkit is asked (bus/auth.py _while_asking). A caller polkit
     refuses gets AccessDenied, never the read's result nor its own error (NotFound for
     a path that is not there), whichever ends first; root and callers polkit allows are
     served as before, and the daemon goes on."""

@@ -80,3 +80,46 @@ def test_the_checks_come_before_the_gate(world: World) -> None:
     gate = Watched()
     snapshot(d / "src", str(d / "snap"), gate)
     assert gate.waited == 1 and btrfsutil.is_subvolume(str(d / "snap"))
+
+
+class Held(Gate):
+    """A gate that says when its work reached it, and stays undecided until opened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = threading.Event()
+
+    def wait(self) -> None:
+        self.reached.set()
+        super().wait()
+
+
+def test_calls_held_at_their_gates_choose_different_names(world: World) -> None:
+    """Two snapshots to the default place, both waiting for polkit's answer at once:
+    each chooses its name only once it may go on, so the second gets ``-1`` instead of
+    failing with AlreadyExists (review of issue 11's fifth step)."""
+    d = world.scratch()
+    btrfsutil.create_subvolume(str(d / "src"))
+    (d / "src" / ".snapshots").mkdir(mode=0o750)
+    gates = [Held(), Held()]
+    made: list[str] = []
+    errors: list[BaseException] = []
+
+    def one(gate: Gate) -> None:
+        try:
+            made.append(snapshot(d / "src", "", gate))
+        except BaseException as e:  # told to the test below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(g,)) for g in gates]
+    for t in threads:
+        t.start()
+    for g in gates:
+        assert g.reached.wait(30)
+    for g in gates:
+        g.open()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    names = sorted(Path(m).name for m in made)
+    assert len(names) == 2 and names[0] != names[1], names

@@ -14,7 +14,6 @@ from dbus_fast.errors import DBusError
 from btrfsd.bus import auth, context, polkit
 from btrfsd.bus.polkit import ACCESS_DENIED, Authority
 from btrfsd.constants import Action
-from btrfsd.core import gate as gate_module
 from btrfsd.core.gate import Gate, GateShut, wait_at
 from btrfsd.errors import NotFound
 
@@ -99,32 +98,51 @@ def test_until_allowed_outside_such_a_read_returns_at_once() -> None:
     assert auth.current_gate() is None  # and a thread has no gate to wait at
 
 
-def prepares(steps: list[str]) -> object:
-    """A call that looks in a worker thread, then waits at its gate, then changes."""
+class Telling(Polkit):
+    """A Polkit that notes when it answered."""
+
+    def __init__(self, allow: bool) -> None:
+        super().__init__(allow, delay=0.2)
+        self.answered = False
+
+    async def check(self, sender: str, action: str, interactive: bool,
+                    details: object = None) -> tuple[bool, bool]:
+        answer = await super().check(sender, action, interactive, details)
+        self.answered = True
+        return answer
+
+
+def prepares(steps: list[str], polkit: Telling) -> object:
+    """A call that looks in a worker thread, then waits at its gate, then changes; each
+    step noted with whether polkit had answered by then."""
     gate = auth.current_gate()
     assert gate is not None
 
     def work() -> str:
-        steps.append("looked")
+        steps.append(f"looked, answered {polkit.answered}")
         wait_at(gate)
-        steps.append("changed")
+        steps.append(f"changed, answered {polkit.answered}")
         return "made"
 
     return asyncio.to_thread(work)
 
 
 def test_work_in_a_thread_changes_only_once_polkit_allowed() -> None:
-    steps: list[str] = []
+    for allow in (True, False):
+        steps: list[str] = []
+        polkit = Telling(allow)
 
-    async def call() -> str:
-        return await prepares(steps)  # type: ignore[no-any-return]
+        async def call(steps: list[str] = steps, polkit: Telling = polkit) -> str:
+            return await prepares(steps, polkit)  # type: ignore[no-any-return]
 
-    assert run(True, call(), Polkit(True, delay=0.2)) == "made"
-    assert steps == ["looked", "changed"]
-    steps.clear()
-    with pytest.raises(DBusError) as e:
-        run(False, call(), Polkit(False, delay=0.2))
-    assert e.value.type == ACCESS_DENIED and steps == ["looked"]  # the gate was shut
+        if allow:
+            assert run(True, call(), polkit) == "made"
+            assert steps == ["looked, answered False", "changed, answered True"]
+        else:
+            with pytest.raises(DBusError) as e:
+                run(False, call(), polkit)
+            assert e.value.type == ACCESS_DENIED
+            assert steps == ["looked, answered False"]  # the gate was shut
 
 
 def test_a_gate_decides_once() -> None:
@@ -140,10 +158,11 @@ def test_a_gate_decides_once() -> None:
     wait_at(None)  # no gate: nothing to wait for
 
 
-def test_a_gate_nobody_decides_counts_as_shut(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gate_module, "LONGEST_WAIT", 0.05)
+def test_a_gate_nobody_decides_counts_as_shut() -> None:
     with pytest.raises(GateShut):
-        Gate().wait()
+        Gate(0.05).wait()
+    # the front end's gate outlasts its longest question to polkit
+    assert auth.LONGEST_QUESTION >= 300
 
 
 def test_only_root_and_callers_allowed_lately_start_early(monkeypatch: pytest.MonkeyPatch
@@ -245,3 +264,41 @@ def test_only_roots_calls_prepare() -> None:
         finally:
             context._current_message.reset(token)
         assert iface.started_before_the_answer is early, uid
+
+
+def test_at_most_a_few_calls_prepare_at_once() -> None:
+    """Each call that prepares holds a worker thread at its gate until polkit answers:
+    beyond PREPARING_AT_MOST at once, root's calls wait for polkit first."""
+
+    class Slow(Polkit):
+        def __init__(self) -> None:
+            super().__init__(True, delay=0.2)
+
+        async def uid_of(self, sender: str) -> int:
+            return 0
+
+    class Iface:
+        def __init__(self) -> None:
+            self.authority = Slow()
+            self.started: list[float] = []
+
+        @auth.authorized(Action.SNAPSHOT_CREATE, prepares=True)
+        async def create(self) -> str:
+            self.started.append(asyncio.get_running_loop().time())
+            return "made"
+
+    iface = Iface()
+
+    async def calls() -> tuple[list[str], float]:
+        token = context._current_message.set(MSG)
+        try:
+            begun = asyncio.get_running_loop().time()
+            return await asyncio.gather(*(iface.create() for _ in range(5))), begun
+        finally:
+            context._current_message.reset(token)
+
+    made, begun = asyncio.run(calls())
+    assert made == ["made"] * 5 and auth._preparing == 0
+    # polkit answers after 0.2 s: the calls that started before it are those that prepared
+    early = [t for t in iface.started if t - begun < 0.1]
+    assert len(early) == auth.PREPARING_AT_MOST, [t - begun for t in iface.started]
