@@ -257,20 +257,23 @@ async def _early(authority: Authority, msg: Message, action: str,
 
 
 async def _while_asking(authority: Authority, msg: Message, action: str,
-                        details: Mapping[str, str], work: Awaitable[T]) -> T:
+                        details: Mapping[str, str], work: Awaitable[T],
+                        gated: bool = False) -> T:
     """Run ``work`` while polkit is asked whether the sender of ``msg`` may ``action``:
     the polkit round trip (1.5-3 ms) and the call's own work overlap instead of adding
     up (docs/benchmarks.md, issue 11). For whom: a read (_early) or a call that prepares
-    (root only). Nothing changes before polkit allowed the call: a read waits in
-    until_allowed() before anything that changes something (a transaction commit), and
-    work in a worker thread waits at current_gate() before its first change, so a
-    refused call changes nothing. The work's outcome is kept until polkit answers: a
-    caller polkit refuses gets the refusal, never the work's result or error, once the
-    work has ended, so the call holds its places (core/limits.py) as long as an allowed
-    one. Raises DBusError (AccessDenied, InteractiveAuthorizationRequired), else what
-    the work raises."""
+    (root only, ``gated``). Nothing changes before polkit allowed the call: a read waits
+    in until_allowed() before anything that changes something (a transaction commit),
+    and the work of a ``gated`` call in a worker thread waits at current_gate() before
+    its first change, so a refused call changes nothing. The work's outcome is kept
+    until polkit answers: a caller polkit refuses gets the refusal, never the work's
+    result or error, once the work has ended, so the call holds its places
+    (core/limits.py) as long as an allowed one. Raises DBusError (AccessDenied,
+    InteractiveAuthorizationRequired), else what the work raises."""
     granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    gate = Gate(LONGEST_QUESTION)  # authorize() opens or shuts it; this is a backstop
+    # only for work that waits at it (``gated``); the limit is a backstop: authorize()
+    # opens or shuts it
+    gate = Gate(LONGEST_QUESTION) if gated else None
     token, gate_token = _granted.set(granted), _gate.set(gate)
     try:
         task = asyncio.ensure_future(work)  # in this context: it sees both
@@ -283,16 +286,19 @@ async def _while_asking(authority: Authority, msg: Message, action: str,
         await authorize(authority, msg, action, details)
     except asyncio.CancelledError:
         granted.cancel()
-        gate.shut()
+        if gate is not None:
+            gate.shut()
         task.cancel()
         raise
     except BaseException:
         granted.cancel()  # work waiting in until_allowed() ends there
-        gate.shut()  # and work in a thread at its gate
+        if gate is not None:
+            gate.shut()  # and work in a thread at its gate
         await asyncio.wait({task})
         raise
     granted.set_result(None)
-    gate.open()
+    if gate is not None:
+        gate.open()
     return await task
 
 
@@ -445,7 +451,7 @@ def authorized(action: str, *, other_user_action: str | None = None,
                             uid = caller.uid
                             token = _current_caller.set(caller)
                             return await _while_asking(self.authority, msg, action,
-                                                       details, fn(self, *args))
+                                                       details, fn(self, *args), gated=True)
                     else:
                         caller = await authorize(self.authority, msg, needed, details)
                     uid = caller.uid

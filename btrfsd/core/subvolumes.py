@@ -37,6 +37,10 @@ T = TypeVar("T")
 # sent, and once for a burst of listings.
 TRIM_AFTER_ROWS = 1000
 TRIM_DELAY = 1.0
+# A listing of that many is kept (to be answered again, or rescanned in part after a
+# change) while it is asked for, and forgotten this long after the last time: a
+# listing of 10,000 holds ~3 MiB a daemon that idles should give back (issue 11).
+KEEP_BIG_LISTING_FOR = 15.0
 SELECTIONS_KEPT = 4  # sources whose snapshots are kept per filesystem (_snapshots_in)
 DEFAULT_NAME_TRIES = 8  # default snapshot names tried when others take them meanwhile
 # "nobody", in no group: what this identity can reach, any local user can
@@ -124,6 +128,9 @@ class Subvolumes:
         self._selections: dict[str, dict[tuple[int, str], SubvolumeRows]] = {}
         registry.add_listener(self._forget_listings)
         self._trim: asyncio.TimerHandle | None = None
+        # when a big listing was last asked for, and the timer that forgets it after
+        self._big_listed = 0.0
+        self._forget_big: asyncio.TimerHandle | None = None
 
     def _forget_listings(self, added: list[Filesystem], removed: list[Filesystem]) -> None:
         for fs in removed:
@@ -252,8 +259,13 @@ class Subvolumes:
         Raises BtrfsdError."""
         source, every, version = await self._run(self._source_and_list, fs, snapshots_of,
                                                  visible_to)
-        if len(every) >= TRIM_AFTER_ROWS and self._trim is None:
-            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trimmed)
+        if len(every) >= TRIM_AFTER_ROWS:
+            loop = asyncio.get_running_loop()
+            if self._trim is None:
+                self._trim = loop.call_later(TRIM_DELAY, self._trimmed)
+            self._big_listed = loop.time()
+            if self._forget_big is None:
+                self._forget_big = loop.call_later(KEEP_BIG_LISTING_FOR, self._forget_idle)
         items = every if source is None else self._snapshots_in(fs, version, every,
                                                                 source.uuid)
         if visible_to is not None and not visible_to.is_root:
@@ -268,6 +280,19 @@ class Subvolumes:
 
     def _trimmed(self) -> None:
         self._trim = None
+        memory.trim()
+
+    def _forget_idle(self) -> None:
+        """Forget the kept listings once nobody listed a big one for KEEP_BIG_LISTING_FOR
+        seconds (the next listing scans the whole tree again), and give the memory back."""
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._big_listed
+        if idle < KEEP_BIG_LISTING_FOR:
+            self._forget_big = loop.call_later(KEEP_BIG_LISTING_FOR - idle, self._forget_idle)
+            return
+        self._forget_big = None
+        self._listings.clear()
+        self._selections.clear()
         memory.trim()
 
     def _info(self, fs: Filesystem, path: str, as_caller: Creds | None) -> SubvolumeInfo:

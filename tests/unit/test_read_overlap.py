@@ -44,10 +44,11 @@ MSG = Message(destination="org.btrfsd1", path="/org/btrfsd1", interface="org.btr
               member="GetStatus", sender=":1.42")
 
 
-def run(allow: bool, read: object, fake: Polkit | None = None) -> object:
+def run(allow: bool, read: object, fake: Polkit | None = None, gated: bool = False
+        ) -> object:
     async def go() -> object:
-        return await auth._while_asking(fake or Polkit(allow), MSG,
-                                        "org.btrfsd1.read", {}, read)  # type: ignore[arg-type]
+        return await auth._while_asking(fake or Polkit(allow), MSG,  # type: ignore[arg-type]
+                                        "org.btrfsd1.read", {}, read, gated)  # type: ignore[arg-type]
     return asyncio.run(go())
 
 
@@ -136,11 +137,11 @@ def test_work_in_a_thread_changes_only_once_polkit_allowed() -> None:
             return await prepares(steps, polkit)  # type: ignore[no-any-return]
 
         if allow:
-            assert run(True, call(), polkit) == "made"
+            assert run(True, call(), polkit, gated=True) == "made"
             assert steps == ["looked, answered False", "changed, answered True"]
         else:
             with pytest.raises(DBusError) as e:
-                run(False, call(), polkit)
+                run(False, call(), polkit, gated=True)
             assert e.value.type == ACCESS_DENIED
             assert steps == ["looked, answered False"]  # the gate was shut
 
