@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixture
 from sandbox import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_sandbox, is_root, wall
+from common import bench_sandbox, is_root, timed, wall
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
@@ -70,17 +70,6 @@ async def run_schedule_times(name: str, n: int) -> list[float]:
     return times
 
 
-def raw_snapshot_times(src: Path, into: Path, n: int) -> list[float]:
-    """Seconds of each of ``n`` read-only snapshots of ``src`` into ``into`` by btrfsutil
-    in this process: the kernel's own cost, the floor under RunSchedule."""
-    times = []
-    for k in range(n):
-        t = time.perf_counter()
-        btrfsutil.create_snapshot(str(src), str(into / f"raw-{k}-{t}"), read_only=True)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def flatness(sb: Sandbox, runs: int, pile: int) -> list[str]:
     """RunSchedule's p50 over ``runs`` calls on a fresh filesystem, then again once the
     schedule made ``pile`` snapshots (nothing deleted: keep_last holds them all). Each
@@ -103,11 +92,13 @@ def flatness(sb: Sandbox, runs: int, pile: int) -> list[str]:
         if reply.message_type == MessageType.ERROR:
             raise RuntimeError(f"SetSchedule: {reply.error_name}: {reply.body}")
         await run_schedule_times("flat", 10)  # the first 10
-        raw_few = raw_snapshot_times(src, into, runs)
+        raw_few = timed(runs, lambda i: btrfsutil.create_snapshot(
+            str(src), str(into / f"raw-few-{i}"), read_only=True))  # the kernel's own
         few = await run_schedule_times("flat", runs)
         print(f"  making {pile} scheduled snapshots", file=sys.stderr)
         await run_schedule_times("flat", pile - 10 - runs)
-        raw_many = raw_snapshot_times(src, into, runs)
+        raw_many = timed(runs, lambda i: btrfsutil.create_snapshot(
+            str(src), str(into / f"raw-many-{i}"), read_only=True))
         return (few, raw_few), (await run_schedule_times("flat", runs), raw_many)
 
     (few, raw_few), (many, raw_many) = asyncio.run(go())
