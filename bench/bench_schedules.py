@@ -10,7 +10,7 @@ the pure decision in-process, and deleting M snapshots by raw btrfsutil and by t
 CLI.
 
 Run as root: scripts/dev bench schedules [--snapshots 5000] [--compare 300]
-    [--flat-runs 20] [--flat-pile 1000]
+    [--flat-runs 40] [--flat-pile 1000]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import btrfsutil
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loopdev-fixture
 from sandbox import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_sandbox, is_root, timed, wall
+from common import bench_sandbox, is_root, wall
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
@@ -50,13 +51,17 @@ def busctl(sb: Sandbox, *args: str) -> str:
     return r.stdout
 
 
-async def run_schedule_times(name: str, n: int) -> list[float]:
+async def run_schedule_times(name: str, n: int, floor: Callable[[int], object] | None = None
+                             ) -> tuple[list[float], list[float]]:
     """Seconds of each of ``n`` RunSchedule calls, one after the other (this process's
-    D-Bus client: no process start in the figure)."""
+    D-Bus client: no process start in the figure); with ``floor``, each call is followed
+    by ``floor(i)``, timed too (the kernel's own snapshot: both then see the machine's
+    same minute, and each one follows the other's transaction commit)."""
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    times = []
+    times: list[float] = []
+    floors: list[float] = []
     try:
-        for _ in range(n):
+        for i in range(n):
             t = time.perf_counter()
             reply = await bus.call(Message(
                 destination="org.btrfsd1", path="/org/btrfsd1",
@@ -65,15 +70,17 @@ async def run_schedule_times(name: str, n: int) -> list[float]:
             times.append(time.perf_counter() - t)
             if reply.message_type == MessageType.ERROR:
                 raise RuntimeError(f"RunSchedule: {reply.error_name}: {reply.body}")
+            if floor is not None:
+                floors.append(wall(lambda i=i: floor(i)))
     finally:
         bus.disconnect()
-    return times
+    return times, floors
 
 
 def flatness(sb: Sandbox, runs: int, pile: int) -> list[str]:
     """RunSchedule's p50 over ``runs`` calls on a fresh filesystem, then again once the
     schedule made ``pile`` snapshots (nothing deleted: keep_last holds them all). Each
-    figure is preceded by as many raw snapshots of the same source into the same directory,
+    measured call is followed by a raw snapshot of the same source into the same directory,
     so the rows also say how much of any growth is the kernel's own."""
     fs = sb.add_filesystem("4G", "bench-flat")
     src = fs.mount_point / "flat"
@@ -92,14 +99,12 @@ def flatness(sb: Sandbox, runs: int, pile: int) -> list[str]:
         if reply.message_type == MessageType.ERROR:
             raise RuntimeError(f"SetSchedule: {reply.error_name}: {reply.body}")
         await run_schedule_times("flat", 10)  # the first 10
-        raw_few = timed(runs, lambda i: btrfsutil.create_snapshot(
-            str(src), str(into / f"raw-few-{i}"), read_only=True))  # the kernel's own
-        few = await run_schedule_times("flat", runs)
+        few = await run_schedule_times("flat", runs, lambda i: btrfsutil.create_snapshot(
+            str(src), str(into / f"raw-few-{i}"), read_only=True))
         print(f"  making {pile} scheduled snapshots", file=sys.stderr)
         await run_schedule_times("flat", pile - 10 - runs)
-        raw_many = timed(runs, lambda i: btrfsutil.create_snapshot(
+        return few, await run_schedule_times("flat", runs, lambda i: btrfsutil.create_snapshot(
             str(src), str(into / f"raw-many-{i}"), read_only=True))
-        return (few, raw_few), (await run_schedule_times("flat", runs), raw_many)
 
     (few, raw_few), (many, raw_many) = asyncio.run(go())
     p_few, p_many = (statistics.median(x) * 1000 for x in (few, many))
@@ -108,8 +113,8 @@ def flatness(sb: Sandbox, runs: int, pile: int) -> list[str]:
     own_few, own_many = p_few - k_few, p_many - k_many
     own = own_many / own_few
     # the raw snapshots count too: the filesystem holds both kinds
-    return [f"RunSchedule p50 with {10 + runs}-{10 + 2 * runs} snapshots: {p_few:.2f} ms; "
-            f"with {pile + 2 * runs}-{pile + 3 * runs}: {p_many:.2f} ms ({ratio:.2f}x)",
+    return [f"RunSchedule p50 with 10-{10 + 2 * runs} snapshots: {p_few:.2f} ms; "
+            f"with {pile + runs}-{pile + 3 * runs}: {p_many:.2f} ms ({ratio:.2f}x)",
             f"the kernel's snapshot of the same source (btrfsutil, in-process), p50: "
             f"{k_few:.2f} ms; {k_many:.2f} ms ({k_many / k_few:.2f}x)",
             f"RunSchedule less the kernel's snapshot (btrfsd's own cost): {own_few:.2f} ms; "
@@ -123,7 +128,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--snapshots", type=int, default=5000)
     ap.add_argument("--compare", type=int, default=300)
-    ap.add_argument("--flat-runs", type=int, default=20,
+    ap.add_argument("--flat-runs", type=int, default=40,
                     help="RunSchedule calls per figure of the flatness rows")
     ap.add_argument("--flat-pile", type=int, default=1000,
                     help="scheduled snapshots made before the second figure")
