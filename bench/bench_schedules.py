@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import btrfsutil
@@ -51,70 +50,68 @@ def busctl(sb: Sandbox, *args: str) -> str:
     return r.stdout
 
 
-async def run_schedule_times(name: str, n: int, floor: Callable[[int], object] | None = None
-                             ) -> tuple[list[float], list[float]]:
-    """Seconds of each of ``n`` RunSchedule calls, one after the other (this process's
-    D-Bus client: no process start in the figure); with ``floor``, each call is followed
-    by ``floor(i)``, timed too (the kernel's own snapshot: both then see the machine's
-    same minute, and each one follows the other's transaction commit)."""
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    times: list[float] = []
-    floors: list[float] = []
-    try:
-        for i in range(n):
-            t = time.perf_counter()
-            reply = await bus.call(Message(
-                destination="org.btrfsd1", path="/org/btrfsd1",
-                interface="org.btrfsd1.Manager", member="RunSchedule", signature="sa{sv}",
-                body=[name, {}]))
-            times.append(time.perf_counter() - t)
-            if reply.message_type == MessageType.ERROR:
-                raise RuntimeError(f"RunSchedule: {reply.error_name}: {reply.body}")
-            if floor is not None:
-                floors.append(wall(lambda i=i: floor(i)))
-    finally:
-        bus.disconnect()
-    return times, floors
+async def run_schedule(bus: MessageBus, name: str) -> float:
+    """Seconds of one RunSchedule call. Raises RuntimeError when it fails."""
+    t = time.perf_counter()
+    reply = await bus.call(Message(
+        destination="org.btrfsd1", path="/org/btrfsd1", interface="org.btrfsd1.Manager",
+        member="RunSchedule", signature="sa{sv}", body=[name, {}]))
+    took = time.perf_counter() - t
+    if reply.message_type == MessageType.ERROR:
+        raise RuntimeError(f"RunSchedule: {reply.error_name}: {reply.body}")
+    return took
 
 
 def flatness(sb: Sandbox, runs: int, pile: int) -> list[str]:
-    """RunSchedule's p50 over ``runs`` calls on a fresh filesystem, then again once the
-    schedule made ``pile`` snapshots (nothing deleted: keep_last holds them all). Each
-    measured call is followed by a raw snapshot of the same source into the same directory,
-    so the rows also say how much of any growth is the kernel's own."""
-    fs = sb.add_filesystem("4G", "bench-flat")
-    src = fs.mount_point / "flat"
-    btrfsutil.create_subvolume(str(src))
-    time.sleep(0.5)  # let btrfsd see the new mount
-    spec = {"subvolume": Variant("s", str(src)), "every": Variant("t", 3600),
-            "keep_last": Variant("u", pile + 2 * runs + 10)}
-    into = src / ".snapshots"  # where the schedule's snapshots go (made by the first run)
+    """RunSchedule's p50 with 10 snapshots and with ``pile``: two filesystems, each with
+    a schedule (keep_last holds everything, so nothing is deleted), one given 10
+    snapshots and the other ``pile``; then ``runs`` rounds, each a RunSchedule on both
+    and a raw snapshot (btrfsutil, in this process) of each source into its schedule's
+    directory, so that both sizes, and the kernel's own snapshot at both, are timed in
+    the same minutes of a noisy machine."""
+    sources = {}
+    for label in ("few", "many"):
+        fs = sb.add_filesystem("4G", f"bench-flat-{label}")
+        sources[label] = fs.mount_point / "flat"
+        btrfsutil.create_subvolume(str(sources[label]))
+    time.sleep(0.5)  # let btrfsd see the new mounts
 
-    async def go() -> tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]:
+    async def go() -> dict[str, tuple[list[float], list[float]]]:
         bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-        reply = await bus.call(Message(
-            destination="org.btrfsd1", path="/org/btrfsd1", interface="org.btrfsd1.Manager",
-            member="SetSchedule", signature="sa{sv}a{sv}", body=["flat", spec, {}]))
-        bus.disconnect()
-        if reply.message_type == MessageType.ERROR:
-            raise RuntimeError(f"SetSchedule: {reply.error_name}: {reply.body}")
-        await run_schedule_times("flat", 10)  # the first 10
-        few = await run_schedule_times("flat", runs, lambda i: btrfsutil.create_snapshot(
-            str(src), str(into / f"raw-few-{i}"), read_only=True))
-        print(f"  making {pile} scheduled snapshots", file=sys.stderr)
-        await run_schedule_times("flat", pile - 10 - runs)
-        return few, await run_schedule_times("flat", runs, lambda i: btrfsutil.create_snapshot(
-            str(src), str(into / f"raw-many-{i}"), read_only=True))
+        try:
+            for label, src in sources.items():
+                spec = {"subvolume": Variant("s", str(src)), "every": Variant("t", 3600),
+                        "keep_last": Variant("u", pile + 2 * runs + 10)}
+                reply = await bus.call(Message(
+                    destination="org.btrfsd1", path="/org/btrfsd1",
+                    interface="org.btrfsd1.Manager", member="SetSchedule",
+                    signature="sa{sv}a{sv}", body=[label, spec, {}]))
+                if reply.message_type == MessageType.ERROR:
+                    raise RuntimeError(f"SetSchedule: {reply.error_name}: {reply.body}")
+            print(f"  making 10 and {pile} scheduled snapshots", file=sys.stderr)
+            for label, n in (("few", 10), ("many", pile)):
+                for _ in range(n):
+                    await run_schedule(bus, label)
+            got: dict[str, tuple[list[float], list[float]]] = {
+                label: ([], []) for label in sources}
+            for i in range(runs):
+                for label, src in sources.items():
+                    got[label][0].append(await run_schedule(bus, label))
+                    got[label][1].append(wall(lambda src=src, i=i: btrfsutil.create_snapshot(
+                        str(src), str(src / ".snapshots" / f"raw-{i}"), read_only=True)))
+            return got
+        finally:
+            bus.disconnect()
 
-    (few, raw_few), (many, raw_many) = asyncio.run(go())
-    p_few, p_many = (statistics.median(x) * 1000 for x in (few, many))
-    k_few, k_many = (statistics.median(x) * 1000 for x in (raw_few, raw_many))
+    got = asyncio.run(go())
+    p_few, p_many = (statistics.median(got[k][0]) * 1000 for k in ("few", "many"))
+    k_few, k_many = (statistics.median(got[k][1]) * 1000 for k in ("few", "many"))
     ratio = p_many / p_few
     own_few, own_many = p_few - k_few, p_many - k_many
     own = own_many / own_few
-    # the raw snapshots count too: the filesystem holds both kinds
+    # the raw snapshots count too: each filesystem holds both kinds
     return [f"RunSchedule p50 with 10-{10 + 2 * runs} snapshots: {p_few:.2f} ms; "
-            f"with {pile + runs}-{pile + 3 * runs}: {p_many:.2f} ms ({ratio:.2f}x)",
+            f"with {pile}-{pile + 2 * runs}: {p_many:.2f} ms ({ratio:.2f}x)",
             f"the kernel's snapshot of the same source (btrfsutil, in-process), p50: "
             f"{k_few:.2f} ms; {k_many:.2f} ms ({k_many / k_few:.2f}x)",
             f"RunSchedule less the kernel's snapshot (btrfsd's own cost): {own_few:.2f} ms; "
