@@ -319,9 +319,9 @@ def _dropped(task: asyncio.Future[Any]) -> None:
 
 
 def current_gate() -> Gate | None:
-    """In a call that runs while polkit is asked (_while_asking), the gate its work in
-    a worker thread waits at before its first change; None in any other call (nothing
-    to wait for)."""
+    """In a call that prepares (runs while polkit is asked, ``gated``), the gate its
+    work in a worker thread waits at before its first change; None in any other call,
+    reads run while polkit is asked included (nothing to wait for)."""
     return _gate.get()
 
 

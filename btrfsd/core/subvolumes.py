@@ -7,6 +7,7 @@ BtrfsdError subclasses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import logging
@@ -37,12 +38,14 @@ T = TypeVar("T")
 # sent, and once for a burst of listings.
 TRIM_AFTER_ROWS = 1000
 TRIM_DELAY = 1.0
-# A listing of that many is kept (to be answered again, or rescanned in part after a
-# change) while it is asked for, and forgotten this long after the last time: a
-# listing of 10,000 holds ~3 MiB a daemon that idles should give back (issue 11).
+# While listings of that many are made or answered again (by callers, or a quota pass),
+# every filesystem's last listing is kept (to answer again, or rescan in part after a
+# change); all are forgotten this long after the last: a listing of 10,000 holds ~3 MiB
+# a daemon that idles should give back (issue 11).
 KEEP_BIG_LISTING_FOR = 15.0
 SELECTIONS_KEPT = 4  # sources whose snapshots are kept per filesystem (_snapshots_in)
 DEFAULT_NAME_TRIES = 8  # default snapshot names tried when others take them meanwhile
+DEFAULT_NAMES_A_SECOND = 1000  # -1 ... -999 after a second's first default name
 # "nobody", in no group: what this identity can reach, any local user can
 ANY_USER = Creds(uid=65534, gid=65534)
 
@@ -128,9 +131,14 @@ class Subvolumes:
         self._selections: dict[str, dict[tuple[int, str], SubvolumeRows]] = {}
         registry.add_listener(self._forget_listings)
         self._trim: asyncio.TimerHandle | None = None
-        # when a big listing was last asked for, and the timer that forgets it after
+        # when a big listing was last made or answered again, and the timer that forgets
+        # the kept listings after; the loop it runs on, for listings made in threads
         self._big_listed = 0.0
         self._forget_big: asyncio.TimerHandle | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # made outside the event loop (tests): set by list_versioned
+            self._loop = None
 
     def _forget_listings(self, added: list[Filesystem], removed: list[Filesystem]) -> None:
         for fs in removed:
@@ -211,6 +219,11 @@ class Subvolumes:
                 self._listings.pop(fs.uuid, None)
                 listing = memory.thaw(frozen, RootScan)
         self._listings[fs.uuid] = (fs, listing, version)
+        if len(listing.items) >= TRIM_AFTER_ROWS and self._loop is not None:
+            # whoever listed (a caller, a quota pass in its own thread): the timer runs
+            # on the loop
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._note_big)
         return listing.items, version
 
     def _list(self, fs: Filesystem) -> tuple[SubvolumeRows, int]:
@@ -259,13 +272,9 @@ class Subvolumes:
         Raises BtrfsdError."""
         source, every, version = await self._run(self._source_and_list, fs, snapshots_of,
                                                  visible_to)
-        if len(every) >= TRIM_AFTER_ROWS:
-            loop = asyncio.get_running_loop()
-            if self._trim is None:
-                self._trim = loop.call_later(TRIM_DELAY, self._trimmed)
-            self._big_listed = loop.time()
-            if self._forget_big is None:
-                self._forget_big = loop.call_later(KEEP_BIG_LISTING_FOR, self._forget_idle)
+        self._loop = asyncio.get_running_loop()
+        if len(every) >= TRIM_AFTER_ROWS and self._trim is None:
+            self._trim = self._loop.call_later(TRIM_DELAY, self._trimmed)
         items = every if source is None else self._snapshots_in(fs, version, every,
                                                                 source.uuid)
         if visible_to is not None and not visible_to.is_root:
@@ -281,6 +290,14 @@ class Subvolumes:
     def _trimmed(self) -> None:
         self._trim = None
         memory.trim()
+
+    def _note_big(self) -> None:
+        """A big listing was made or answered again (on the loop): keep the kept
+        listings KEEP_BIG_LISTING_FOR seconds from now."""
+        loop = asyncio.get_running_loop()
+        self._big_listed = loop.time()
+        if self._forget_big is None:
+            self._forget_big = loop.call_later(KEEP_BIG_LISTING_FOR, self._forget_idle)
 
     def _forget_idle(self) -> None:
         """Forget the kept listings once nobody listed a big one for KEEP_BIG_LISTING_FOR
@@ -489,7 +506,12 @@ class Subvolumes:
         return layouts.BTRFSD_SNAPSHOT_DIR
 
     def _default_destination(self, source: paths.Resolved, when: float | None,
-                             gate: Gate | None) -> str:
+                             gate: Gate | None) -> tuple[str, tuple[int, int]]:
+        """The path of a free default name for a snapshot of ``source``, and the
+        (device, inode) of the directory it was checked in (made if missing; waits at
+        ``gate`` before making anything or choosing the name). Raises InvalidArgument
+        (no usable directory), AlreadyExists (every name of that second taken), GateShut,
+        OSError."""
         stamp = time.strftime(constants.SNAPSHOT_NAME_FORMAT, time.gmtime(when))
         fd = source.open()
         dirname = self.default_snapshot_dir(fd, source.path.rstrip("/"))
@@ -520,14 +542,15 @@ class Subvolumes:
         # Chosen once the call may go on, so that a call held at its gate (for polkit's
         # answer) does not hold on to a name another call then takes.
         wait_at(gate)
-        name, n = stamp, 0
-        while True:
+        name = stamp
+        for n in range(1, DEFAULT_NAMES_A_SECOND + 1):
             try:
                 os.stat(f"{dirname}/{name}", dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
-                return f"{base}/{name}"
-            n += 1
+                return f"{base}/{name}", (st.st_dev, st.st_ino)
             name = f"{stamp}-{n}"
+        raise AlreadyExists(f"{base} holds {DEFAULT_NAMES_A_SECOND} snapshots named for "
+                            f"{stamp}; give a destination.")
 
     def _snapshot(self, fs: Filesystem, source: str, dest: str, read_only: bool,
                   recursive: bool, when: float | None = None,
@@ -549,10 +572,10 @@ class Subvolumes:
             # it between the look and the snapshot, and this call then takes the next.
             for attempt in range(DEFAULT_NAME_TRIES):
                 with _kernel_judges(as_caller):
-                    dest = self._default_destination(src, when, gate)
+                    dest, checked = self._default_destination(src, when, gate)
                 try:
                     return self._snapshot_to(fs, src, src_fd, dest, read_only, False,
-                                             as_caller, gate)
+                                             as_caller, gate, checked)
                 except AlreadyExists:
                     if attempt == DEFAULT_NAME_TRIES - 1:
                         raise
@@ -560,10 +583,17 @@ class Subvolumes:
 
     def _snapshot_to(self, fs: Filesystem, src: paths.Resolved, src_fd: int, dest: str,
                      read_only: bool, recursive: bool, as_caller: Creds | None,
-                     gate: Gate | None) -> str:
+                     gate: Gate | None, checked: tuple[int, int] | None = None) -> str:
         with paths.resolve(dest, must_exist=False, as_caller=as_caller) as dst:
             _require_absent(dst)
             self._parent_member(fs, dst)
+            if checked is not None:
+                # the default place is walked again by name: it must still be the
+                # directory whose owner was checked (an ancestor renamed meanwhile)
+                parent = os.fstat(dst.open_parent())
+                if (parent.st_dev, parent.st_ino) != checked:
+                    raise Busy(f"{os.path.dirname(dst.path)} changed while the snapshot "
+                               "was being made; try again.")
             if recursive and dst.path.startswith(src.path.rstrip("/") + "/"):
                 raise InvalidArgument(
                     f"A recursive snapshot of {src.path} cannot be placed inside it "
@@ -587,8 +617,9 @@ class Subvolumes:
         source and may write the destination directory). With ``gate``, the path walks
         and checks go on before it opens; making anything waits for it (core/gate.py).
 
-        Returns the snapshot's path. Raises BtrfsdError (NotPermitted; GateShut when the
-        gate was shut, with nothing made).
+        Returns the snapshot's path. Raises BtrfsdError (NotPermitted; AlreadyExists when
+        the default names stayed taken over DEFAULT_NAME_TRIES tries; Busy when the default
+        place changed meanwhile; GateShut when the gate was shut, with nothing made).
         """
         made = await self._run(self._snapshot, fs, source, dest, read_only, recursive, when,
                                as_caller, gate)

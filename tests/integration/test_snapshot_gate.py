@@ -7,6 +7,7 @@ for the gate (the checks come first)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from conftest import World
 from btrfsd.core.filesystems import Registry
 from btrfsd.core.gate import Gate, GateShut
 from btrfsd.core.subvolumes import Subvolumes
-from btrfsd.errors import AlreadyExists, NotFound
+from btrfsd.errors import AlreadyExists, Busy, NotFound
 
 
 def snapshot(source: Path, dest: str, gate: Gate) -> str:
@@ -123,3 +124,38 @@ def test_calls_held_at_their_gates_choose_different_names(world: World) -> None:
     assert not errors, errors
     names = sorted(Path(m).name for m in made)
     assert len(names) == 2 and names[0] != names[1], names
+
+
+class Swapping(Gate):
+    """A gate at which, while the call waits, someone renames the source away and puts
+    a directory of their own where the default place was (a user who may rename an
+    ancestor of the source, in their home say)."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__()
+        self.home = home
+
+    def wait(self) -> None:
+        if not (self.home / "vm.old").exists():
+            os.rename(self.home / "vm", self.home / "vm.old")
+            os.makedirs(self.home / "vm" / ".snapshots")
+            for p in (self.home / "vm", self.home / "vm" / ".snapshots"):
+                os.chown(p, 4321, 4321)
+        self.open()
+        super().wait()
+
+
+def test_the_default_place_checked_is_the_one_snapshotted_into(world: World) -> None:
+    """The default place's owner is checked on the directory found from the source;
+    the snapshot is made by name later. If another directory took that name meanwhile,
+    the call is Busy and nothing is made in either place (review of issue 11's fifth
+    step)."""
+    d = world.scratch()
+    home = d / "home"
+    home.mkdir()
+    btrfsutil.create_subvolume(str(home / "vm"))
+    (home / "vm" / ".snapshots").mkdir(mode=0o750)
+    with pytest.raises(Busy):
+        snapshot(home / "vm", "", Swapping(home))
+    assert not list((home / "vm" / ".snapshots").iterdir())
+    assert not list((home / "vm.old" / ".snapshots").iterdir())

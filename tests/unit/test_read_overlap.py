@@ -255,6 +255,7 @@ def test_only_roots_calls_prepare() -> None:
         @auth.authorized(Action.SNAPSHOT_CREATE, prepares=True)
         async def create(self) -> str:
             self.started_before_the_answer = not self.authority.answered
+            self.gated = auth.current_gate() is not None
             return "made"
 
     for uid, early in ((0, True), (1000, False)):
@@ -265,6 +266,15 @@ def test_only_roots_calls_prepare() -> None:
         finally:
             context._current_message.reset(token)
         assert iface.started_before_the_answer is early, uid
+        # an early start has a gate for its changes; a call after the answer needs none
+        assert iface.gated is early, uid
+
+
+def test_a_read_beside_polkit_has_no_gate() -> None:
+    async def read() -> bool:
+        return auth.current_gate() is None
+
+    assert run(True, read()) is True
 
 
 def test_at_most_a_few_calls_prepare_at_once() -> None:
