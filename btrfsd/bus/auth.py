@@ -251,9 +251,8 @@ async def _early(authority: Authority, msg: Message, action: str,
     caller polkit refuses must not learn from the refusal's timing how long the read
     took, nor make btrfsd do reads it then drops (reviews of issue 11's change).
     Raises DBusError (the bus does not know the sender)."""
-    sender = msg.sender or ""
-    return (await authority.uid_of(sender) == 0
-            or authority.allowed_lately(sender, action, details))
+    return (await _is_root(authority, msg)
+            or authority.allowed_lately(msg.sender or "", action, details))
 
 
 async def _while_asking(authority: Authority, msg: Message, action: str,
@@ -438,20 +437,18 @@ def authorized(action: str, *, other_user_action: str | None = None,
                     if quick is not None:
                         caller, only_own = quick
                         own_token = _own_grant.set(only_own)
-                    elif overlap and await _early(self.authority, msg, action, details):
-                        caller = await _caller(self.authority, msg)
-                        uid = caller.uid
-                        token = _current_caller.set(caller)
-                        return await _while_asking(self.authority, msg, action, details,
-                                                   fn(self, *args))
-                    elif (prepares and await _is_root(self.authority, msg)
-                          and _preparing < PREPARING_AT_MOST):
-                        with _one_preparing():  # counted before the next await
+                    elif ((read := overlap and await _early(self.authority, msg, action,
+                                                             details))
+                          or (prepares and await _is_root(self.authority, msg)
+                              and _preparing < PREPARING_AT_MOST)):
+                        # a call that prepares is counted before the next await
+                        with nullcontext() if read else _one_preparing():
                             caller = await _caller(self.authority, msg)
                             uid = caller.uid
                             token = _current_caller.set(caller)
                             return await _while_asking(self.authority, msg, action,
-                                                       details, fn(self, *args), gated=True)
+                                                       details, fn(self, *args),
+                                                       gated=not read)
                     else:
                         caller = await authorize(self.authority, msg, needed, details)
                     uid = caller.uid

@@ -105,8 +105,10 @@ class Authority:
     def note_refused(self, sender: str, action: str) -> None:
         """Remember that polkit refused ``sender`` ``action`` (whatever the details): it
         is never allowed lately again."""
+        if (sender, action) in self._refused:  # nothing allowed lately to drop since
+            self._refused.move_to_end((sender, action))
+            return
         self._refused[(sender, action)] = None
-        self._refused.move_to_end((sender, action))
         if len(self._refused) > _KEPT_AT_MOST:
             self._refused.popitem(last=False)
         for key in [k for k in self._allowed if k[:2] == (sender, action)]:

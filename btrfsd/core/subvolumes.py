@@ -270,9 +270,9 @@ class Subvolumes:
         (the listing's version and the uuid of ``snapshots_of``); None for a caller's
         own view (what a caller can reach changes with permissions, not the tree).
         Raises BtrfsdError."""
+        self._loop = asyncio.get_running_loop()  # before the listing: it tells the loop
         source, every, version = await self._run(self._source_and_list, fs, snapshots_of,
                                                  visible_to)
-        self._loop = asyncio.get_running_loop()
         if len(every) >= TRIM_AFTER_ROWS and self._trim is None:
             self._trim = self._loop.call_later(TRIM_DELAY, self._trimmed)
         items = every if source is None else self._snapshots_in(fs, version, every,

@@ -94,8 +94,7 @@ class Named:
         keys = list(map(_FIRST, _KEY_BYTES.iter_unpack(records)))
         places: Sequence[int] = range(head + _ID_AT, end, _RECORD_SIZE)
         oid, off = _NATIVE.unpack(keys[-1])
-        last = (oid, struct.unpack_from("=I", records, len(records) - _RECORD_SIZE + _TYPE_AT)[0],
-                off)
+        last = (oid, _SHAPE.unpack_from(records, len(records) - _RECORD_SIZE)[0], off)
         if not _same(records, _TYPE_AT, UUID_KEY_SUBVOL):  # received UUIDs' items among them
             mine = list(map(_SUBVOL_SHAPE.__eq__, _SHAPE.iter_unpack(records)))
             keys, places = list(compress(keys, mine)), list(compress(places, mine))
@@ -117,7 +116,7 @@ class Named:
             pos += size
             if typ == UUID_KEY_SUBVOL and length >= 8:
                 keys.append(_NATIVE.pack(oid, off))
-                ids.append(struct.unpack_from("<Q", buf, pos)[0])  # the first id
+                ids.append(_ID.unpack_from(buf, pos)[0])  # the first id
             pos += length
         self._pages.append((struct.pack(f"<{len(ids)}Q", *ids), keys,
                             range(0, 8 * len(ids), 8)))
